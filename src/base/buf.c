@@ -1,0 +1,130 @@
+/*
+ * buf.c - growable byte buffers with a hard cap (see buf.h).
+ */
+#include "base/buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/log.h"
+
+void buf_init(struct buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max ? max : SIZE_MAX / 2;
+    b->failed = 0;
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->failed = 0;
+}
+
+int buf_reserve(struct buf *b, size_t extra)
+{
+    if (likely(b->cap - b->len >= extra))
+        return 0;
+    if (extra > b->max || b->len > b->max - extra)
+        return -1;
+    size_t need = b->len + extra;
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap < need)
+        ncap = ncap > SIZE_MAX / 4 ? need : ncap * 2;
+    if (ncap > b->max)
+        ncap = b->max;
+    char *p = realloc(b->data, ncap);
+    if (!p)
+        log_fatal("out of memory growing a buffer to %zu bytes", ncap);
+    b->data = p;
+    b->cap = ncap;
+    return 0;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void buf_shrink(struct buf *b, size_t keep)
+{
+    if (b->len == 0 && b->cap > keep) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+    }
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (unlikely(b->failed))
+        return;
+    if (buf_reserve(b, n) != 0) {
+        b->failed = 1;
+        return;
+    }
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+size_t fmt_u64(char *dst, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        dst[i] = tmp[n - 1 - i];
+    return n;
+}
+
+void buf_append_u64(struct buf *b, uint64_t v)
+{
+    char tmp[20];
+    buf_append(b, tmp, fmt_u64(tmp, v));
+}
+
+void buf_append_i64(struct buf *b, int64_t v)
+{
+    if (v < 0) {
+        buf_append_char(b, '-');
+        /* negate in unsigned arithmetic so INT64_MIN does not overflow */
+        buf_append_u64(b, (uint64_t)0 - (uint64_t)v);
+        return;
+    }
+    buf_append_u64(b, (uint64_t)v);
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || buf_reserve(b, (size_t)n + 1) != 0) {
+        b->failed = 1;
+        va_end(ap2);
+        return;
+    }
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    b->len += (size_t)n;
+}

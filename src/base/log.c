@@ -1,0 +1,196 @@
+/*
+ * log.c - leveled logging to stderr (see log.h).
+ */
+#include "base/log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+
+static enum log_level g_level = LOG_INFO;
+static bool g_json = false;
+
+static _Thread_local struct buf t_access; /* batched access lines of this thread */
+
+void log_configure(enum log_level level, bool json)
+{
+    g_level = level;
+    g_json = json;
+}
+
+bool log_level_parse(const char *s, enum log_level *out)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *out = (enum log_level)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool log_enabled(enum log_level level)
+{
+    return level >= g_level;
+}
+
+static const char *level_name(enum log_level l)
+{
+    switch (l) {
+    case LOG_DEBUG:
+        return "debug";
+    case LOG_INFO:
+        return "info";
+    case LOG_WARN:
+        return "warn";
+    default:
+        return "error";
+    }
+}
+
+/* Current UTC time as 2026-11-27T06:05:53.123Z into dst (>= 32 bytes). */
+static void fmt_now(char *dst, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(dst, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
+/* Append s as JSON string content (without quotes), escaping what JSON requires. */
+static void append_json_escaped(struct buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            buf_append_char(b, '\\');
+            buf_append_char(b, (char)c);
+        } else if (c < 0x20 || c == 0x7f) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            buf_append(b, e, 6);
+        } else {
+            buf_append_char(b, (char)c);
+        }
+    }
+}
+
+/* Append untrusted text for a text-format log line: control bytes become '?'. */
+static void append_text_safe(struct buf *b, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        buf_append_char(b, (c < 0x20 || c == 0x7f || c == ' ') ? '?' : (char)c);
+    }
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere left to report a failing stderr */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void vlog(enum log_level level, const char *fmt, va_list ap)
+{
+    char msg[2048];
+    char ts[40];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    if (n < 0)
+        return;
+    size_t mlen = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    fmt_now(ts, sizeof ts);
+    struct buf b;
+    buf_init(&b, 0);
+    if (g_json) {
+        buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_name(level));
+        append_json_escaped(&b, msg, mlen);
+        buf_append_cstr(&b, "\"}\n");
+    } else {
+        buf_printf(&b, "%s %s ", ts, level_name(level));
+        buf_append(&b, msg, mlen);
+        buf_append_char(&b, '\n');
+    }
+    if (!b.failed)
+        write_all(2, b.data, b.len);
+    buf_free(&b);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    if (level < g_level)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void log_fatal(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(LOG_ERROR, fmt, ap);
+    va_end(ap);
+    abort();
+}
+
+void log_access(const struct access_entry *e)
+{
+    if (LOG_INFO < g_level)
+        return;
+    struct buf *b = &t_access;
+    if (b->max == 0)
+        buf_init(b, 0);
+    char ts[40];
+    fmt_now(ts, sizeof ts);
+    if (g_json) {
+        buf_printf(b, "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"access\",\"method\":\"", ts);
+        append_json_escaped(b, e->method.ptr, e->method.len);
+        buf_append_cstr(b, "\",\"route\":\"");
+        append_json_escaped(b, e->route.ptr, e->route.len);
+        buf_append_cstr(b, "\",\"path\":\"");
+        append_json_escaped(b, e->path.ptr, e->path.len);
+        buf_printf(b, "\",\"status\":%d,\"duration_ms\":%.3f,\"bytes\":%llu,\"request_id\":\"",
+                   e->status, e->duration_ms, (unsigned long long)e->bytes);
+        append_json_escaped(b, e->request_id.ptr, e->request_id.len);
+        buf_append_cstr(b, "\"}\n");
+    } else {
+        buf_printf(b, "%s info access ", ts);
+        append_text_safe(b, e->method.ptr, e->method.len);
+        buf_append_char(b, ' ');
+        append_text_safe(b, e->path.ptr, e->path.len);
+        buf_append_cstr(b, " route=");
+        append_text_safe(b, e->route.ptr, e->route.len);
+        buf_printf(b, " status=%d duration_ms=%.3f bytes=%llu request_id=", e->status,
+                   e->duration_ms, (unsigned long long)e->bytes);
+        append_text_safe(b, e->request_id.ptr, e->request_id.len);
+        buf_append_char(b, '\n');
+    }
+    if (b->len > 64 * 1024)
+        log_flush();
+}
+
+void log_flush(void)
+{
+    struct buf *b = &t_access;
+    if (b->len && !b->failed)
+        write_all(2, b->data, b->len);
+    buf_reset(b);
+}

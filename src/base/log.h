@@ -1,0 +1,55 @@
+/*
+ * log.h - leveled logging to stderr, text or JSON lines.
+ *
+ * Each thread formats into its own buffer; lines are written with a single
+ * write(2) so lines of different threads never interleave. Access-log lines
+ * are batched per event-loop iteration (log_flush) to keep syscalls off the
+ * per-request path.
+ */
+#ifndef BRISK_LOG_H
+#define BRISK_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/compiler.h"
+#include "base/str.h"
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Configure once at start-up, before any thread is started. */
+void log_configure(enum log_level level, bool json);
+
+/* Parse "debug|info|warn|error"; returns false on anything else. */
+bool log_level_parse(const char *s, enum log_level *out);
+
+/* True when messages of this level are written. */
+bool log_enabled(enum log_level level);
+
+/* Write one message line (printf format) at the given level, flushed at once. */
+void log_msg(enum log_level level, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+/* Log at error level and abort: for broken invariants and out-of-memory. */
+NORETURN void log_fatal(const char *fmt, ...) PRINTF_FMT(1, 2);
+
+/* One access-log line, buffered in the calling thread until log_flush(). */
+struct access_entry {
+    struct str method;
+    struct str route; /* route pattern, e.g. /users/{id}; "-" when unmatched */
+    struct str path;  /* raw path as received (no query) */
+    int status;
+    double duration_ms;
+    uint64_t bytes; /* response bytes (headers + body) */
+    struct str request_id;
+};
+void log_access(const struct access_entry *e);
+
+/* Write this thread's buffered access lines, if any. */
+void log_flush(void);
+
+#endif
