@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install the Debian packages brisk needs, idempotently.
+#   scripts/deps.sh run   - to build and run
+#   scripts/deps.sh test  - to build, test (gcc + clang, sanitizers, fuzz smoke)
+# As root it runs apt-get; otherwise it prints one line naming what is missing.
+set -euo pipefail
+
+run_pkgs=(gcc make libc6-dev libsqlite3-dev libssl-dev)
+test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps)
+
+case "${1:-run}" in
+run) want=("${run_pkgs[@]}") ;;
+test) want=("${test_pkgs[@]}") ;;
+*) echo "usage: $0 run|test" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "brisk: missing packages: ${missing[*]} (run: sudo apt-get install -y ${missing[*]})" >&2
+    exit 1
+fi
+echo "brisk: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

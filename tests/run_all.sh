@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Run every test twice - normal build and ASan+UBSan build - and print the
+# totals as the last line: "N passed, N failed".
+#   tests/run_all.sh                 everything
+#   tests/run_all.sh --quick         normal build only
+#   tests/run_all.sh --unit-only --build DIR
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+variants=(normal asan)
+unit_only=0
+build_dir=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) variants=(normal) ;;
+    --unit-only) unit_only=1 ;;
+    --build) build_dir="$2"; shift ;;
+    esac
+    shift
+done
+
+total_pass=0
+total_fail=0
+failed_suites=()
+jobs=$(nproc 2>/dev/null || echo 2)
+
+# run_suite NAME CMD... : run, echo its output, add its "N passed, N failed" line to the totals
+run_suite() {
+    local name="$1"; shift
+    local out rc
+    echo "=== $name"
+    out=$("$@" 2>&1); rc=$?
+    printf '%s\n' "$out" | grep -v '^ok ' | tail -n 40
+    local line p f
+    line=$(printf '%s\n' "$out" | grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(echo "$line" | sed -E 's/^([A-Za-z]+: )?([0-9]+) passed.*/\2/')
+        f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+    else
+        p=0; f=1
+    fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    [ "$f" -ne 0 ] && failed_suites+=("$name")
+    return 0
+}
+
+for v in "${variants[@]}"; do
+    if [ "$v" = asan ]; then
+        mk=(make -s SAN=1); bdir=build/asan
+        export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1:strict_string_checks=1"
+        export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+    else
+        mk=(make -s); bdir=build
+    fi
+    [ -n "$build_dir" ] && bdir="$build_dir"
+    echo "##### build: $v"
+    if ! "${mk[@]}" -j"$jobs" all unit-bins; then
+        echo "build failed ($v)"
+        total_fail=$((total_fail + 1)); failed_suites+=("build-$v")
+        continue
+    fi
+    for t in "$bdir"/tests/test_*; do
+        [ -x "$t" ] || continue
+        run_suite "$v unit $(basename "$t")" "$t"
+    done
+    [ "$unit_only" = 1 ] && continue
+    if [ -f tests/json_diff/gen_and_compare.py ]; then
+        run_suite "$v json differential" python3 tests/json_diff/gen_and_compare.py "$bdir/tests/json_check"
+    fi
+    if [ -f tests/blackbox/run.py ]; then
+        run_suite "$v black-box" python3 tests/blackbox/run.py --binary "$bdir/brisk"
+    fi
+done
+
+if [ ${#failed_suites[@]} -gt 0 ]; then
+    echo "failed suites: ${failed_suites[*]}"
+fi
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
