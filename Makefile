@@ -44,7 +44,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS_H) -o $@ $< $(OBJ) $(LIBS)
 
-unit-bins: $(UNIT_BIN)
+$(BUILD)/tests/json_check: tests/json_diff/json_check.c $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS_H) -o $@ $< $(OBJ) $(LIBS)
+
+unit-bins: $(UNIT_BIN) $(if $(wildcard tests/json_diff/json_check.c),$(BUILD)/tests/json_check)
 
 # Build and start the service on :8080 with ./data/brisk.db.
 run: deps-run
