@@ -62,8 +62,9 @@ static void fmt_now(char *dst, size_t cap)
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    snprintf(dst, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    snprintf(dst, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", (tm.tm_year + 1900) % 10000,
+             (tm.tm_mon + 1) % 100, tm.tm_mday % 100, tm.tm_hour % 100, tm.tm_min % 100,
+             tm.tm_sec % 100, (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
 /* Append s as JSON string content (without quotes), escaping what JSON requires. */
@@ -107,7 +108,7 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-static void vlog(enum log_level level, const char *fmt, va_list ap)
+PRINTF_FMT(2, 0) static void vlog(enum log_level level, const char *fmt, va_list ap)
 {
     char msg[2048];
     char ts[40];
@@ -193,4 +194,10 @@ void log_flush(void)
     if (b->len && !b->failed)
         write_all(2, b->data, b->len);
     buf_reset(b);
+}
+
+void log_thread_done(void)
+{
+    log_flush();
+    buf_free(&t_access);
 }

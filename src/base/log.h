@@ -52,4 +52,7 @@ void log_access(const struct access_entry *e);
 /* Write this thread's buffered access lines, if any. */
 void log_flush(void);
 
+/* Flush and free this thread's buffer; call before a thread that logged access lines exits. */
+void log_thread_done(void);
+
 #endif

@@ -47,8 +47,15 @@ struct http_request {
     enum http_method method;
     struct str method_str;
     struct str target; /* request-target as sent */
-    struct str path;   /* origin-form path, raw (still percent-encoded), without query */
-    struct str query;  /* bytes after '?', raw; len 0 when absent or empty */
+    /*
+     * path: raw (still percent-encoded), without query. Starts with '/' except
+     * for "OPTIONS *" where it is "*". For an absolute-form target
+     * ("http://host/p?q") it is the part from the first '/' after the
+     * authority; when there is none it is "/" pointing to a static string
+     * (the only slice that may lie outside the caller's buffer).
+     */
+    struct str path;
+    struct str query; /* bytes after '?', raw; len 0 when absent or empty (ptr NULL when absent) */
     int minor_version; /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
 
     /* caller provides the array; capacity is limits.max_headers */
@@ -61,7 +68,13 @@ struct http_request {
     bool keep_alive;         /* 1.1 default true unless "Connection: close"; 1.0 only with keep-alive */
     bool expect_continue;    /* "Expect: 100-continue" present */
 
-    /* frequently used fields, found while parsing; len 0 when absent */
+    /*
+     * frequently used fields, found while parsing; len 0 when absent.
+     * host: the Host value, or for an absolute-form target its authority
+     * (RFC 9112 3.3); Host is still required (exactly one in 1.1) and checked.
+     * content_type / authorization: a duplicate field is a 400.
+     * request_id: the first X-Request-Id.
+     */
     struct str host;
     struct str content_type;
     struct str authorization;
@@ -84,6 +97,13 @@ struct http_request {
  *        417 an Expect other than 100-continue,
  *        501 a Transfer-Encoding other than exactly "chunked",
  *        505 an HTTP version other than 1.0 / 1.1.
+ *        Precisely: a syntactically malformed Transfer-Encoding list (empty
+ *        element, bad token) is 400, a well-formed one other than exactly one
+ *        "chunked" is 501; every duplicate Content-Length is 400 (even equal);
+ *        TE in an HTTP/1.0 request is 400; "HTTP/" DIGIT "." DIGIT other than
+ *        1.0/1.1 is 505, any other version text 400. One CRLF before the
+ *        request line is skipped (RFC 9112 2.2) and counted in the head.
+ *        See the top of parser.c for every choice.
  * On -1 the method/path fields that were parsed before the error stay valid
  * (used for logging) and the rest of *req is unspecified.
  */
@@ -109,10 +129,18 @@ bool http_header_get(const struct http_request *req, const char *name, struct st
  *   -2   more bytes needed; every byte passed was consumed (decoded, or a
  *        piece of a chunk-size line / trailer absorbed into the decoder's
  *        state byte by byte), so the caller passes only new bytes next time.
- *   -1   malformed (*out_status = 400) or body larger than max_body (413).
+ *   -1   malformed (*out_status = 400), body larger than max_body (413), or
+ *        trailer section larger than max_header_bytes (431). *len still
+ *        counts the data decoded before the error. Further calls return -1
+ *        with the same status.
  * Trailer fields are parsed strictly like header fields and discarded; the
- * chunk-size line (with extensions) is limited to 4096 bytes and the trailer
- * section to max_header_bytes.
+ * chunk-size line (with extensions, including its CRLF) is limited to 4096
+ * bytes (400) and the trailer section (field lines plus the final CRLF) to
+ * max_header_bytes (431). No whitespace is allowed between the chunk-size and
+ * ';'; the chunk-ext after ';' must start with a token character and may then
+ * hold any field-value bytes (no CTL, no DEL). The 413 is raised as soon as a
+ * chunk-size line announces more than max_body in total, before its data.
+ * After completion, further calls return all bytes passed as leftover.
  */
 struct http_chunked {
     int state;

@@ -1,0 +1,15 @@
+build/asan/src/app/system.o: src/app/system.c src/app/app.h \
+ src/http/router.h src/base/str.h src/http/parser.h src/http/server.h \
+ src/base/buf.h src/base/compiler.h src/json/json.h src/base/arena.h \
+ src/db/db.h src/http/metrics.h
+src/app/app.h:
+src/http/router.h:
+src/base/str.h:
+src/http/parser.h:
+src/http/server.h:
+src/base/buf.h:
+src/base/compiler.h:
+src/json/json.h:
+src/base/arena.h:
+src/db/db.h:
+src/http/metrics.h:

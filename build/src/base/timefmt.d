@@ -1,0 +1,2 @@
+build/src/base/timefmt.o: src/base/timefmt.c src/base/timefmt.h
+src/base/timefmt.h:

@@ -1,0 +1,35 @@
+/*
+ * system.c - liveness, readiness and metrics endpoints.
+ */
+#include "app/app.h"
+#include "db/db.h"
+#include "http/metrics.h"
+
+void handle_health(struct http_ctx *c)
+{
+    /* liveness never touches the database: a slow database must not get us restarted */
+    buf_append(http_body(c), "ok", 2);
+    http_respond(c, 200, "text/plain; charset=utf-8");
+}
+
+static void ready_done(void *ctx, enum db_status st)
+{
+    struct http_ctx *c = ctx;
+    if (st == DB_OK) {
+        buf_append_cstr(http_body(c), "{\"status\":\"ready\"}");
+        http_respond(c, 200, NULL);
+    } else {
+        http_respond_error(c, 503, "database unavailable");
+    }
+}
+
+void handle_ready(struct http_ctx *c)
+{
+    db_ping(http_db(c), ready_done, c);
+}
+
+void handle_metrics(struct http_ctx *c)
+{
+    metrics_render(http_body(c), db_backend_name(http_db(c)));
+    http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8");
+}

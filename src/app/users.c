@@ -1,0 +1,269 @@
+/*
+ * users.c - the users endpoints of the contract.
+ *
+ * Handlers validate, call the storage interface and write the user straight
+ * into the response buffer from the row callback (no intermediate copy).
+ */
+#include <stdio.h>
+
+#include "app/app.h"
+#include "app/validate.h"
+#include "base/timefmt.h"
+#include "db/db.h"
+#include "http/url.h"
+
+#define LIST_DEFAULT 50
+#define LIST_MAX 1000
+
+static void write_user(struct buf *b, const struct db_user *u)
+{
+    char ts[RFC3339_LEN];
+    buf_append_cstr(b, "{\"id\":");
+    buf_append_i64(b, u->id);
+    buf_append_cstr(b, ",\"name\":");
+    json_write_str(b, u->name.ptr, u->name.len);
+    buf_append_cstr(b, ",\"email\":");
+    json_write_str(b, u->email.ptr, u->email.len);
+    buf_append_cstr(b, ",\"created_at\":\"");
+    fmt_rfc3339(ts, u->created_at);
+    buf_append(b, ts, sizeof ts);
+    buf_append_cstr(b, "\"}");
+}
+
+/* Answer a storage failure that has no endpoint-specific meaning. */
+static void respond_db_error(struct http_ctx *c, enum db_status st)
+{
+    if (st == DB_UNAVAILABLE)
+        http_respond_error(c, 503, "database unavailable");
+    else
+        http_respond_error(c, 500, "internal error");
+}
+
+/* Row callback shared by create/get/update: the user is the whole body. */
+static void user_row(void *ctx, const struct db_user *u)
+{
+    struct http_ctx *c = ctx;
+    struct buf *b = http_body(c);
+    buf_reset(b);
+    write_user(b, u);
+    if (http_req(c)->method == HTTP_POST) {
+        char loc[32];
+        int n = snprintf(loc, sizeof loc, "/users/%lld", (long long)u->id);
+        http_add_header(c, "Location", (struct str){loc, (size_t)n});
+    }
+}
+
+static void user_done(void *ctx, enum db_status st)
+{
+    struct http_ctx *c = ctx;
+    switch (st) {
+    case DB_OK:
+        http_respond(c, http_req(c)->method == HTTP_POST ? 201 : 200, NULL);
+        break;
+    case DB_NOT_FOUND:
+        http_respond_error(c, 404, "user not found");
+        break;
+    case DB_CONFLICT:
+        http_respond_error(c, 409, "email already exists");
+        break;
+    default:
+        respond_db_error(c, st);
+        break;
+    }
+}
+
+/* Read name/email from the body; `required` for create. Returns 0 or answers 400 and returns -1. */
+static int read_user_fields(struct http_ctx *c, const struct json_value *body, bool required,
+                            struct str *name, struct str *email)
+{
+    const char *err = NULL;
+    bool has_name = false, has_email = false;
+    *name = STR_NULL;
+    *email = STR_NULL;
+    if (body->type != JSON_OBJECT) {
+        err = "body must be a json object";
+    } else if (json_opt_string(body, "name", &has_name, name, &err) == 0 &&
+               json_opt_string(body, "email", &has_email, email, &err) == 0) {
+        if (required && !has_name)
+            err = "name is required";
+        else if (required && !has_email)
+            err = "email is required";
+        else if (has_name)
+            err = validate_name(*name);
+        if (!err && has_email)
+            err = validate_email(*email);
+    }
+    if (err) {
+        http_respond_error(c, 400, err);
+        return -1;
+    }
+    /* a zero-length slice with a non-NULL pointer means "set"; NULL means "leave" */
+    if (!has_name)
+        *name = STR_NULL;
+    if (!has_email)
+        *email = STR_NULL;
+    return 0;
+}
+
+void handle_user_create(struct http_ctx *c)
+{
+    const struct json_value *body = http_json_body(c);
+    struct str name, email;
+    if (!body || read_user_fields(c, body, true, &name, &email) != 0)
+        return;
+    db_user_create(http_db(c), name, email, user_row, user_done, c);
+}
+
+static bool id_param(struct http_ctx *c, int64_t *id)
+{
+    if (parse_id(http_param(c, 0), id))
+        return true;
+    http_respond_error(c, 400, "invalid id");
+    return false;
+}
+
+void handle_user_get(struct http_ctx *c)
+{
+    int64_t id;
+    if (id_param(c, &id))
+        db_user_get(http_db(c), id, user_row, user_done, c);
+}
+
+void handle_user_update(struct http_ctx *c)
+{
+    int64_t id;
+    if (!id_param(c, &id))
+        return;
+    const struct json_value *body = http_json_body(c);
+    struct str name, email;
+    if (!body || read_user_fields(c, body, false, &name, &email) != 0)
+        return;
+    db_user_update(http_db(c), id, name, email, user_row, user_done, c);
+}
+
+static void delete_done(void *ctx, enum db_status st)
+{
+    struct http_ctx *c = ctx;
+    switch (st) {
+    case DB_OK:
+        http_respond(c, 204, NULL);
+        break;
+    case DB_NOT_FOUND:
+        http_respond_error(c, 404, "user not found");
+        break;
+    case DB_HAS_CHILDREN:
+        http_respond_error(c, 409, "user has orders");
+        break;
+    default:
+        respond_db_error(c, st);
+        break;
+    }
+}
+
+void handle_user_delete(struct http_ctx *c)
+{
+    int64_t id;
+    if (id_param(c, &id))
+        db_user_delete(http_db(c), id, delete_done, c);
+}
+
+/* ---- list with cursor pagination ---- */
+
+struct list_state {
+    struct http_ctx *c;
+    int limit;
+    int count;
+    int64_t last_id;
+};
+
+/* Rows arrive limit + 1 at most: the extra one only tells that a next page exists. */
+static void list_row(void *ctx, const struct db_user *u)
+{
+    struct list_state *s = ctx;
+    if (s->count < s->limit) {
+        struct buf *b = http_body(s->c);
+        if (s->count)
+            buf_append_char(b, ',');
+        write_user(b, u);
+        s->last_id = u->id;
+    }
+    s->count++;
+}
+
+static void list_done(void *ctx, enum db_status st)
+{
+    struct list_state *s = ctx;
+    struct http_ctx *c = s->c;
+    if (st != DB_OK) {
+        respond_db_error(c, st);
+        return;
+    }
+    struct buf *b = http_body(c);
+    buf_append_cstr(b, "],\"next_after\":");
+    if (s->count > s->limit)
+        buf_append_i64(b, s->last_id);
+    else
+        buf_append_cstr(b, "null");
+    buf_append_char(b, '}');
+    http_respond(c, 200, NULL);
+}
+
+/*
+ * Parse limit/after from the query. Returns NULL or the error message.
+ * Unknown parameters are ignored; a repeated known one is an error, since
+ * "which one wins" differs between frameworks.
+ */
+static const char *parse_list_query(struct str q, char *scratch, int *limit, int64_t *after)
+{
+    struct str key, val;
+    bool seen_limit = false, seen_after = false;
+    *limit = LIST_DEFAULT;
+    *after = 0;
+    while (url_query_next(&q, &key, &val)) {
+        size_t klen, vlen;
+        char *k = scratch, *v;
+        if (!url_decode(key.ptr, key.len, k, &klen, true))
+            return "invalid query string";
+        v = k + klen;
+        if (!url_decode(val.ptr, val.len, v, &vlen, true))
+            return "invalid query string";
+        struct str ks = {k, klen}, vs = {v, vlen};
+        int64_t n;
+        if (str_eq(ks, STR_LIT("limit"))) {
+            if (seen_limit)
+                return "limit given more than once";
+            seen_limit = true;
+            if (!str_to_i64(vs, &n) || n < 1 || n > LIST_MAX)
+                return "limit must be an integer from 1 to 1000";
+            *limit = (int)n;
+        } else if (str_eq(ks, STR_LIT("after"))) {
+            if (seen_after)
+                return "after given more than once";
+            seen_after = true;
+            if (!str_to_i64(vs, &n))
+                return "after must be a non-negative integer";
+            *after = n;
+        }
+    }
+    return NULL;
+}
+
+void handle_user_list(struct http_ctx *c)
+{
+    struct str q = http_req(c)->query;
+    struct list_state *s = http_alloc(c, sizeof *s);
+    char *scratch = http_alloc(c, q.len + 1);
+    if (!s || !scratch) {
+        http_respond_error(c, 500, "internal error");
+        return;
+    }
+    int64_t after;
+    const char *err = parse_list_query(q, scratch, &s->limit, &after);
+    if (err) {
+        http_respond_error(c, 400, err);
+        return;
+    }
+    s->c = c;
+    buf_append_cstr(http_body(c), "{\"users\":[");
+    db_user_list(http_db(c), after, s->limit + 1, list_row, list_done, s);
+}

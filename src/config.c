@@ -1,0 +1,250 @@
+/*
+ * config.c - settings from the environment and flags (see config.h).
+ *
+ * One table drives parsing, validation and --help, so a new setting is one
+ * line here and one field in struct config.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/compiler.h"
+#include "base/log.h"
+
+enum opt_type { OPT_ADDR, OPT_STR, OPT_U64, OPT_INT_THREADS, OPT_LOG_FORMAT, OPT_LOG_LEVEL };
+
+struct opt {
+    const char *flag; /* without the leading -- */
+    const char *env;
+    enum opt_type type;
+    size_t offset; /* into struct config */
+    uint64_t min, max;
+    const char *def; /* default as text (parsed like user input) */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct opt k_opts[] = {
+    {"addr", "BRISK_ADDR", OPT_ADDR, OFF(port), 0, 0, "0.0.0.0:8080",
+     "listen address, host:port (IPv6 as [::]:8080)"},
+    {"database-url", "BRISK_DATABASE_URL", OPT_STR, OFF(database_url), 1, 4096,
+     "sqlite:./data/brisk.db", "sqlite:PATH, postgres://user:pass@host:port/db or a libpq string"},
+    {"threads", "BRISK_THREADS", OPT_INT_THREADS, OFF(threads), 1, 1024, "",
+     "event-loop threads (default: number of cores)"},
+    {"api-token", "BRISK_API_TOKEN", OPT_STR, OFF(api_token), 0, 4096, "",
+     "when set, every endpoint but /health, /ready, /metrics needs Authorization: Bearer TOKEN"},
+    {"receipt-key", "BRISK_RECEIPT_KEY", OPT_STR, OFF(receipt_key), 1, 4096, "dev-receipt-key",
+     "HMAC-SHA256 key for order receipts"},
+    {"log-format", "BRISK_LOG_FORMAT", OPT_LOG_FORMAT, OFF(log_json), 0, 0, "text",
+     "log line format: text or json"},
+    {"log-level", "BRISK_LOG_LEVEL", OPT_LOG_LEVEL, OFF(log_level), 0, 0, "info",
+     "debug, info (includes access log), warn or error"},
+    {"max-body-bytes", "BRISK_MAX_BODY_BYTES", OPT_U64, OFF(max_body_bytes), 1,
+     (uint64_t)1 << 30, "8388608", "largest request body (413 above)"},
+    {"max-header-bytes", "BRISK_MAX_HEADER_BYTES", OPT_U64, OFF(max_header_bytes), 256,
+     (uint64_t)1 << 20, "16384", "largest request line + headers (431 above)"},
+    {"max-headers", "BRISK_MAX_HEADERS", OPT_U64, OFF(max_headers), 1, 1000, "100",
+     "most header fields in a request (431 above)"},
+    {"header-timeout-ms", "BRISK_HEADER_TIMEOUT_MS", OPT_U64, OFF(header_timeout_ms), 1,
+     86400000, "10000", "request head must arrive within this (408 after)"},
+    {"body-timeout-ms", "BRISK_BODY_TIMEOUT_MS", OPT_U64, OFF(body_timeout_ms), 1, 86400000,
+     "60000", "request body must arrive within this (408 after); also the write timeout"},
+    {"idle-timeout-ms", "BRISK_IDLE_TIMEOUT_MS", OPT_U64, OFF(idle_timeout_ms), 1, 86400000,
+     "60000", "idle keep-alive connections are closed after this"},
+    {"drain-seconds", "BRISK_DRAIN_SECONDS", OPT_U64, OFF(drain_seconds), 0, 3600, "10",
+     "on SIGTERM/SIGINT, longest wait for requests in flight"},
+    {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0,
+     600000, "5000", "SQLite: how long a write waits for the lock before 503"},
+};
+
+static int fail(char *err, size_t cap, const struct opt *o, const char *problem, const char *val)
+{
+    /* values are echoed (shortened) except secrets, which are never printed */
+    bool secret = o->offset == OFF(api_token) || o->offset == OFF(receipt_key) ||
+                  o->offset == OFF(database_url);
+    if (val && !secret)
+        snprintf(err, cap, "brisk: %s (--%s): \"%.80s\" %s", o->env, o->flag, val, problem);
+    else
+        snprintf(err, cap, "brisk: %s (--%s): %s", o->env, o->flag, problem);
+    return -1;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!*s)
+        return -1;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* host:port, [v6]:port or :port. */
+static int parse_addr(struct config *cfg, const char *s)
+{
+    const char *colon;
+    size_t hlen;
+    const char *host = s;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return -1;
+        host = s + 1;
+        hlen = (size_t)(end - host);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -1;
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen >= sizeof cfg->addr_host)
+        return -1;
+    uint64_t port;
+    if (parse_u64(colon + 1, &port) != 0 || port > 65535)
+        return -1;
+    if (hlen == 0) {
+        strcpy(cfg->addr_host, "0.0.0.0"); /* NOLINT: fits */
+    } else {
+        memcpy(cfg->addr_host, host, hlen);
+        cfg->addr_host[hlen] = 0;
+    }
+    cfg->port = (int)port;
+    return 0;
+}
+
+static int apply(struct config *cfg, const struct opt *o, const char *val, char *err, size_t cap)
+{
+    char *base = (char *)cfg;
+    switch (o->type) {
+    case OPT_ADDR:
+        if (parse_addr(cfg, val) != 0)
+            return fail(err, cap, o, "is not host:port (e.g. 0.0.0.0:8080)", val);
+        return 0;
+    case OPT_STR: {
+        size_t n = strlen(val);
+        if (n < o->min)
+            return fail(err, cap, o, "must not be empty", NULL);
+        if (n > o->max)
+            return fail(err, cap, o, "is too long", NULL);
+        memcpy(base + o->offset, &val, sizeof val);
+        return 0;
+    }
+    case OPT_U64: {
+        uint64_t v;
+        if (parse_u64(val, &v) != 0)
+            return fail(err, cap, o, "is not a non-negative integer", val);
+        if (v < o->min || v > o->max) {
+            snprintf(err, cap, "brisk: %s (--%s): %llu is outside %llu..%llu", o->env, o->flag,
+                     (unsigned long long)v, (unsigned long long)o->min,
+                     (unsigned long long)o->max);
+            return -1;
+        }
+        memcpy(base + o->offset, &v, sizeof v);
+        return 0;
+    }
+    case OPT_INT_THREADS: {
+        uint64_t v;
+        if (!*val) {
+            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            v = n > 0 ? (uint64_t)n : 1;
+        } else if (parse_u64(val, &v) != 0 || v < o->min || v > o->max) {
+            return fail(err, cap, o, "is not a thread count in 1..1024", val);
+        }
+        int t = (int)v;
+        memcpy(base + o->offset, &t, sizeof t);
+        return 0;
+    }
+    case OPT_LOG_FORMAT:
+        if (strcmp(val, "json") == 0)
+            cfg->log_json = true;
+        else if (strcmp(val, "text") == 0)
+            cfg->log_json = false;
+        else
+            return fail(err, cap, o, "is not json or text", val);
+        return 0;
+    case OPT_LOG_LEVEL: {
+        enum log_level l;
+        if (!log_level_parse(val, &l))
+            return fail(err, cap, o, "is not debug, info, warn or error", val);
+        cfg->log_level = (int)l;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+int config_load_with(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
+                     char *err, size_t cap)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < ARRAY_LEN(k_opts); i++)
+        if (apply(cfg, &k_opts[i], k_opts[i].def, err, cap) != 0)
+            return -1;
+    for (size_t i = 0; i < ARRAY_LEN(k_opts); i++) {
+        const char *v = getenv_fn(k_opts[i].env);
+        if (v && apply(cfg, &k_opts[i], v, err, cap) != 0)
+            return -1;
+    }
+    for (int a = 0; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strncmp(arg, "--", 2) != 0) {
+            snprintf(err, cap, "brisk: unexpected argument \"%.64s\" (see brisk --help)", arg);
+            return -1;
+        }
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct opt *o = NULL;
+        for (size_t i = 0; i < ARRAY_LEN(k_opts); i++)
+            if (strlen(k_opts[i].flag) == nlen && memcmp(k_opts[i].flag, name, nlen) == 0)
+                o = &k_opts[i];
+        if (!o) {
+            snprintf(err, cap, "brisk: unknown flag \"%.64s\" (see brisk --help)", arg);
+            return -1;
+        }
+        const char *val = eq ? eq + 1 : NULL;
+        if (!val) {
+            if (a + 1 >= argc) {
+                snprintf(err, cap, "brisk: %s (--%s): missing value", o->env, o->flag);
+                return -1;
+            }
+            val = argv[++a];
+        }
+        if (apply(cfg, o, val, err, cap) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const char *real_getenv(const char *name)
+{
+    return getenv(name);
+}
+
+int config_load(struct config *cfg, int argc, char **argv, char *err, size_t cap)
+{
+    return config_load_with(cfg, argc, argv, real_getenv, err, cap);
+}
+
+void config_usage(FILE *out)
+{
+    fprintf(out, "Settings (flag / environment variable / default):\n");
+    for (size_t i = 0; i < ARRAY_LEN(k_opts); i++) {
+        const struct opt *o = &k_opts[i];
+        fprintf(out, "  --%-20s %-26s %s\n      %s\n", o->flag, o->env,
+                o->def[0] ? o->def : "-", o->help);
+    }
+}

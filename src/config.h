@@ -1,0 +1,50 @@
+/*
+ * config.h - configuration from environment variables and `brisk serve` flags.
+ *
+ * Every setting has an environment variable (BRISK_ADDR ...) and a flag
+ * (--addr ...); flags win. A bad value is reported as one line naming the
+ * setting, and start-up stops with exit status 2.
+ */
+#ifndef BRISK_CONFIG_H
+#define BRISK_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct config {
+    char addr_host[64];
+    int port;
+    const char *database_url;
+    int threads;
+    const char *api_token;
+    const char *receipt_key;
+    bool log_json;
+    int log_level; /* enum log_level */
+    uint64_t max_body_bytes;
+    uint64_t max_header_bytes;
+    uint64_t max_headers;
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t drain_seconds;
+    uint64_t db_busy_timeout_ms;
+};
+
+/*
+ * Fill *cfg from defaults, then the environment (getenv), then argv (flags
+ * after the "serve" command: --name=value or --name value). Returns 0, or -1
+ * after writing one line "brisk: <SETTING>: <problem>" into err (cap bytes).
+ * String values point into the environment or argv (not copied).
+ */
+int config_load(struct config *cfg, int argc, char **argv, char *err, size_t cap);
+
+/* Same as config_load but reading variables through getenv_fn (used by tests and fuzzing). */
+int config_load_with(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
+                     char *err, size_t cap);
+
+/* Write the settings table (flag, variable, default, meaning) for --help. */
+void config_usage(FILE *out);
+
+#endif

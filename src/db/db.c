@@ -1,0 +1,221 @@
+/*
+ * db.c - backend selection and dispatch for the storage interface (see db.h).
+ *
+ * The database URL decides the backend:
+ *   "sqlite:PATH", "sqlite://PATH" or a plain path      -> SQLite (sqlite.c)
+ *   "postgres://...", "postgresql://..." or a libpq
+ *   "key=value ..." connection string                   -> PostgreSQL (not built yet)
+ * Anything of the form "scheme://..." with another scheme is refused. The URL
+ * itself is never logged: a PostgreSQL URL may carry a password.
+ */
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/log.h"
+#include "db/db_int.h"
+
+enum backend_kind { BACKEND_NONE, BACKEND_SQLITE, BACKEND_POSTGRES };
+
+static bool has_prefix_ci(const char *s, const char *prefix)
+{
+    return strncasecmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/*
+ * A libpq connection string starts with a keyword and '=' ("host=db port=5432").
+ * A SQLite file whose name looks like that must be written "sqlite:name=x".
+ */
+static bool looks_like_conninfo(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    const char *key = s;
+    while (is_alpha(*s) || *s == '_')
+        s++;
+    if (s == key)
+        return false;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return *s == '=';
+}
+
+/* Length of a URL scheme ending at "://" at the start of s, or 0. */
+static size_t url_scheme_len(const char *s)
+{
+    size_t n = 0;
+    if (!is_alpha(s[0]))
+        return 0;
+    while (is_alpha(s[n]) || (s[n] >= '0' && s[n] <= '9') || s[n] == '+' || s[n] == '-' ||
+           s[n] == '.')
+        n++;
+    return strncmp(s + n, "://", 3) == 0 ? n : 0;
+}
+
+/* Decide the backend; for SQLite *out_path points into url. Logs on failure. */
+static enum backend_kind classify_url(const char *url, const char **out_path)
+{
+    const char *path;
+    size_t scheme;
+
+    if (!url || !*url) {
+        log_error("database URL is empty");
+        return BACKEND_NONE;
+    }
+    if (has_prefix_ci(url, "sqlite://")) {
+        path = url + strlen("sqlite://");
+    } else if (has_prefix_ci(url, "sqlite:")) {
+        path = url + strlen("sqlite:");
+    } else if (has_prefix_ci(url, "postgres://") || has_prefix_ci(url, "postgresql://") ||
+               looks_like_conninfo(url)) {
+        return BACKEND_POSTGRES;
+    } else if ((scheme = url_scheme_len(url)) != 0) {
+        /* Only the scheme is logged: the rest may hold credentials. */
+        log_error("database URL scheme \"%.*s\" is not supported (use sqlite: or postgres://)",
+                  (int)(scheme > 32 ? 32 : scheme), url);
+        return BACKEND_NONE;
+    } else {
+        path = url;
+    }
+    if (!*path) {
+        log_error("database URL names no SQLite file");
+        return BACKEND_NONE;
+    }
+    *out_path = path;
+    return BACKEND_SQLITE;
+}
+
+int db_migrate(const struct db_config *cfg)
+{
+    const char *path = NULL;
+
+    switch (classify_url(cfg->url, &path)) {
+    case BACKEND_SQLITE:
+        return db__sqlite_migrate(path, cfg);
+    case BACKEND_POSTGRES:
+        log_error("database URL: postgresql backend not built yet");
+        return -1;
+    case BACKEND_NONE:
+        break;
+    }
+    return -1;
+}
+
+struct db *db_open(const struct db_config *cfg)
+{
+    const char *path = NULL;
+
+    switch (classify_url(cfg->url, &path)) {
+    case BACKEND_SQLITE:
+        return db__sqlite_open(path, cfg);
+    case BACKEND_POSTGRES:
+        log_error("database URL: postgresql backend not built yet");
+        return NULL;
+    case BACKEND_NONE:
+        break;
+    }
+    return NULL;
+}
+
+void db_close(struct db *db)
+{
+    if (db)
+        db->ops->close(db);
+}
+
+const char *db_backend_name(const struct db *db)
+{
+    return db->ops->name;
+}
+
+void db_ping(struct db *db, db_done_fn done, void *ctx)
+{
+    db->ops->ping(db, done, ctx);
+}
+
+void db_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
+                    db_done_fn done, void *ctx)
+{
+    db->ops->user_create(db, name, email, row, done, ctx);
+}
+
+void db_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
+{
+    db->ops->user_get(db, id, row, done, ctx);
+}
+
+void db_user_update(struct db *db, int64_t id, struct str name, struct str email, db_user_fn row,
+                    db_done_fn done, void *ctx)
+{
+    db->ops->user_update(db, id, name, email, row, done, ctx);
+}
+
+void db_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
+{
+    db->ops->user_delete(db, id, done, ctx);
+}
+
+void db_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
+                  void *ctx)
+{
+    db->ops->user_list(db, after, limit, row, done, ctx);
+}
+
+void db_stats(const struct db *db, struct db_stats *out)
+{
+    db->ops->stats(db, out);
+}
+
+/* Value of n decimal digits at p, or -1 if any is not a digit. */
+static int digits(const char *p, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+/*
+ * Days since 1970-01-01 of the proleptic Gregorian date y-m-d
+ * (Howard Hinnant's days_from_civil).
+ */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;                                   /* [0, 399] */
+    int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
+    return era * 146097 + doe - 719468;
+}
+
+bool db__parse_utc_timestamp(struct str s, int64_t *out)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    if (!s.ptr || s.len != sizeof shape - 1)
+        return false;
+    for (size_t i = 0; i < s.len; i++) {
+        if (shape[i] != 'd' && s.ptr[i] != shape[i])
+            return false;
+    }
+    int y = digits(s.ptr, 4), mo = digits(s.ptr + 5, 2), d = digits(s.ptr + 8, 2);
+    int h = digits(s.ptr + 11, 2), mi = digits(s.ptr + 14, 2), sec = digits(s.ptr + 17, 2);
+    if (y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
+        sec > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap))
+        return false;
+    *out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    return true;
+}

@@ -1,0 +1,62 @@
+/*
+ * db_int.h - what the storage backends share with db.c; handlers never include it.
+ *
+ * db.c picks a backend from the URL scheme and forwards every call of db.h
+ * through the backend's `struct db_ops`. A backend handle embeds `struct db`
+ * as its first member named `base` (lwan's `struct db_mysql { struct db base; }`)
+ * and recovers itself with container_of. Names with a double underscore are
+ * visible across the db files for technical reasons only: private by contract.
+ */
+#ifndef BRISK_DB_INT_H
+#define BRISK_DB_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/str.h"
+#include "db/db.h"
+
+/*
+ * One backend. Every entry is required. Operations keep the contract of the
+ * matching db.h function: `done` is called exactly once, from the loop thread
+ * owning the handle, possibly before the function returns.
+ */
+struct db_ops {
+    const char *name; /* db_backend_name(): "sqlite" or "postgres" */
+    void (*close)(struct db *db);
+    void (*ping)(struct db *db, db_done_fn done, void *ctx);
+    void (*user_create)(struct db *db, struct str name, struct str email, db_user_fn row,
+                        db_done_fn done, void *ctx);
+    void (*user_get)(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx);
+    void (*user_update)(struct db *db, int64_t id, struct str name, struct str email,
+                        db_user_fn row, db_done_fn done, void *ctx);
+    void (*user_delete)(struct db *db, int64_t id, db_done_fn done, void *ctx);
+    void (*user_list)(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
+                      void *ctx);
+    void (*stats)(const struct db *db, struct db_stats *out);
+};
+
+/* The base every backend handle starts with. */
+struct db {
+    const struct db_ops *ops;
+};
+
+/*
+ * SQLite backend (sqlite.c). `path` is the file name with any "sqlite:" prefix
+ * already removed (NUL-terminated, owned by the caller, copied if kept).
+ * db__sqlite_migrate returns 0 or -1 after logging; db__sqlite_open returns a
+ * handle to free with db_close, or NULL after logging.
+ */
+int db__sqlite_migrate(const char *path, const struct db_config *cfg);
+struct db *db__sqlite_open(const char *path, const struct db_config *cfg);
+
+/*
+ * Parse exactly "YYYY-MM-DDTHH:MM:SSZ" (the form every backend stores
+ * created_at in) into unix seconds, with calendar checks (month 1..12, day
+ * within the month, leap years, 00..23:00..59:00..59). Pure arithmetic: no
+ * timegm(), TZ or locale. Returns false and leaves *out unchanged on any other
+ * input.
+ */
+bool db__parse_utc_timestamp(struct str s, int64_t *out);
+
+#endif

@@ -1,0 +1,779 @@
+/*
+ * sqlite.c - the SQLite backend of db.h.
+ *
+ * Each event-loop thread opens its own connection (db_open) in SQLite's
+ * multi-thread mode (SQLITE_OPEN_NOMUTEX): a connection is never shared, so
+ * SQLite need not lock it. Every statement is prepared once at open and reused
+ * with sqlite3_reset + sqlite3_clear_bindings; each operation blocks for at
+ * most the busy timeout and calls row() and done() before it returns.
+ * Threads and processes share the file through SQLite's own locking: in WAL
+ * mode readers run beside the one writer, and writers queue on busy_timeout.
+ *
+ * db_migrate creates the file (and one missing parent directory), switches it
+ * to WAL and applies migrations_sqlite.h.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <sqlite3.h>
+
+#include "base/buf.h"
+#include "base/compiler.h"
+#include "base/log.h"
+#include "db/db_int.h"
+#include "db/migrations_sqlite.h"
+
+#define DEFAULT_BUSY_TIMEOUT_MS 5000
+#define SCRATCH_MAX (64 * 1024) /* one user row: name <= 800 bytes, email <= 254 */
+
+_Static_assert(ARRAY_LEN(sqlite_migrations) > 0, "at least one migration");
+
+enum stmt_id {
+    ST_PING,
+    ST_USER_INSERT,
+    ST_USER_GET,
+    ST_USER_UPDATE,
+    ST_USER_DELETE,
+    ST_USER_LIST,
+    ST_COUNT
+};
+
+#define USER_COLS "id, name, email, created_at"
+
+/*
+ * Every statement of the serving path, with the parameter and column counts
+ * the code below relies on; db_open checks them against SQLite's view.
+ */
+static const struct stmt_def {
+    const char *name; /* also the operation name in log lines */
+    const char *sql;
+    int nparams;
+    int ncols;
+} stmt_defs[ST_COUNT] = {
+    /* Reads a table, so the probe takes a read snapshot of the real file. */
+    [ST_PING] = {"ping", "SELECT max(version) FROM schema_migrations", 0, 1},
+    [ST_USER_INSERT] = {"user_create",
+                        "INSERT INTO users (name, email) VALUES (?1, ?2) RETURNING " USER_COLS, 2,
+                        4},
+    [ST_USER_GET] = {"user_get", "SELECT " USER_COLS " FROM users WHERE id = ?1", 1, 4},
+    /* A NULL parameter keeps the column: the caller passes only what changes. */
+    [ST_USER_UPDATE] = {"user_update",
+                        "UPDATE users SET name = coalesce(?2, name), email = coalesce(?3, email) "
+                        "WHERE id = ?1 RETURNING " USER_COLS,
+                        3, 4},
+    [ST_USER_DELETE] = {"user_delete", "DELETE FROM users WHERE id = ?1", 1, 0},
+    [ST_USER_LIST] = {"user_list",
+                      "SELECT " USER_COLS " FROM users WHERE id > ?1 ORDER BY id LIMIT ?2", 2, 4},
+};
+
+struct db_sqlite {
+    struct db base; /* first: db.c sees only this */
+    sqlite3 *conn;
+    sqlite3_stmt *stmt[ST_COUNT];
+    char *path;               /* for log lines; a file path holds no secret */
+    int busy;                 /* 1 while an operation runs, row callbacks included */
+    bool unavailable;         /* an outage was logged and nothing has succeeded since */
+    unsigned long suppressed; /* outage errors not logged again since then */
+    struct buf scratch;       /* copy of the row of create/get/update */
+};
+
+static struct db_sqlite *to_sqlite(struct db *db)
+{
+    return container_of(db, struct db_sqlite, base);
+}
+
+static const struct db_sqlite *to_sqlite_const(const struct db *db)
+{
+    return container_of(db, const struct db_sqlite, base);
+}
+
+static int busy_timeout_ms(const struct db_config *cfg)
+{
+    return cfg->busy_timeout_ms > 0 ? cfg->busy_timeout_ms : DEFAULT_BUSY_TIMEOUT_MS;
+}
+
+static char *dup_cstr(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (!p)
+        log_fatal("out of memory");
+    memcpy(p, s, n);
+    return p;
+}
+
+/* strerror_r in whichever flavour the feature macros selected. */
+static const char *errno_text(int e, char *buf, size_t cap)
+{
+#ifdef _GNU_SOURCE
+    return strerror_r(e, buf, cap);
+#else
+    if (strerror_r(e, buf, cap) != 0)
+        snprintf(buf, cap, "errno %d", e);
+    return buf;
+#endif
+}
+
+/* ---- connection helpers, shared by db_migrate and db_open ---- */
+
+static sqlite3 *open_conn(const char *path, int flags, int busy_ms)
+{
+    sqlite3 *conn = NULL;
+    int rc = sqlite3_open_v2(path, &conn, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        log_error("db sqlite %s: cannot open: %s", path,
+                  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+        sqlite3_close(conn);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(conn, 1);
+    sqlite3_busy_timeout(conn, busy_ms);
+    return conn;
+}
+
+/* Run one or more statements that return nothing of interest. */
+static int exec_sql(sqlite3 *conn, const char *path, const char *what, const char *sql)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(conn, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) {
+        log_error("db sqlite %s: %s failed: %s (code %d)", path, what,
+                  err ? err : sqlite3_errstr(rc), rc);
+        sqlite3_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Run one statement (with ?1 = arg when it has a parameter) to its first row.
+ * *out_row tells whether there was a row; *out_val (may be NULL) gets its first
+ * column as an integer. Returns 0, or -1 after logging.
+ */
+static int query_i64(sqlite3 *conn, const char *path, const char *what, const char *sql,
+                     int64_t arg, bool *out_row, int64_t *out_val)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(conn, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        goto out_log;
+    if (sqlite3_bind_parameter_count(st) > 0) {
+        rc = sqlite3_bind_int64(st, 1, arg);
+        if (rc != SQLITE_OK)
+            goto out_log;
+    }
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        goto out_log;
+    *out_row = rc == SQLITE_ROW;
+    if (out_val)
+        *out_val = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return 0;
+
+out_log:
+    log_error("db sqlite %s: %s failed: %s (code %d)", path, what, sqlite3_errmsg(conn), rc);
+    sqlite3_finalize(st);
+    return -1;
+}
+
+/*
+ * Run a journal_mode pragma and put the resulting mode into out ("wal",
+ * "delete", ...). Returns 0 or -1 after logging. Switching a new file to WAL
+ * needs an exclusive lock that SQLite does not always wait for through the
+ * busy handler (several processes opening one fresh file at once get
+ * SQLITE_BUSY at once), so SQLITE_BUSY is retried here for up to busy_ms.
+ */
+static int journal_mode(sqlite3 *conn, const char *path, const char *sql, int busy_ms, char *out,
+                        size_t cap)
+{
+    enum { RETRY_SLEEP_MS = 10 };
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(conn, sql, -1, &st, NULL);
+    for (int waited = 0; rc == SQLITE_OK; waited += RETRY_SLEEP_MS) {
+        rc = sqlite3_step(st);
+        if ((rc & 0xff) != SQLITE_BUSY || waited >= busy_ms)
+            break;
+        sqlite3_reset(st);
+        sqlite3_sleep(RETRY_SLEEP_MS);
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_ROW) {
+        log_error("db sqlite %s: %s failed: %s (code %d)", path, sql, sqlite3_errmsg(conn), rc);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    const unsigned char *mode = sqlite3_column_text(st, 0);
+    snprintf(out, cap, "%s", mode ? (const char *)mode : "?");
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* ---- db_migrate ---- */
+
+/*
+ * Create the directory that will hold the file if it is missing: one level
+ * only (./data for ./data/brisk.db), so a mistyped path fails instead of
+ * growing a directory tree. Returns 0 or -1 after logging.
+ */
+static int make_parent_dir(const char *path)
+{
+    char dir[PATH_MAX];
+    char eb[128];
+    const char *slash = strrchr(path, '/');
+
+    /* ":memory:", "brisk.db", "/brisk.db" and URI file names need nothing. */
+    if (!slash || slash == path || strncmp(path, "file:", 5) == 0)
+        return 0;
+    size_t n = (size_t)(slash - path);
+    if (n >= sizeof dir) {
+        log_error("db sqlite: database path is too long");
+        return -1;
+    }
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+    if (mkdir(dir, 0750) == 0) {
+        log_info("db sqlite: created directory %s", dir);
+        return 0;
+    }
+    if (errno == EEXIST)
+        return 0; /* a file of that name makes the open fail with a clear message */
+    log_error("db sqlite: cannot create directory %s: %s", dir, errno_text(errno, eb, sizeof eb));
+    return -1;
+}
+
+static const char sql_create_schema_migrations[] =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
+    "    version INTEGER PRIMARY KEY,\n"
+    "    applied_at TEXT NOT NULL\n"
+    ")";
+
+/*
+ * Apply migration m unless already recorded. The check and the apply share
+ * one BEGIN IMMEDIATE transaction: it takes the write lock first, so a second
+ * process starting at the same moment waits (busy timeout), then sees the
+ * version recorded and skips it. Returns 0 or -1 after logging (rolled back).
+ */
+static int apply_migration(sqlite3 *conn, const char *path, const struct sqlite_migration *m)
+{
+    bool row = false;
+    int64_t n = 0;
+
+    if (exec_sql(conn, path, "BEGIN IMMEDIATE (migrations)", "BEGIN IMMEDIATE"))
+        return -1;
+    if (exec_sql(conn, path, "create schema_migrations", sql_create_schema_migrations))
+        goto out_rollback;
+    if (query_i64(conn, path, "read schema_migrations",
+                  "SELECT count(*) FROM schema_migrations WHERE version = ?1", m->version, &row,
+                  &n))
+        goto out_rollback;
+    if (n == 0) {
+        if (exec_sql(conn, path, m->name, m->sql))
+            goto out_rollback;
+        if (query_i64(conn, path, "record migration",
+                      "INSERT INTO schema_migrations (version, applied_at) "
+                      "VALUES (?1, " MIG_NOW_UTC ")",
+                      m->version, &row, NULL))
+            goto out_rollback;
+        if (query_i64(conn, path, "foreign_key_check", "PRAGMA foreign_key_check", 0, &row, NULL))
+            goto out_rollback;
+        if (row) {
+            log_error("db sqlite %s: migration %d (%s) leaves foreign keys broken", path,
+                      m->version, m->name);
+            goto out_rollback;
+        }
+    }
+    if (exec_sql(conn, path, "COMMIT (migrations)", "COMMIT"))
+        goto out_rollback;
+    if (n == 0)
+        log_info("db sqlite %s: applied migration %d (%s)", path, m->version, m->name);
+    return 0;
+
+out_rollback:
+    /* May fail when SQLite already rolled back on its own; nothing is left to undo then. */
+    sqlite3_exec(conn, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+int db__sqlite_migrate(const char *path, const struct db_config *cfg)
+{
+    char mode[16];
+    bool row = false;
+    int64_t latest = 0;
+    int rc = -1;
+
+    for (size_t i = 0; i < ARRAY_LEN(sqlite_migrations); i++) {
+        if (sqlite_migrations[i].version != (int)i + 1) {
+            log_error("db sqlite: migration table out of order at index %zu", i);
+            return -1;
+        }
+    }
+    if (make_parent_dir(path))
+        return -1;
+    sqlite3 *conn =
+        open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, busy_timeout_ms(cfg));
+    if (!conn)
+        return -1;
+    /*
+     * WAL is a property of the file and persists: set once here, every later
+     * connection inherits it. foreign_keys stays OFF on this connection only,
+     * so a migration may rebuild a table; apply_migration runs
+     * foreign_key_check before each commit instead.
+     */
+    if (journal_mode(conn, path, "PRAGMA journal_mode = WAL", busy_timeout_ms(cfg), mode,
+                     sizeof mode))
+        goto out_close;
+    if (strcmp(mode, "wal") != 0)
+        log_warn("db sqlite %s: journal_mode is %s, not wal (file system without shared memory?)",
+                 path, mode);
+    if (exec_sql(conn, path, "set pragmas", "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF"))
+        goto out_close;
+    for (size_t i = 0; i < ARRAY_LEN(sqlite_migrations); i++) {
+        if (apply_migration(conn, path, &sqlite_migrations[i]))
+            goto out_close;
+    }
+    if (query_i64(conn, path, "read schema version", "SELECT max(version) FROM schema_migrations",
+                  0, &row, &latest))
+        goto out_close;
+    if (latest > (int64_t)ARRAY_LEN(sqlite_migrations))
+        log_warn("db sqlite %s: schema version %lld is newer than this build knows (%zu)", path,
+                 (long long)latest, ARRAY_LEN(sqlite_migrations));
+    rc = 0;
+
+out_close:
+    if (sqlite3_close(conn) != SQLITE_OK)
+        log_error("db sqlite %s: close after migrations failed: %s", path, sqlite3_errmsg(conn));
+    return rc;
+}
+
+/* ---- operations ---- */
+
+/*
+ * Mark the handle busy. Refuses (logging) a call made while another operation
+ * runs on this handle, i.e. from inside a row callback: its statement is still
+ * stepping. done callbacks may start new operations.
+ */
+static bool op_enter(struct db_sqlite *s, const char *op)
+{
+    if (unlikely(s->busy)) {
+        log_error("db sqlite %s: %s called from inside another operation's row callback", s->path,
+                  op);
+        return false;
+    }
+    s->busy = 1;
+    return true;
+}
+
+/* The end of every operation that passed op_enter, whatever the outcome. */
+static void op_leave(struct db_sqlite *s, enum db_status status)
+{
+    if (s->unavailable && status != DB_UNAVAILABLE) {
+        log_info("db sqlite %s: database answers again (%lu more failures were not logged)",
+                 s->path, s->suppressed);
+        s->unavailable = false;
+        s->suppressed = 0;
+    }
+    s->busy = 0;
+}
+
+/*
+ * Return a statement to its idle state: the single cleanup of every
+ * operation. reset ends the read or write transaction it held (its return code
+ * repeats the step error already handled); clear_bindings drops the pointers
+ * bound with SQLITE_STATIC, which belong to the caller.
+ */
+static void stmt_release(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/*
+ * Map a failed SQLite call to a status and log it. Outages (locked past the
+ * busy timeout, disk full, I/O error, file gone) are logged once, when they
+ * begin; op_leave logs the recovery. Everything else is a bug or corruption
+ * and is logged every time. Call before stmt_release so errmsg still
+ * describes rc.
+ */
+static enum db_status fail_status(struct db_sqlite *s, int rc, const char *op)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+        if (!s->unavailable) {
+            log_error("db sqlite %s: %s: database unavailable: %s (code %d)", s->path, op,
+                      sqlite3_errmsg(s->conn), rc);
+            s->unavailable = true;
+        } else {
+            s->suppressed++;
+        }
+        return DB_UNAVAILABLE;
+    default:
+        log_error("db sqlite %s: %s failed: %s (code %d)", s->path, op, sqlite3_errmsg(s->conn),
+                  rc);
+        return DB_ERROR;
+    }
+}
+
+/* Bind a slice as text without copying (valid until stmt_release); ptr NULL binds NULL. */
+static int bind_str(sqlite3_stmt *st, int idx, struct str v)
+{
+    if (!v.ptr)
+        return sqlite3_bind_null(st, idx);
+    return sqlite3_bind_text64(st, idx, v.ptr, (sqlite3_uint64)v.len, SQLITE_STATIC, SQLITE_UTF8);
+}
+
+/* Read the current row (USER_COLS) into *out, pointing into the statement's memory. */
+static enum db_status read_user(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+                                struct db_user *out)
+{
+    const unsigned char *name = sqlite3_column_text(st, 1);
+    size_t name_len = (size_t)sqlite3_column_bytes(st, 1);
+    const unsigned char *email = sqlite3_column_text(st, 2);
+    size_t email_len = (size_t)sqlite3_column_bytes(st, 2);
+    const unsigned char *created = sqlite3_column_text(st, 3);
+    size_t created_len = (size_t)sqlite3_column_bytes(st, 3);
+
+    out->id = sqlite3_column_int64(st, 0);
+    if (!name || !email || !created) {
+        /* The columns are NOT NULL, so this is SQLite failing to allocate. */
+        log_error("db sqlite %s: %s: reading user %lld failed: %s", s->path, op, (long long)out->id,
+                  sqlite3_errmsg(s->conn));
+        return DB_ERROR;
+    }
+    if (sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
+        !db__parse_utc_timestamp((struct str){(const char *)created, created_len},
+                                 &out->created_at)) {
+        log_error("db sqlite %s: %s: user %lld has a malformed id or created_at", s->path, op,
+                  (long long)out->id);
+        return DB_ERROR;
+    }
+    out->name = (struct str){(const char *)name, name_len};
+    out->email = (struct str){(const char *)email, email_len};
+    return DB_OK;
+}
+
+/* Move u's text into s->scratch so it outlives the statement's next step or reset. */
+static enum db_status keep_user(struct db_sqlite *s, const char *op, struct db_user *u)
+{
+    struct buf *b = &s->scratch;
+
+    buf_reset(b);
+    if (buf_reserve(b, u->name.len + u->email.len + 1)) {
+        log_error("db sqlite %s: %s: user %lld is larger than %d bytes", s->path, op,
+                  (long long)u->id, SCRATCH_MAX);
+        return DB_ERROR;
+    }
+    buf_append(b, u->name.ptr, u->name.len);
+    buf_append(b, u->email.ptr, u->email.len);
+    u->name.ptr = b->data;
+    u->email.ptr = b->data + u->name.len;
+    return DB_OK;
+}
+
+/*
+ * Run a bound statement that yields at most one user row and keep the row.
+ * It is stepped to completion before returning, so for INSERT/UPDATE ...
+ * RETURNING the row is only reported once the autocommit transaction has
+ * committed: a failed commit never shows the caller a row that was not stored.
+ * Returns DB_OK (*out filled), DB_NOT_FOUND, DB_CONFLICT (when
+ * unique_is_conflict and the email index refused the row) or an error.
+ */
+static enum db_status step_one_user(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+                                    bool unique_is_conflict, struct db_user *out)
+{
+    enum db_status status;
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_DONE)
+        return DB_NOT_FOUND;
+    if (rc != SQLITE_ROW)
+        goto out_fail;
+    status = read_user(s, st, op, out);
+    if (status == DB_OK)
+        status = keep_user(s, op, out);
+    if (status != DB_OK)
+        return status;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return DB_OK;
+    if (rc == SQLITE_ROW) {
+        log_error("db sqlite %s: %s: more than one row", s->path, op);
+        return DB_ERROR;
+    }
+
+out_fail:
+    if (unique_is_conflict && rc == SQLITE_CONSTRAINT_UNIQUE)
+        return DB_CONFLICT; /* the only UNIQUE on users besides the id is lower(email) */
+    return fail_status(s, rc, op);
+}
+
+static void sq_ping(struct db *db, db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const struct stmt_def *def = &stmt_defs[ST_PING];
+    sqlite3_stmt *st = s->stmt[ST_PING];
+    enum db_status status = DB_ERROR;
+    int rc;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    rc = sqlite3_step(st);
+    status = rc == SQLITE_ROW ? DB_OK : fail_status(s, rc, def->name);
+    stmt_release(st);
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+/* create, get and update: one statement, one row. The caller has bound nothing yet. */
+static void run_user_stmt(struct db_sqlite *s, enum stmt_id id, int64_t user_id, struct str name,
+                          struct str email, db_user_fn row, db_done_fn done, void *ctx)
+{
+    const struct stmt_def *def = &stmt_defs[id];
+    sqlite3_stmt *st = s->stmt[id];
+    struct db_user u = {0};
+    enum db_status status = DB_ERROR;
+    int rc = SQLITE_OK;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    switch (id) {
+    case ST_USER_INSERT:
+        rc = bind_str(st, 1, name);
+        if (rc == SQLITE_OK)
+            rc = bind_str(st, 2, email);
+        break;
+    case ST_USER_UPDATE:
+        rc = sqlite3_bind_int64(st, 1, user_id);
+        if (rc == SQLITE_OK)
+            rc = bind_str(st, 2, name);
+        if (rc == SQLITE_OK)
+            rc = bind_str(st, 3, email);
+        break;
+    default:
+        rc = sqlite3_bind_int64(st, 1, user_id);
+        break;
+    }
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, def->name);
+        goto out_release;
+    }
+    status = step_one_user(s, st, def->name, id != ST_USER_GET, &u);
+    if (status == DB_NOT_FOUND && id == ST_USER_INSERT) {
+        log_error("db sqlite %s: %s: INSERT RETURNING gave no row", s->path, def->name);
+        status = DB_ERROR;
+    }
+
+out_release:
+    stmt_release(st);
+    if (status == DB_OK && row)
+        row(ctx, &u); /* u's text lives in s->scratch */
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
+                           db_done_fn done, void *ctx)
+{
+    run_user_stmt(to_sqlite(db), ST_USER_INSERT, 0, name, email, row, done, ctx);
+}
+
+static void sq_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
+{
+    run_user_stmt(to_sqlite(db), ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
+}
+
+static void sq_user_update(struct db *db, int64_t id, struct str name, struct str email,
+                           db_user_fn row, db_done_fn done, void *ctx)
+{
+    /* Nothing to change: answer with the current row and take no write lock. */
+    enum stmt_id st = (name.ptr || email.ptr) ? ST_USER_UPDATE : ST_USER_GET;
+    run_user_stmt(to_sqlite(db), st, id, name, email, row, done, ctx);
+}
+
+/*
+ * The orders foreign key (enforced: foreign_keys=ON on every serving
+ * connection, checked at open) refuses the delete of a user with orders
+ * inside the DELETE statement itself, so check and delete are atomic without
+ * an explicit transaction.
+ */
+static void sq_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const struct stmt_def *def = &stmt_defs[ST_USER_DELETE];
+    sqlite3_stmt *st = s->stmt[ST_USER_DELETE];
+    enum db_status status = DB_ERROR;
+    int rc;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    rc = sqlite3_bind_int64(st, 1, id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        status = sqlite3_changes(s->conn) > 0 ? DB_OK : DB_NOT_FOUND;
+    else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+        status = DB_HAS_CHILDREN; /* orders is the only table referencing users */
+    else
+        status = fail_status(s, rc, def->name);
+    stmt_release(st);
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+static void sq_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
+                         void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const struct stmt_def *def = &stmt_defs[ST_USER_LIST];
+    sqlite3_stmt *st = s->stmt[ST_USER_LIST];
+    enum db_status status = DB_ERROR;
+    struct db_user u;
+    int rc;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    if (limit <= 0) {
+        /* SQLite reads a negative LIMIT as "no limit"; the contract says "up to limit". */
+        status = DB_OK;
+        goto out_release;
+    }
+    rc = sqlite3_bind_int64(st, 1, after);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(st, 2, limit);
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, def->name);
+        goto out_release;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        status = read_user(s, st, def->name, &u);
+        if (status != DB_OK)
+            goto out_release;
+        if (row)
+            row(ctx, &u); /* u's text lives until the next step */
+    }
+    status = rc == SQLITE_DONE ? DB_OK : fail_status(s, rc, def->name);
+
+out_release:
+    stmt_release(st);
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+static void sq_stats(const struct db *db, struct db_stats *out)
+{
+    const struct db_sqlite *s = to_sqlite_const(db);
+    out->connections = s->conn ? 1 : 0;
+    out->busy = s->busy;
+}
+
+static void sq_close(struct db *db)
+{
+    struct db_sqlite *s = to_sqlite(db);
+
+    for (size_t i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(s->stmt[i]); /* NULL is a no-op */
+    if (s->conn && sqlite3_close(s->conn) != SQLITE_OK)
+        log_error("db sqlite %s: close failed: %s", s->path, sqlite3_errmsg(s->conn));
+    buf_free(&s->scratch);
+    free(s->path);
+    free(s);
+}
+
+static const struct db_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .ping = sq_ping,
+    .user_create = sq_user_create,
+    .user_get = sq_user_get,
+    .user_update = sq_user_update,
+    .user_delete = sq_user_delete,
+    .user_list = sq_user_list,
+    .stats = sq_stats,
+};
+
+/* ---- db_open ---- */
+
+static int prepare_all(struct db_sqlite *s)
+{
+    for (size_t i = 0; i < ST_COUNT; i++) {
+        const struct stmt_def *def = &stmt_defs[i];
+        int rc =
+            sqlite3_prepare_v3(s->conn, def->sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
+        if (rc != SQLITE_OK) {
+            log_error("db sqlite %s: preparing %s failed: %s (code %d; have migrations run?)",
+                      s->path, def->name, sqlite3_errmsg(s->conn), rc);
+            return -1;
+        }
+        if (sqlite3_bind_parameter_count(s->stmt[i]) != def->nparams ||
+            sqlite3_column_count(s->stmt[i]) != def->ncols) {
+            log_error("db sqlite %s: statement %s has %d parameters and %d columns, expected "
+                      "%d and %d",
+                      s->path, def->name, sqlite3_bind_parameter_count(s->stmt[i]),
+                      sqlite3_column_count(s->stmt[i]), def->nparams, def->ncols);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+struct db *db__sqlite_open(const char *path, const struct db_config *cfg)
+{
+    char mode[16];
+    bool row = false;
+    int64_t fk = 0;
+    struct db_sqlite *s = calloc(1, sizeof *s);
+
+    if (!s)
+        log_fatal("out of memory");
+    s->base.ops = &sqlite_ops;
+    s->path = dup_cstr(path);
+    buf_init(&s->scratch, SCRATCH_MAX);
+    /* No SQLITE_OPEN_CREATE: a missing file means db_migrate did not run here. */
+    s->conn = open_conn(path, SQLITE_OPEN_READWRITE, busy_timeout_ms(cfg));
+    if (!s->conn)
+        goto out_close;
+    /*
+     * synchronous=FULL: in WAL mode NORMAL syncs only at checkpoints, so a
+     * commit acknowledged to a client could vanish on power loss or an OS
+     * crash. FULL fsyncs the WAL on every commit; an answered 201/200/204
+     * then survives kill -9 and power loss. Costs one fsync per write.
+     * foreign_keys is per connection and off by default: without it a user
+     * with orders could be deleted.
+     */
+    if (exec_sql(s->conn, path, "set pragmas",
+                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON"))
+        goto out_close;
+    if (query_i64(s->conn, path, "read foreign_keys", "PRAGMA foreign_keys", 0, &row, &fk))
+        goto out_close;
+    if (!row || fk != 1) {
+        log_error("db sqlite %s: this SQLite cannot enforce foreign keys", path);
+        goto out_close;
+    }
+    if (journal_mode(s->conn, path, "PRAGMA journal_mode", busy_timeout_ms(cfg), mode, sizeof mode))
+        goto out_close;
+    if (strcmp(mode, "wal") != 0)
+        log_warn("db sqlite %s: journal_mode is %s, not wal; readers will wait for writers", path,
+                 mode);
+    if (prepare_all(s))
+        goto out_close;
+    return &s->base;
+
+out_close:
+    sq_close(&s->base);
+    return NULL;
+}

@@ -1,0 +1,39 @@
+/*
+ * metrics.h - request counters and latency histograms, Prometheus text output.
+ *
+ * Each loop thread writes only its own block (plain stores through relaxed
+ * atomics: no lock, no contended cache line on the request path); a scrape
+ * sums the blocks of all threads.
+ */
+#ifndef BRISK_METRICS_H
+#define BRISK_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "http/parser.h"
+
+/*
+ * Allocate blocks for nthreads threads and nroutes routes (labels come from the
+ * router's table). Call once before the loops start. Returns 0 or -1.
+ */
+int metrics_init(int nthreads, size_t nroutes);
+
+/* Free what metrics_init allocated. */
+void metrics_free(void);
+
+/* Count one response. route: router index, or -1 when no path matched. */
+void metrics_record(int thread, int route, enum http_method method, int status,
+                    uint64_t duration_ns);
+
+/* Publish this thread's database pool gauges. */
+void metrics_set_db(int thread, int connections, int busy);
+
+/* Count orders processed by background workers (any thread). */
+void metrics_add_orders_processed(uint64_t n);
+
+/* Append the exposition (text format 0.0.4) for all threads to b. */
+void metrics_render(struct buf *b, const char *db_backend);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * loop.c - epoll event loop with FIFO timer queues (see loop.h).
+ */
+#include "net/loop.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/compiler.h"
+#include "base/log.h"
+
+#define MAX_EVENTS 256
+
+struct timer_list {
+    struct timer_node head; /* sentinel */
+};
+
+struct loop {
+    int epfd;
+    int index;
+    struct loop_io wake; /* eventfd */
+    atomic_bool stop_requested;
+    bool stopping; /* stop seen by this thread */
+    uint64_t now_ms;
+    time_t date_sec;
+    char date[32];
+    struct timer_list timers[TIMER_CLASS_COUNT];
+    void *data;
+};
+
+static uint64_t g_timeout_ms[TIMER_CLASS_COUNT] = {10000, 60000, 60000, 60000, 100};
+static timer_fn g_timer_fn[TIMER_CLASS_COUNT];
+
+void loop_set_timeout(enum timer_class cls, uint64_t ms, timer_fn fn)
+{
+    g_timeout_ms[cls] = ms;
+    g_timer_fn[cls] = fn;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void refresh_date(struct loop *l)
+{
+    static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (ts.tv_sec == l->date_sec)
+        return;
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    l->date_sec = ts.tv_sec;
+    /* IMF-fixdate, RFC 9110 5.6.7 */
+    char *d = l->date;
+    memcpy(d, days[tm.tm_wday], 3);
+    d[3] = ',';
+    d[4] = ' ';
+    d[5] = (char)('0' + tm.tm_mday / 10);
+    d[6] = (char)('0' + tm.tm_mday % 10);
+    d[7] = ' ';
+    memcpy(d + 8, months[tm.tm_mon], 3);
+    d[11] = ' ';
+    int y = tm.tm_year + 1900;
+    d[12] = (char)('0' + y / 1000 % 10);
+    d[13] = (char)('0' + y / 100 % 10);
+    d[14] = (char)('0' + y / 10 % 10);
+    d[15] = (char)('0' + y % 10);
+    d[16] = ' ';
+    d[17] = (char)('0' + tm.tm_hour / 10);
+    d[18] = (char)('0' + tm.tm_hour % 10);
+    d[19] = ':';
+    d[20] = (char)('0' + tm.tm_min / 10);
+    d[21] = (char)('0' + tm.tm_min % 10);
+    d[22] = ':';
+    d[23] = (char)('0' + tm.tm_sec / 10);
+    d[24] = (char)('0' + tm.tm_sec % 10);
+    memcpy(d + 25, " GMT", 5); /* includes the NUL */
+}
+
+static void on_wake(struct loop_io *io, uint32_t events)
+{
+    (void)events;
+    uint64_t v;
+    /* drain the eventfd; the stop flag itself is read by loop_run */
+    while (read(io->fd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+}
+
+struct loop *loop_create(int index)
+{
+    struct loop *l = calloc(1, sizeof *l);
+    if (!l)
+        log_fatal("out of memory creating a loop");
+    l->index = index;
+    l->wake.fd = -1;
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0) {
+        log_error("epoll_create1 failed: %s", strerror(errno));
+        goto fail;
+    }
+    l->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->wake.fd < 0) {
+        log_error("eventfd failed: %s", strerror(errno));
+        goto fail;
+    }
+    l->wake.on_event = on_wake;
+    if (loop_add(l, &l->wake, EPOLLIN) != 0) {
+        log_error("epoll_ctl(eventfd) failed: %s", strerror(errno));
+        goto fail;
+    }
+    for (int i = 0; i < TIMER_CLASS_COUNT; i++) {
+        l->timers[i].head.next = &l->timers[i].head;
+        l->timers[i].head.prev = &l->timers[i].head;
+    }
+    l->now_ms = mono_ms();
+    refresh_date(l);
+    return l;
+fail:
+    loop_destroy(l);
+    return NULL;
+}
+
+void loop_destroy(struct loop *l)
+{
+    if (!l)
+        return;
+    if (l->wake.fd >= 0)
+        close(l->wake.fd);
+    if (l->epfd >= 0)
+        close(l->epfd);
+    free(l);
+}
+
+int loop_add(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, io->fd, &ev);
+}
+
+int loop_mod(struct loop *l, struct loop_io *io, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = io};
+    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, io->fd, &ev);
+}
+
+void loop_del(struct loop *l, struct loop_io *io)
+{
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+}
+
+static void timer_unlink(struct timer_node *t)
+{
+    t->prev->next = t->next;
+    t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+    t->cls = -1;
+}
+
+void loop_timer_arm(struct loop *l, struct timer_node *t, enum timer_class cls)
+{
+    if (t->prev)
+        timer_unlink(t);
+    struct timer_node *head = &l->timers[cls].head;
+    t->deadline_ms = l->now_ms + g_timeout_ms[cls];
+    t->cls = (int)cls;
+    t->prev = head->prev;
+    t->next = head;
+    head->prev->next = t;
+    head->prev = t;
+}
+
+void loop_timer_disarm(struct loop *l, struct timer_node *t)
+{
+    (void)l;
+    if (t->prev)
+        timer_unlink(t);
+}
+
+static void run_timers(struct loop *l)
+{
+    for (int c = 0; c < TIMER_CLASS_COUNT; c++) {
+        struct timer_node *head = &l->timers[c].head;
+        while (head->next != head && head->next->deadline_ms <= l->now_ms) {
+            struct timer_node *t = head->next;
+            timer_unlink(t);
+            g_timer_fn[c](l, t); /* may re-arm or free t's owner */
+        }
+    }
+}
+
+/* Milliseconds until the earliest deadline, capped at 1000 so the Date and ticks stay fresh. */
+static int next_wait_ms(struct loop *l)
+{
+    uint64_t wait = 1000;
+    for (int c = 0; c < TIMER_CLASS_COUNT; c++) {
+        struct timer_node *head = &l->timers[c].head;
+        if (head->next != head) {
+            uint64_t d = head->next->deadline_ms;
+            uint64_t w = d > l->now_ms ? d - l->now_ms : 0;
+            if (w < wait)
+                wait = w;
+        }
+    }
+    /* the coarse clock ticks every few ms: round up so we do not spin */
+    return (int)(wait ? wait + 4 : 0);
+}
+
+int loop_run(struct loop *l, const struct loop_hooks *hooks, uint64_t drain_ms)
+{
+    struct epoll_event events[MAX_EVENTS];
+    uint64_t stop_deadline = 0;
+    uint64_t last_tick = l->now_ms;
+    for (;;) {
+        int n = epoll_wait(l->epfd, events, MAX_EVENTS, next_wait_ms(l));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("epoll_wait failed: %s", strerror(errno));
+            return -1;
+        }
+        l->now_ms = mono_ms();
+        refresh_date(l);
+        for (int i = 0; i < n; i++) {
+            struct loop_io *io = events[i].data.ptr;
+            io->on_event(io, events[i].events);
+        }
+        run_timers(l);
+        if (hooks->after_events)
+            hooks->after_events(l, hooks->arg);
+        if (l->now_ms - last_tick >= 1000) {
+            last_tick = l->now_ms;
+            if (hooks->on_tick)
+                hooks->on_tick(l, hooks->arg);
+        }
+        if (unlikely(atomic_load_explicit(&l->stop_requested, memory_order_acquire))) {
+            if (!l->stopping) {
+                l->stopping = true;
+                stop_deadline = l->now_ms + drain_ms;
+                if (hooks->on_stop)
+                    hooks->on_stop(l, hooks->arg);
+                if (hooks->after_events)
+                    hooks->after_events(l, hooks->arg);
+            }
+            if (hooks->drained(l, hooks->arg))
+                return 0;
+            if (l->now_ms >= stop_deadline) {
+                log_warn("drain deadline passed on loop %d: closing remaining connections",
+                         l->index);
+                return 0;
+            }
+        }
+    }
+}
+
+void loop_request_stop(struct loop *l)
+{
+    atomic_store_explicit(&l->stop_requested, true, memory_order_release);
+    uint64_t one = 1;
+    ssize_t w = write(l->wake.fd, &one, sizeof one);
+    (void)w; /* the eventfd can only fail if its counter overflows: the loop is awake then */
+}
+
+uint64_t loop_now_ms(const struct loop *l)
+{
+    return l->now_ms;
+}
+
+const char *loop_date(const struct loop *l)
+{
+    return l->date;
+}
+
+int loop_index(const struct loop *l)
+{
+    return l->index;
+}
+
+bool loop_stopping(const struct loop *l)
+{
+    return l->stopping;
+}
+
+void loop_set_data(struct loop *l, void *data)
+{
+    l->data = data;
+}
+
+void *loop_data(const struct loop *l)
+{
+    return l->data;
+}

@@ -1,0 +1,718 @@
+/*
+ * test_db_sqlite.c - the SQLite backend of db.h against real files in a
+ * temporary directory: URL forms, migrations (idempotent, concurrent), every
+ * user operation and status, schema constraints, durability across reopen,
+ * outage mapping and the handle's bookkeeping.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "base/compiler.h"
+#include "base/str.h"
+#include "db/db.h"
+#include "db/db_int.h"
+#include "test.h"
+
+#define MAX_ROWS 16
+
+struct row_copy {
+    int64_t id;
+    char name[1024];
+    size_t name_len;
+    char email[512];
+    size_t email_len;
+    int64_t created_at;
+};
+
+/* What one operation reported. */
+struct capture {
+    int rows;
+    int dones;
+    int rows_after_done; /* row() called after done(): a contract break */
+    enum db_status status;
+    struct row_copy u[MAX_ROWS];
+    struct db *db;         /* for the callbacks that poke the handle */
+    enum db_status nested; /* status of an operation started inside row() */
+    struct db_stats stats_in_row;
+};
+
+static char g_dir[64];
+
+static void cap_init(struct capture *c)
+{
+    memset(c, 0, sizeof *c);
+    c->status = (enum db_status) - 1;
+}
+
+static void cap_row(void *ctx, const struct db_user *u)
+{
+    struct capture *c = ctx;
+    if (c->dones)
+        c->rows_after_done++;
+    if (c->rows < MAX_ROWS) {
+        struct row_copy *r = &c->u[c->rows];
+        r->id = u->id;
+        r->created_at = u->created_at;
+        r->name_len = u->name.len < sizeof r->name ? u->name.len : sizeof r->name;
+        memcpy(r->name, u->name.ptr, r->name_len);
+        r->email_len = u->email.len < sizeof r->email ? u->email.len : sizeof r->email;
+        memcpy(r->email, u->email.ptr, r->email_len);
+    }
+    c->rows++;
+}
+
+static void cap_done(void *ctx, enum db_status st)
+{
+    struct capture *c = ctx;
+    c->dones++;
+    c->status = st;
+}
+
+/* Slice of a NUL-terminated string, followed in memory by junk so that len matters. */
+static struct str slice(const char *s, size_t n)
+{
+    return (struct str){s, n};
+}
+
+static struct str cs(const char *s)
+{
+    return (struct str){s, strlen(s)};
+}
+
+static bool row_is(const struct row_copy *r, int64_t id, const char *name, const char *email)
+{
+    return r->id == id && r->name_len == strlen(name) && memcmp(r->name, name, r->name_len) == 0 &&
+           r->email_len == strlen(email) && memcmp(r->email, email, r->email_len) == 0;
+}
+
+static void path_in_dir(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "%s/%s", g_dir, name);
+}
+
+static sqlite3 *raw_open(const char *path)
+{
+    sqlite3 *conn = NULL;
+    if (sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        sqlite3_close(conn);
+        return NULL;
+    }
+    sqlite3_busy_timeout(conn, 2000);
+    sqlite3_extended_result_codes(conn, 1);
+    return conn;
+}
+
+static int raw_exec(sqlite3 *conn, const char *sql)
+{
+    return sqlite3_exec(conn, sql, NULL, NULL, NULL);
+}
+
+/* First column of the first row as an integer, or -1. */
+static int64_t raw_int(sqlite3 *conn, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+    if (sqlite3_prepare_v2(conn, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* First column of the first row as text into out ("" when none). */
+static void raw_text(sqlite3 *conn, const char *sql, char *out, size_t cap)
+{
+    sqlite3_stmt *st = NULL;
+    out[0] = '\0';
+    if (sqlite3_prepare_v2(conn, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+}
+
+static void remove_db_files(const char *path)
+{
+    char p[512];
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-journal", path);
+    unlink(p);
+}
+
+/* ---- operation shorthands: each checks that done came exactly once ---- */
+
+static enum db_status op_create(struct db *db, struct str name, struct str email, struct capture *c)
+{
+    cap_init(c);
+    db_user_create(db, name, email, cap_row, cap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "create: one done, rows before it");
+    return c->status;
+}
+
+static enum db_status op_get(struct db *db, int64_t id, struct capture *c)
+{
+    cap_init(c);
+    db_user_get(db, id, cap_row, cap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "get: one done, rows before it");
+    return c->status;
+}
+
+static enum db_status op_update(struct db *db, int64_t id, struct str name, struct str email,
+                                struct capture *c)
+{
+    cap_init(c);
+    db_user_update(db, id, name, email, cap_row, cap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "update: one done, rows before it");
+    return c->status;
+}
+
+static enum db_status op_delete(struct db *db, int64_t id)
+{
+    struct capture c;
+    cap_init(&c);
+    db_user_delete(db, id, cap_done, &c);
+    ok(c.dones == 1, "delete: one done");
+    return c.status;
+}
+
+static enum db_status op_list(struct db *db, int64_t after, int limit, struct capture *c)
+{
+    cap_init(c);
+    db_user_list(db, after, limit, cap_row, cap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "list: one done, rows before it");
+    return c->status;
+}
+
+static enum db_status op_ping(struct db *db)
+{
+    struct capture c;
+    cap_init(&c);
+    db_ping(db, cap_done, &c);
+    ok(c.dones == 1 && c.rows == 0, "ping: one done, no rows");
+    return c.status;
+}
+
+static struct db *open_url(const char *url, int busy_ms)
+{
+    struct db_config cfg = {.url = url, .busy_timeout_ms = busy_ms};
+    return db_open(&cfg);
+}
+
+static int migrate_url(const char *url)
+{
+    struct db_config cfg = {.url = url, .busy_timeout_ms = 0};
+    return db_migrate(&cfg);
+}
+
+/* ---- tests ---- */
+
+static void test_parse_timestamp(void)
+{
+    static const struct {
+        const char *in;
+        bool ok;
+        int64_t want;
+    } cases[] = {
+        {"1970-01-01T00:00:00Z", true, 0},
+        {"2026-11-27T06:05:53Z", true, 1795759553},
+        {"2000-02-29T23:59:59Z", true, 951868799},
+        {"9999-12-31T23:59:59Z", true, 253402300799},
+        {"0001-01-01T00:00:00Z", true, -62135596800},
+        {"1969-12-31T23:59:59Z", true, -1},
+        {"1900-02-29T00:00:00Z", false, 0}, /* not a leap year */
+        {"2023-02-29T00:00:00Z", false, 0},
+        {"2024-02-30T00:00:00Z", false, 0},
+        {"2024-04-31T00:00:00Z", false, 0},
+        {"2024-13-01T00:00:00Z", false, 0},
+        {"2024-00-01T00:00:00Z", false, 0},
+        {"2024-01-00T00:00:00Z", false, 0},
+        {"2024-01-01T24:00:00Z", false, 0},
+        {"2024-01-01T00:60:00Z", false, 0},
+        {"2024-01-01T00:00:60Z", false, 0},
+        {"2024-01-01 00:00:00Z", false, 0},
+        {"2024-01-01T00:00:00", false, 0},
+        {"2024-01-01T00:00:00+00:00", false, 0},
+        {"2024-1-01T00:00:00Z", false, 0},
+        {"2024-01-01T00:00:0xZ", false, 0},
+        {"+024-01-01T00:00:00Z", false, 0},
+        {"", false, 0},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        int64_t v = 12345;
+        bool r = db__parse_utc_timestamp(cs(cases[i].in), &v);
+        ok(r == cases[i].ok, "parse_utc_timestamp(\"%s\") returns %d", cases[i].in, r);
+        ok(cases[i].ok ? v == cases[i].want : v == 12345, "parse_utc_timestamp(\"%s\") = %lld",
+           cases[i].in, (long long)v);
+    }
+    int64_t v = 0;
+    ok(!db__parse_utc_timestamp(STR_NULL, &v), "parse_utc_timestamp(NULL) fails");
+    /* Only the slice counts, not what follows it. */
+    ok(db__parse_utc_timestamp(slice("1970-01-01T00:00:10Zjunk", 20), &v) && v == 10,
+       "parse_utc_timestamp uses the slice length");
+}
+
+static void test_urls(void)
+{
+    char path[256], url[300];
+    struct db *db;
+
+    ok(migrate_url("postgres://u:secret@localhost/db") == -1, "postgres:// migrate fails");
+    ok(open_url("postgresql://u:secret@localhost/db", 0) == NULL, "postgresql:// open fails");
+    ok(open_url("host=localhost dbname=brisk password=secret", 0) == NULL,
+       "libpq key=value open fails");
+    ok(migrate_url("mysql://root@localhost/x") == -1, "unknown scheme fails");
+    ok(migrate_url("") == -1, "empty URL fails");
+    ok(migrate_url("sqlite:") == -1, "sqlite: without a path fails");
+    ok(open_url("sqlite://", 0) == NULL, "sqlite:// without a path fails");
+
+    path_in_dir(path, sizeof path, "plain.db");
+    ok(migrate_url(path) == 0, "plain path migrates");
+    db = open_url(path, 0);
+    ok(db != NULL, "plain path opens");
+    ok(db && strcmp(db_backend_name(db), "sqlite") == 0, "backend name is sqlite");
+    db_close(db);
+
+    snprintf(url, sizeof url, "sqlite:%s/prefixed.db", g_dir);
+    ok(migrate_url(url) == 0, "sqlite:PATH migrates");
+    db = open_url(url, 0);
+    ok(db != NULL, "sqlite:PATH opens");
+    db_close(db);
+    path_in_dir(path, sizeof path, "prefixed.db");
+    ok(access(path, F_OK) == 0, "sqlite:PATH created the file at PATH");
+
+    snprintf(url, sizeof url, "sqlite://%s/slashes.db", g_dir);
+    ok(migrate_url(url) == 0, "sqlite://PATH migrates");
+    db = open_url(url, 0);
+    ok(db != NULL, "sqlite://PATH opens");
+    db_close(db);
+    path_in_dir(path, sizeof path, "slashes.db");
+    ok(access(path, F_OK) == 0, "sqlite://PATH created the file at PATH");
+
+    path_in_dir(path, sizeof path, "never-migrated.db");
+    ok(open_url(path, 0) == NULL, "open without migrate fails (no file created)");
+    ok(access(path, F_OK) != 0, "open did not create the file");
+
+    db_close(NULL); /* accepted */
+}
+
+static void test_migrate(void)
+{
+    char path[256], bad[256], text[64];
+    sqlite3 *raw;
+
+    path_in_dir(path, sizeof path, "data/brisk.db");
+    ok(migrate_url(path) == 0, "migrate creates the parent directory and the file");
+    ok(migrate_url(path) == 0, "migrate again is a no-op");
+    raw = raw_open(path);
+    ok(raw != NULL, "raw open");
+    if (!raw)
+        return;
+    ok(raw_int(raw, "SELECT count(*) FROM schema_migrations") == 2, "two migrations recorded");
+    ok(raw_int(raw, "SELECT min(version) FROM schema_migrations") == 1 &&
+           raw_int(raw, "SELECT max(version) FROM schema_migrations") == 2,
+       "versions 1 and 2");
+    raw_text(raw, "SELECT applied_at FROM schema_migrations WHERE version = 1", text, sizeof text);
+    int64_t at = 0;
+    ok(db__parse_utc_timestamp(cs(text), &at) && llabs(at - (int64_t)time(NULL)) < 60,
+       "applied_at is a current UTC timestamp: %s", text);
+    raw_text(raw, "PRAGMA journal_mode", text, sizeof text);
+    ok(strcmp(text, "wal") == 0, "journal_mode is wal: %s", text);
+    ok(raw_int(raw, "SELECT count(*) FROM sqlite_schema WHERE name IN ('users', 'orders', "
+                    "'users_email_lower_key', 'orders_user_id_idx')") == 4,
+       "tables and indexes exist");
+    sqlite3_close(raw);
+
+    path_in_dir(bad, sizeof bad, "a/b/brisk.db");
+    ok(migrate_url(bad) == -1, "migrate creates one directory level only");
+    path_in_dir(bad, sizeof bad, "a");
+    ok(access(bad, F_OK) != 0, "no directory left behind");
+}
+
+/*
+ * Several processes migrating and opening one fresh file at once (a service
+ * started twice, or a deploy overlapping): all succeed, each version applied once.
+ */
+static void test_migrate_concurrent(void)
+{
+    enum { ROUNDS = 3, N = 8 };
+    char path[256], name[64];
+
+    for (int round = 0; round < ROUNDS; round++) {
+        pid_t pids[N];
+        int succeeded = 0;
+
+        snprintf(name, sizeof name, "concurrent%d.db", round);
+        path_in_dir(path, sizeof path, name);
+        fflush(stdout);
+        fflush(stderr);
+        for (int i = 0; i < N; i++) {
+            pids[i] = fork();
+            if (pids[i] == 0) {
+                struct db *db = NULL;
+                if (migrate_url(path) == 0)
+                    db = open_url(path, 0);
+                int rc = db ? 0 : 1;
+                db_close(db);
+                _exit(rc);
+            }
+        }
+        for (int i = 0; i < N; i++) {
+            int wst = 0;
+            if (pids[i] > 0 && waitpid(pids[i], &wst, 0) == pids[i] && WIFEXITED(wst) &&
+                WEXITSTATUS(wst) == 0)
+                succeeded++;
+        }
+        ok(succeeded == N, "round %d: %d of %d concurrent migrate+open succeeded", round, succeeded,
+           N);
+        sqlite3 *raw = raw_open(path);
+        ok(raw && raw_int(raw, "SELECT count(*) FROM schema_migrations") == 2,
+           "round %d: each migration recorded once", round);
+        ok(raw && raw_int(raw, "SELECT count(*) FROM sqlite_schema WHERE name = 'users'") == 1,
+           "round %d: users table exists once", round);
+        sqlite3_close(raw);
+        remove_db_files(path);
+    }
+}
+
+static void test_users(void)
+{
+    char path[256];
+    struct capture c;
+    struct db_stats stats;
+
+    path_in_dir(path, sizeof path, "users.db");
+    ok(migrate_url(path) == 0, "users: migrate");
+    struct db *db = open_url(path, 0);
+    ok(db != NULL, "users: open");
+    if (!db)
+        return;
+
+    db_stats(db, &stats);
+    ok(stats.connections == 1 && stats.busy == 0, "stats idle: %d %d", stats.connections,
+       stats.busy);
+    ok(op_ping(db) == DB_OK, "ping");
+
+    /* create: slices are not NUL-terminated, only len counts */
+    int64_t t0 = (int64_t)time(NULL);
+    ok(op_create(db, slice("Ada LovelaceXXXX", 12), slice("A@x.ioYYYY", 6), &c) == DB_OK,
+       "create Ada");
+    int64_t t1 = (int64_t)time(NULL);
+    ok(c.rows == 1 && row_is(&c.u[0], 1, "Ada Lovelace", "A@x.io"), "create returns the row");
+    ok(c.u[0].created_at >= t0 - 1 && c.u[0].created_at <= t1 + 1,
+       "created_at %lld is now (%lld..%lld)", (long long)c.u[0].created_at, (long long)t0,
+       (long long)t1);
+    int64_t ada_created = c.u[0].created_at;
+
+    ok(op_create(db, cs("Other Ada"), cs("a@X.IO"), &c) == DB_CONFLICT && c.rows == 0,
+       "create with the same email in other case: conflict, no row");
+    ok(op_create(db, cs("Grace Hopper"), cs("grace@example.com"), &c) == DB_OK && c.rows == 1 &&
+           c.u[0].id > 1 && row_is(&c.u[0], c.u[0].id, "Grace Hopper", "grace@example.com"),
+       "create Grace");
+    int64_t grace = c.u[0].id;
+    ok(grace > 1, "Grace has a later id");
+
+    /* UTF-8 name: 200 characters of 2 bytes each is allowed */
+    char longname[401];
+    for (int i = 0; i < 200; i++)
+        memcpy(longname + 2 * i, "\xc3\xa9", 2); /* é */
+    longname[400] = '\0';
+    ok(op_create(db, cs(longname), cs("e@e.ee"), &c) == DB_OK && c.rows == 1 &&
+           c.u[0].name_len == 400 && memcmp(c.u[0].name, longname, 400) == 0,
+       "200-character UTF-8 name stored intact");
+    int64_t eacute = c.u[0].id;
+
+    /* too long name: the schema refuses, an error not a conflict */
+    char toolong[202];
+    memset(toolong, 'x', 201);
+    toolong[201] = '\0';
+    ok(op_create(db, cs(toolong), cs("long@x.io"), &c) == DB_ERROR && c.rows == 0,
+       "201-character name is a DB_ERROR");
+
+    /* get */
+    ok(op_get(db, 1, &c) == DB_OK && c.rows == 1 && row_is(&c.u[0], 1, "Ada Lovelace", "A@x.io") &&
+           c.u[0].created_at == ada_created,
+       "get Ada: every field");
+    ok(op_get(db, 999, &c) == DB_NOT_FOUND && c.rows == 0, "get unknown: not found");
+    ok(op_get(db, 0, &c) == DB_NOT_FOUND && c.rows == 0, "get 0: not found");
+    ok(op_get(db, INT64_MAX, &c) == DB_NOT_FOUND, "get INT64_MAX: not found");
+
+    /* update */
+    ok(op_update(db, 1, cs("Augusta Ada King"), STR_NULL, &c) == DB_OK && c.rows == 1 &&
+           row_is(&c.u[0], 1, "Augusta Ada King", "A@x.io") && c.u[0].created_at == ada_created,
+       "update name only");
+    ok(op_update(db, 1, STR_NULL, slice("ada@lovelace.org!", 16), &c) == DB_OK && c.rows == 1 &&
+           row_is(&c.u[0], 1, "Augusta Ada King", "ada@lovelace.org") &&
+           c.u[0].created_at == ada_created,
+       "update email only");
+    ok(op_update(db, 1, cs("Ada"), cs("ADA@Lovelace.org"), &c) == DB_OK && c.rows == 1 &&
+           row_is(&c.u[0], 1, "Ada", "ADA@Lovelace.org"),
+       "update both, own email in another case: ok");
+    ok(op_update(db, 1, STR_NULL, STR_NULL, &c) == DB_OK && c.rows == 1 &&
+           row_is(&c.u[0], 1, "Ada", "ADA@Lovelace.org") && c.u[0].created_at == ada_created,
+       "update with no field returns the current row");
+    ok(op_update(db, 1, STR_NULL, cs("GRACE@example.com"), &c) == DB_CONFLICT && c.rows == 0,
+       "update to another user's email (other case): conflict");
+    ok(op_get(db, 1, &c) == DB_OK && row_is(&c.u[0], 1, "Ada", "ADA@Lovelace.org"),
+       "conflicting update changed nothing");
+    ok(op_update(db, 999, cs("Nobody"), STR_NULL, &c) == DB_NOT_FOUND && c.rows == 0,
+       "update unknown: not found");
+    ok(op_update(db, 999, STR_NULL, STR_NULL, &c) == DB_NOT_FOUND && c.rows == 0,
+       "empty update of unknown: not found");
+    ok(op_update(db, 1, cs(toolong), STR_NULL, &c) == DB_ERROR && c.rows == 0,
+       "update to a too-long name: error");
+
+    /* list and pagination: ids 1, grace, eacute */
+    ok(op_list(db, 0, 50, &c) == DB_OK && c.rows == 3, "list all: 3 rows");
+    ok(c.rows == 3 && row_is(&c.u[0], 1, "Ada", "ADA@Lovelace.org") &&
+           c.u[0].created_at == ada_created &&
+           row_is(&c.u[1], grace, "Grace Hopper", "grace@example.com") && c.u[2].id == eacute &&
+           c.u[2].name_len == 400 && c.u[2].email_len == 6 &&
+           memcmp(c.u[2].email, "e@e.ee", 6) == 0 && c.u[2].created_at >= t0 - 1,
+       "list rows in id order with every field");
+    ok(op_list(db, 0, 2, &c) == DB_OK && c.rows == 2 && c.u[0].id == 1 && c.u[1].id == grace,
+       "list page 1 of 2");
+    ok(op_list(db, grace, 2, &c) == DB_OK && c.rows == 1 && c.u[0].id == eacute,
+       "list page 2 after %lld", (long long)grace);
+    ok(op_list(db, eacute, 2, &c) == DB_OK && c.rows == 0, "list past the end: empty, ok");
+    ok(op_list(db, 0, 0, &c) == DB_OK && c.rows == 0, "list limit 0: empty");
+    ok(op_list(db, 0, -1, &c) == DB_OK && c.rows == 0, "list limit -1: empty, not unlimited");
+
+    /* delete, has-children */
+    sqlite3 *raw = raw_open(path);
+    ok(raw != NULL, "raw open for orders");
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO orders (user_id) VALUES (%lld)", (long long)grace);
+    ok(raw && raw_exec(raw, sql) == SQLITE_OK, "insert an order for Grace");
+    ok(raw && raw_int(raw, "SELECT count(*) FROM orders WHERE status = 'pending' AND created_at "
+                           "GLOB '[0-9]*-*T*Z'") == 1,
+       "order defaults: pending, created_at");
+    ok(op_delete(db, grace) == DB_HAS_CHILDREN, "delete a user with orders: has children");
+    ok(op_get(db, grace, &c) == DB_OK && c.rows == 1, "Grace still there");
+    ok(op_delete(db, 999) == DB_NOT_FOUND, "delete unknown: not found");
+    ok(op_delete(db, eacute) == DB_OK, "delete a user without orders");
+    ok(op_get(db, eacute, &c) == DB_NOT_FOUND, "deleted user is gone");
+    ok(op_delete(db, eacute) == DB_NOT_FOUND, "delete again: not found");
+    ok(op_create(db, cs("Next"), cs("e@e.ee"), &c) == DB_OK && c.rows == 1 && c.u[0].id > eacute,
+       "ids are not reused after delete (%lld > %lld); freed email reusable", (long long)c.u[0].id,
+       (long long)eacute);
+    ok(raw && raw_exec(raw, "DELETE FROM orders") == SQLITE_OK, "remove the order");
+    ok(op_delete(db, grace) == DB_OK, "delete Grace once her orders are gone");
+    sqlite3_close(raw);
+
+    db_stats(db, &stats);
+    ok(stats.connections == 1 && stats.busy == 0, "stats idle after work");
+    db_close(db);
+}
+
+/* The schema itself refuses bad rows, whoever writes them. */
+static void test_schema(void)
+{
+    char path[256];
+    path_in_dir(path, sizeof path, "schema.db");
+    ok(migrate_url(path) == 0, "schema: migrate");
+    sqlite3 *raw = raw_open(path);
+    ok(raw != NULL, "schema: raw open");
+    if (!raw)
+        return;
+    raw_exec(raw, "PRAGMA foreign_keys = ON");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES (printf('%.*c', 200, 'n'), "
+                     "'a@b')") == SQLITE_OK,
+       "200-character name accepted");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES (printf('%.*c', 201, 'n'), "
+                     "'b@b')") == SQLITE_CONSTRAINT_CHECK,
+       "201-character name rejected");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES ('', 'c@b')") ==
+           SQLITE_CONSTRAINT_CHECK,
+       "empty name rejected");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES ('n', NULL)") ==
+           SQLITE_CONSTRAINT_NOTNULL,
+       "NULL email rejected");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES ('n', 'ab')") ==
+           SQLITE_CONSTRAINT_CHECK,
+       "2-byte email rejected");
+    /* 127 two-byte characters = 254 bytes ok; 128 = 256 bytes rejected although 128 chars */
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES ('n', replace(printf('%.*c', 127, "
+                     "'x'), 'x', char(233)))") == SQLITE_OK,
+       "254-byte email accepted");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES ('n', replace(printf('%.*c', 128, "
+                     "'x'), 'x', char(233)))") == SQLITE_CONSTRAINT_CHECK,
+       "email limit counts bytes, not characters");
+    ok(raw_exec(raw, "INSERT INTO users (name, email) VALUES ('n', 'A@B')") ==
+           SQLITE_CONSTRAINT_UNIQUE,
+       "unique email ignores ASCII case");
+    ok(raw_exec(raw, "INSERT INTO users (name, email, created_at) VALUES ('n', 'd@b', "
+                     "'2024-01-01 00:00:00')") == SQLITE_CONSTRAINT_CHECK,
+       "created_at of another shape rejected");
+    ok(raw_exec(raw, "INSERT INTO orders (user_id) VALUES (424242)") ==
+           SQLITE_CONSTRAINT_FOREIGNKEY,
+       "order of an unknown user rejected");
+    ok(raw_exec(raw, "INSERT INTO orders (user_id, status) VALUES (1, 'shipped')") ==
+           SQLITE_CONSTRAINT_CHECK,
+       "unknown order status rejected");
+    ok(raw_exec(raw, "INSERT INTO orders (user_id, status) VALUES (1, 'processed')") == SQLITE_OK,
+       "processed order accepted");
+    sqlite3_close(raw);
+}
+
+static void test_reopen(void)
+{
+    char path[256];
+    struct capture c;
+
+    path_in_dir(path, sizeof path, "durable.db");
+    ok(migrate_url(path) == 0, "reopen: migrate");
+    struct db *db = open_url(path, 0);
+    ok(db != NULL, "reopen: open");
+    if (!db)
+        return;
+    ok(op_create(db, cs("Kept"), cs("kept@x.io"), &c) == DB_OK && c.rows == 1, "create Kept");
+    struct row_copy kept = c.u[0];
+    db_close(db);
+
+    ok(migrate_url(path) == 0, "migrate an existing database");
+    db = open_url(path, 0);
+    ok(db != NULL, "open again");
+    if (!db)
+        return;
+    ok(op_get(db, kept.id, &c) == DB_OK && c.rows == 1 &&
+           row_is(&c.u[0], kept.id, "Kept", "kept@x.io") && c.u[0].created_at == kept.created_at,
+       "row survives close and reopen with every field");
+    db_close(db);
+}
+
+/* A writer holding the lock past busy_timeout: writes are unavailable, WAL reads still work. */
+static void test_unavailable(void)
+{
+    char path[256];
+    struct capture c;
+
+    path_in_dir(path, sizeof path, "locked.db");
+    ok(migrate_url(path) == 0, "locked: migrate");
+    struct db *db = open_url(path, 50);
+    ok(db != NULL, "locked: open with 50 ms busy timeout");
+    if (!db)
+        return;
+    ok(op_create(db, cs("First"), cs("first@x.io"), &c) == DB_OK, "create before the lock");
+    int64_t first = c.u[0].id;
+
+    sqlite3 *raw = raw_open(path);
+    ok(raw && raw_exec(raw, "BEGIN IMMEDIATE") == SQLITE_OK, "raw connection takes the write lock");
+    ok(op_create(db, cs("Second"), cs("second@x.io"), &c) == DB_UNAVAILABLE && c.rows == 0,
+       "create while locked: unavailable");
+    ok(op_update(db, first, cs("Renamed"), STR_NULL, &c) == DB_UNAVAILABLE && c.rows == 0,
+       "update while locked: unavailable");
+    ok(op_delete(db, first) == DB_UNAVAILABLE, "delete while locked: unavailable");
+    ok(op_get(db, first, &c) == DB_OK && c.rows == 1 &&
+           row_is(&c.u[0], first, "First", "first@x.io"),
+       "get while locked: WAL reader is not blocked");
+    ok(op_ping(db) == DB_OK, "ping while locked");
+    ok(raw && raw_exec(raw, "COMMIT") == SQLITE_OK, "raw connection releases the lock");
+    ok(op_create(db, cs("Second"), cs("second@x.io"), &c) == DB_OK && c.rows == 1 &&
+           c.u[0].id > first,
+       "create after the lock: ok");
+    sqlite3_close(raw);
+    db_close(db);
+}
+
+/* Calls into the handle from inside a row callback are refused; done callbacks may. */
+static void nested_row(void *ctx, const struct db_user *u)
+{
+    struct capture *c = ctx;
+    struct capture inner;
+    cap_row(ctx, u);
+    db_stats(c->db, &c->stats_in_row);
+    cap_init(&inner);
+    db_user_get(c->db, u->id, cap_row, cap_done, &inner);
+    c->nested = inner.dones == 1 && inner.rows == 0 ? inner.status : (enum db_status) - 1;
+}
+
+static void chained_done(void *ctx, enum db_status st)
+{
+    struct capture *c = ctx;
+    struct capture inner;
+    cap_done(ctx, st);
+    cap_init(&inner);
+    db_user_get(c->db, 1, cap_row, cap_done, &inner);
+    c->nested = inner.dones == 1 && inner.rows == 1 ? inner.status : (enum db_status) - 1;
+}
+
+static void test_reentry(void)
+{
+    char path[256];
+    struct capture c;
+
+    path_in_dir(path, sizeof path, "reentry.db");
+    ok(migrate_url(path) == 0, "reentry: migrate");
+    struct db *db = open_url(path, 0);
+    ok(db != NULL, "reentry: open");
+    if (!db)
+        return;
+    ok(op_create(db, cs("One"), cs("one@x.io"), &c) == DB_OK, "create One");
+    ok(op_create(db, cs("Two"), cs("two@x.io"), &c) == DB_OK, "create Two");
+
+    cap_init(&c);
+    c.db = db;
+    db_user_list(db, 0, 10, nested_row, cap_done, &c);
+    ok(c.dones == 1 && c.status == DB_OK && c.rows == 2, "list completes despite nested calls");
+    ok(c.nested == DB_ERROR, "operation from a row callback refused");
+    ok(c.stats_in_row.busy == 1 && c.stats_in_row.connections == 1, "busy=1 during an operation");
+
+    cap_init(&c);
+    c.db = db;
+    db_user_get(db, 2, cap_row, chained_done, &c);
+    ok(c.dones == 1 && c.status == DB_OK && c.rows == 1 && c.u[0].id == 2, "get Two");
+    ok(c.nested == DB_OK, "operation from a done callback runs");
+
+    struct db_stats stats;
+    db_stats(db, &stats);
+    ok(stats.busy == 0, "idle afterwards");
+    db_close(db);
+}
+
+static void cleanup(void)
+{
+    static const char *const dbs[] = {
+        "plain.db",  "prefixed.db", "slashes.db", "data/brisk.db", "users.db",
+        "schema.db", "durable.db",  "locked.db",  "reentry.db",    "never-migrated.db"};
+    char p[256];
+    for (size_t i = 0; i < ARRAY_LEN(dbs); i++) {
+        path_in_dir(p, sizeof p, dbs[i]);
+        remove_db_files(p);
+    }
+    path_in_dir(p, sizeof p, "data");
+    rmdir(p);
+    ok(rmdir(g_dir) == 0, "temporary directory cleaned up (%s)", strerror(errno));
+}
+
+int main(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/brisk-db-XXXXXX",
+             tmp && *tmp && strlen(tmp) < 40 ? tmp : "/tmp");
+    if (!mkdtemp(g_dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_parse_timestamp();
+    test_urls();
+    test_migrate();
+    test_migrate_concurrent();
+    test_users();
+    test_schema();
+    test_reopen();
+    test_unavailable();
+    test_reentry();
+    cleanup();
+    return test_done();
+}
