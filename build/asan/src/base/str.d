@@ -1,2 +1,0 @@
-build/asan/src/base/str.o: src/base/str.c src/base/str.h
-src/base/str.h:
