@@ -115,16 +115,14 @@ void buf_printf(struct buf *b, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    va_list ap2;
-    va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
     if (n < 0 || buf_reserve(b, (size_t)n + 1) != 0) {
         b->failed = 1;
-        va_end(ap2);
         return;
     }
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
     b->len += (size_t)n;
 }

@@ -108,14 +108,10 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-PRINTF_FMT(2, 0) static void vlog(enum log_level level, const char *fmt, va_list ap)
+/* Write one already formatted message line. */
+static void emit(enum log_level level, const char *msg, size_t mlen)
 {
-    char msg[2048];
     char ts[40];
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
-    if (n < 0)
-        return;
-    size_t mlen = (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
     fmt_now(ts, sizeof ts);
     struct buf b;
     buf_init(&b, 0);
@@ -133,22 +129,33 @@ PRINTF_FMT(2, 0) static void vlog(enum log_level level, const char *fmt, va_list
     buf_free(&b);
 }
 
+static size_t clamp_len(int n, size_t cap)
+{
+    if (n < 0)
+        return 0;
+    return (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if (level < g_level)
         return;
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vlog(level, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    emit(level, msg, clamp_len(n, sizeof msg));
 }
 
 void log_fatal(const char *fmt, ...)
 {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    vlog(LOG_ERROR, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    emit(LOG_ERROR, msg, clamp_len(n, sizeof msg));
     abort();
 }
 
@@ -184,7 +191,7 @@ void log_access(const struct access_entry *e)
         append_text_safe(b, e->request_id.ptr, e->request_id.len);
         buf_append_char(b, '\n');
     }
-    if (b->len > 64 * 1024)
+    if (b->len > (size_t)64 * 1024)
         log_flush();
 }
 

@@ -30,7 +30,7 @@
 #include "db/migrations_sqlite.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define SCRATCH_MAX (64 * 1024) /* one user row: name <= 800 bytes, email <= 254 */
+#define SCRATCH_MAX ((size_t)64 * 1024) /* one user row: name <= 800 bytes, email <= 254 */
 
 _Static_assert(ARRAY_LEN(sqlite_migrations) > 0, "at least one migration");
 
@@ -470,7 +470,7 @@ static enum db_status keep_user(struct db_sqlite *s, const char *op, struct db_u
 
     buf_reset(b);
     if (buf_reserve(b, u->name.len + u->email.len + 1)) {
-        log_error("db sqlite %s: %s: user %lld is larger than %d bytes", s->path, op,
+        log_error("db sqlite %s: %s: user %lld is larger than %zu bytes", s->path, op,
                   (long long)u->id, SCRATCH_MAX);
         return DB_ERROR;
     }

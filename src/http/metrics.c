@@ -47,7 +47,8 @@ int metrics_init(int nthreads, size_t nroutes)
     if (!g_blocks)
         return -1;
     for (int t = 0; t < nthreads; t++) {
-        g_blocks[t].counts = calloc(g_nroutes * HTTP_METHOD_COUNT * NSTATUS, sizeof(uint64_t));
+        g_blocks[t].counts =
+            calloc(g_nroutes * HTTP_METHOD_COUNT * NSTATUS, sizeof *g_blocks[t].counts);
         g_blocks[t].hist = calloc(g_nroutes, sizeof(struct route_hist));
         if (!g_blocks[t].counts || !g_blocks[t].hist)
             return -1;
@@ -86,7 +87,7 @@ void metrics_record(int thread, int route, enum http_method method, int status,
                     uint64_t duration_ns)
 {
     struct thread_block *b = &g_blocks[thread];
-    size_t r = (size_t)(route + 1);
+    size_t r = route < 0 ? 0 : (size_t)route + 1;
     bump(&b->counts[(r * HTTP_METHOD_COUNT + (size_t)method) * NSTATUS + status_index(status)],
          1);
     struct route_hist *h = &b->hist[r];

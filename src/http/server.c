@@ -186,7 +186,7 @@ static bool reqid_ok(struct str s)
 
 static void set_request_id(struct http_ctx *c, struct str sent)
 {
-    if (reqid_ok(sent)) {
+    if (sent.ptr && reqid_ok(sent)) {
         memcpy(c->reqid, sent.ptr, sent.len);
         c->reqid_len = sent.len;
         return;
@@ -667,14 +667,12 @@ static void update_timer(struct http_ctx *c)
 {
     struct loop *l = c->w->loop;
     int want;
-    if (c->state == ST_HANDLING)
-        want = -1;
+    if (c->state == ST_HANDLING || (c->state != ST_HEAD && c->state != ST_BODY && !out_pending(c)))
+        want = -1; /* handler running (its own bound applies) or closing */
     else if (out_pending(c))
         want = TIMER_WRITE;
     else if (c->state == ST_BODY)
         want = TIMER_BODY;
-    else if (c->state != ST_HEAD)
-        want = -1;
     else if (c->fresh || c->in.len > c->in_start)
         want = TIMER_HEADER; /* a request has begun (or the connection is new) */
     else
@@ -998,8 +996,10 @@ static void *worker_main(void *arg)
         w->exit_code = -1;
         kill(getpid(), SIGTERM); /* bring the whole process down cleanly */
     }
-    while (w->conns)
-        conn_close(w->conns);
+    for (struct http_ctx *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
     while (w->free_list) {
         struct http_ctx *c = w->free_list;
         w->free_list = c->next;
