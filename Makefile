@@ -29,7 +29,7 @@ MAIN_OBJ := $(BUILD)/src/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit deps clean asan format lint fuzz bench
+.PHONY: all run test unit unit-bins deps-run deps-test clean format lint fuzz fuzz-bins
 
 all: $(BUILD)/brisk
 
@@ -73,6 +73,24 @@ deps-run:
 
 deps-test:
 	@bash scripts/deps.sh test
+
+# libFuzzer harnesses (clang): fuzz/fuzz_NAME.c, seeds in fuzz/corpus/NAME/, dictionary
+# fuzz/NAME.dict, saved crashers in fuzz/regression/NAME/.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BIN     := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
+FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer -Isrc -DBRISK_VERSION='"fuzz"' \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+build/fuzz/%: fuzz/%.c $(SRC) $(wildcard src/*/*.h src/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  FUZZ   $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< $(SRC) $(LIBS)
+
+fuzz-bins: $(FUZZ_BIN)
+
+fuzz: deps-test fuzz-bins
+	@bash tests/fuzz_run.sh --seconds $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $$(find src tests fuzz -name '*.[ch]')

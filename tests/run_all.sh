@@ -74,6 +74,16 @@ for v in "${variants[@]}"; do
     fi
 done
 
+# libFuzzer smoke: replay saved crashers, fuzz each harness briefly
+if [ "$unit_only" = 0 ] && ls fuzz/fuzz_*.c >/dev/null 2>&1; then
+    echo "##### build: fuzzers"
+    if make -s -j"$jobs" fuzz-bins; then
+        run_suite "fuzz smoke" bash tests/fuzz_run.sh --seconds "${FUZZ_SMOKE_SECONDS:-10}"
+    else
+        total_fail=$((total_fail + 1)); failed_suites+=("build-fuzz")
+    fi
+fi
+
 if [ ${#failed_suites[@]} -gt 0 ]; then
     echo "failed suites: ${failed_suites[*]}"
 fi
