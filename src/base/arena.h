@@ -27,7 +27,10 @@ void arena_init(struct arena *a, size_t cap);
 /*
  * Allocate n bytes aligned for any type. Returns NULL when the cap would be
  * exceeded (the caller answers 413/400); aborts if the system is out of memory.
- * The memory is valid until the next arena_reset/arena_free.
+ * The memory is valid until the next arena_reset/arena_free. n == 0 gives a
+ * distinct pointer (it counts as one alignment unit). Each request is counted
+ * against the cap rounded up to the alignment (16 bytes on x86-64). Under
+ * AddressSanitizer the bytes past n are poisoned.
  */
 void *arena_alloc(struct arena *a, size_t n) WARN_UNUSED;
 

@@ -54,8 +54,8 @@ static inline uint64_t load64(const unsigned char *p)
  * '"', '\\', a control character or a non-ASCII byte. */
 static inline uint64_t swar_str_special(uint64_t w)
 {
-    return swar_has_zero(w ^ (ONES * '"')) | swar_has_zero(w ^ (ONES * '\\')) |
-           swar_has_ctl(w) | (w & HIGHS);
+    return swar_has_zero(w ^ (ONES * '"')) | swar_has_zero(w ^ (ONES * '\\')) | swar_has_ctl(w) |
+           (w & HIGHS);
 }
 
 /* Bytes allowed verbatim inside a string literal: 0x20..0x7f but '"' and '\\'. */
@@ -67,10 +67,9 @@ static const unsigned char str_plain[256] = {
 
 /* Hex digit value plus one; 0 for a non-hex byte. */
 static const unsigned char hex_val1[256] = {
-    ['0'] = 1,   ['1'] = 2,   ['2'] = 3,   ['3'] = 4,   ['4'] = 5,   ['5'] = 6,
-    ['6'] = 7,   ['7'] = 8,   ['8'] = 9,   ['9'] = 10,  ['a'] = 11,  ['b'] = 12,
-    ['c'] = 13,  ['d'] = 14,  ['e'] = 15,  ['f'] = 16,  ['A'] = 11,  ['B'] = 12,
-    ['C'] = 13,  ['D'] = 14,  ['E'] = 15,  ['F'] = 16,
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,  ['6'] = 7,  ['7'] = 8,
+    ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
 };
 
 /* Value of the 4 hex digits at p, or -1. */
@@ -773,8 +772,8 @@ const struct json_value *json_get(const struct json_value *obj, const char *key)
 
 /* Escape letter for bytes that need one: 'u' means \u00XX. */
 static const char esc_letter[256] = {
-    [0x00 ... 0x07] = 'u', ['\b'] = 'b', ['\t'] = 't',   ['\n'] = 'n',   [0x0b] = 'u',
-    ['\f'] = 'f',          ['\r'] = 'r', [0x0e ... 0x1f] = 'u', ['"'] = '"', ['\\'] = '\\',
+    [0x00 ... 0x07] = 'u', ['\b'] = 'b', ['\t'] = 't',          ['\n'] = 'n', [0x0b] = 'u',
+    ['\f'] = 'f',          ['\r'] = 'r', [0x0e ... 0x1f] = 'u', ['"'] = '"',  ['\\'] = '\\',
 };
 
 void json_write_str(struct buf *b, const char *str, size_t n)

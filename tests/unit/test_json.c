@@ -20,15 +20,15 @@
 
 #define GUARD_DATA ((size_t)8 << 20)
 
-static char *g_guard;   /* GUARD_DATA readable bytes followed by a PROT_NONE page */
+static char *g_guard; /* GUARD_DATA readable bytes followed by a PROT_NONE page */
 static struct arena g_arena;
 static struct json_error g_err;
 
 static void guard_init(void)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    char *m = mmap(NULL, GUARD_DATA + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    char *m =
+        mmap(NULL, GUARD_DATA + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED || mprotect(m + GUARD_DATA, page, PROT_NONE) != 0) {
         perror("mmap");
         exit(2);
@@ -247,7 +247,7 @@ static void test_numbers(void)
         {"NaN", false, false, 0},
         {"-NaN", false, false, 0},
         {"inf", false, false, 0},
-        {"\xd9\xa3", false, false, 0}, /* ARABIC-INDIC DIGIT THREE */
+        {"\xd9\xa3", false, false, 0},     /* ARABIC-INDIC DIGIT THREE */
         {"\xef\xbc\x91", false, false, 0}, /* FULLWIDTH DIGIT ONE */
         {"1 2", false, false, 0},
         {"1-", false, false, 0},
@@ -332,7 +332,10 @@ static void test_strings(void)
         {"\"\\ud800\\udc00\"", "\xf0\x90\x80\x80", 4},
         {"\"\\udbff\\udfff\"", "\xf4\x8f\xbf\xbf", 4},
         {"\"x\\ud83d\\ude00y\"", "x\xf0\x9f\x98\x80y", 6},
-        {"\"a\\nb\\u00e9c\\\\d\"", "a\nb\xc3\xa9" "c\\d", 8},
+        {"\"a\\nb\\u00e9c\\\\d\"",
+         "a\nb\xc3\xa9"
+         "c\\d",
+         8},
         {"\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"", "\"\\/\b\f\n\r\t", 8},
         {"\"\xc3\xa9\"", "\xc3\xa9", 2},
         {"\"\xe2\x82\xac\"", "\xe2\x82\xac", 3},
@@ -353,8 +356,8 @@ static void test_strings(void)
         ok(v && v->type == JSON_STRING, "string case %zu %s (%s)", k, good[k].in,
            v ? "" : g_err.msg);
         if (v && v->type == JSON_STRING)
-            ok(str_is(v->u.str, good[k].out, good[k].out_len), "string case %zu value (len %zu)",
-               k, v->u.str.len);
+            ok(str_is(v->u.str, good[k].out, good[k].out_len), "string case %zu value (len %zu)", k,
+               v->u.str.len);
     }
 
     static const char *const bad[] = {
@@ -376,18 +379,18 @@ static void test_strings(void)
         "\"\\0\"",
         "\"\\ \"",
         "\"\\\n\"",
-        "\"\\ud83d\"",           /* lone high */
-        "\"\\ud83dx\"",          /* high followed by text */
-        "\"\\ud83d\\n\"",        /* high followed by another escape */
-        "\"\\ud83d\\ud83d\"",    /* high + high */
-        "\"\\ud83d\\u0041\"",    /* high + BMP */
-        "\"\\ude00\"",           /* lone low */
-        "\"\\ude00\\ud83d\"",    /* reversed pair */
+        "\"\\ud83d\"",        /* lone high */
+        "\"\\ud83dx\"",       /* high followed by text */
+        "\"\\ud83d\\n\"",     /* high followed by another escape */
+        "\"\\ud83d\\ud83d\"", /* high + high */
+        "\"\\ud83d\\u0041\"", /* high + BMP */
+        "\"\\ude00\"",        /* lone low */
+        "\"\\ude00\\ud83d\"", /* reversed pair */
         "\"\\udfff\"",
         "\"\\udc00\"",
         "\"\\ud800\"",
         "\"\\udbff\"",
-        "\"\\ud83d\\ude0\"",     /* truncated low */
+        "\"\\ud83d\\ude0\"", /* truncated low */
         "\"\\ud83d\\",
         "\"\\ud83d\\u",
         "\"\\ud83d\\ude00",
@@ -402,7 +405,7 @@ static void test_strings(void)
         "\"abc\" \"def\"",
         "\"\xed\xa0\x80\"", /* surrogate encoded in UTF-8 */
         "\"\xed\xbf\xbf\"",
-        "\"\xc0\x80\"",     /* overlong NUL */
+        "\"\xc0\x80\"", /* overlong NUL */
         "\"\xc1\xbf\"",
         "\"\xe0\x80\x80\"",
         "\"\xe0\x9f\xbf\"",
@@ -413,14 +416,14 @@ static void test_strings(void)
         "\"\xf8\x88\x80\x80\x80\"",
         "\"\xfe\"",
         "\"\xff\"",
-        "\"\x80\"",             /* lone continuation */
+        "\"\x80\"", /* lone continuation */
         "\"\xbf\"",
-        "\"\xc3\"",             /* truncated 2-byte inside string */
-        "\"\xe2\x82\"",         /* truncated 3-byte */
-        "\"\xf0\x9f\x98\"",     /* truncated 4-byte */
+        "\"\xc3\"",         /* truncated 2-byte inside string */
+        "\"\xe2\x82\"",     /* truncated 3-byte */
+        "\"\xf0\x9f\x98\"", /* truncated 4-byte */
         "\"\xc3\xc3\xa9\"",
         "\"\xe2\x28\xa1\"",
-        "\"\xc3",               /* truncated at end of input */
+        "\"\xc3", /* truncated at end of input */
         "\"\xe2\x82",
         "\"\xf0\x9f\x98",
         "\"\xf0\x9f",
@@ -663,17 +666,72 @@ static void test_containers(void)
 static void test_syntax_errors(void)
 {
     static const char *const bad[] = {
-        "[",       "]",         "{",         "}",         "[1",          "[1,",
-        "[1,]",    "[,1]",      "[,]",       "[1 2]",     "[1,,2]",      "[1:2]",
-        "{\"a\"}", "{\"a\" 1}", "{\"a\":}",  "{\"a\":1,}", "{\"a\":1 \"b\":2}", "{1:2}",
-        "{a:1}",   "{'a':1}",   "{\"a\"::1}", "{\"a\":1,,\"b\":2}", "{,}", "{\"a\",1}",
-        "{\"a\":1", "{\"a\":",  "{\"a\"",    "{\"",       "[\"a\"",      "[true",
-        "[true false]", "[null,]", "{}}",   "[]]",       "[]{}",        "{}[]",
-        "1 2",     "[1]x",      "[1] [2]",   "// c\n1",   "/* c */ 1",   "1 // c",
-        "#1",      "[1,2,3]]",  "{\"a\":1}}", "[[]",      "[{]",         "[}",
-        "{]",      "{\"a\":[}", "[\"a\":1]", "{\"a\":1]", "[1}",         "\"a\":1",
-        "=",       "[\x01]",    "[\x7f]",    "[\"\\u00\"]", "()",        "[1,2,3,]",
-        "{\"a\":{\"b\":{}}",  "[[[]]",  "truefalse", "[true,false,]", "nil", "[01,2]",
+        "[",
+        "]",
+        "{",
+        "}",
+        "[1",
+        "[1,",
+        "[1,]",
+        "[,1]",
+        "[,]",
+        "[1 2]",
+        "[1,,2]",
+        "[1:2]",
+        "{\"a\"}",
+        "{\"a\" 1}",
+        "{\"a\":}",
+        "{\"a\":1,}",
+        "{\"a\":1 \"b\":2}",
+        "{1:2}",
+        "{a:1}",
+        "{'a':1}",
+        "{\"a\"::1}",
+        "{\"a\":1,,\"b\":2}",
+        "{,}",
+        "{\"a\",1}",
+        "{\"a\":1",
+        "{\"a\":",
+        "{\"a\"",
+        "{\"",
+        "[\"a\"",
+        "[true",
+        "[true false]",
+        "[null,]",
+        "{}}",
+        "[]]",
+        "[]{}",
+        "{}[]",
+        "1 2",
+        "[1]x",
+        "[1] [2]",
+        "// c\n1",
+        "/* c */ 1",
+        "1 // c",
+        "#1",
+        "[1,2,3]]",
+        "{\"a\":1}}",
+        "[[]",
+        "[{]",
+        "[}",
+        "{]",
+        "{\"a\":[}",
+        "[\"a\":1]",
+        "{\"a\":1]",
+        "[1}",
+        "\"a\":1",
+        "=",
+        "[\x01]",
+        "[\x7f]",
+        "[\"\\u00\"]",
+        "()",
+        "[1,2,3,]",
+        "{\"a\":{\"b\":{}}",
+        "[[[]]",
+        "truefalse",
+        "[true,false,]",
+        "nil",
+        "[01,2]",
     };
     for (size_t k = 0; k < ARRAY_LEN(bad); k++) {
         ok(parse(bad[k]) == NULL, "syntax error %zu %s rejected", k, bad[k]);
@@ -752,8 +810,7 @@ static void test_depth(void)
             }
             nested(&b, 65, objects, empty);
             ok(parse_n(b.data, b.len) == NULL, "65 levels rejected");
-            ok(strcmp(g_err.msg, "nesting deeper than 64 levels") == 0, "depth msg: %s",
-               g_err.msg);
+            ok(strcmp(g_err.msg, "nesting deeper than 64 levels") == 0, "depth msg: %s", g_err.msg);
             ok(g_err.offset == 64 * 1 + (objects ? 32 * 4 : 0), "depth offset %zu", g_err.offset);
             ok(!g_err.too_large, "depth not too_large");
         }
@@ -792,7 +849,8 @@ static void test_duplicates(void)
     ok(parse("{\"a\":1,\"b\":{\"a\":2}}") != NULL, "same key in nested object is fine");
     ok(parse("[{\"a\":1},{\"a\":2}]") != NULL, "same key in sibling objects is fine");
     ok(parse("{\"a\":{\"x\":1,\"x\":1}}") == NULL, "dup in nested object");
-    ok(parse("{\"x\\ny\":1,\"x\\ny\":2}") == NULL && strcmp(g_err.msg, "duplicate key \"x?y\"") == 0,
+    ok(parse("{\"x\\ny\":1,\"x\\ny\":2}") == NULL &&
+           strcmp(g_err.msg, "duplicate key \"x?y\"") == 0,
        "control char in dup key replaced: %s", g_err.msg);
     ok(parse("{\"a\\\"b\":1,\"a\\\"b\":2}") == NULL &&
            strcmp(g_err.msg, "duplicate key \"a\"b\"") == 0,
@@ -945,7 +1003,8 @@ static void test_writer(void)
                    "\"c\" : \"\\/\\ud83d\\ude00\\u0001\" } ",
                    out, sizeof out),
        "reserialize");
-    ok(strcmp(out, "{\"b\":[1,2.50,-0,1E+5],\"a\":{\"A\":null},\"c\":\"/\xf0\x9f\x98\x80\\u0001\"}") ==
+    ok(strcmp(out,
+              "{\"b\":[1,2.50,-0,1E+5],\"a\":{\"A\":null},\"c\":\"/\xf0\x9f\x98\x80\\u0001\"}") ==
            0,
        "compact output: %s", out);
     ok(reserialize("[true,false,null,[],{},\"\"]", out, sizeof out) &&
@@ -1058,7 +1117,8 @@ static void test_arena(void)
     arena_init(&tiny, 1000);
     const struct json_value *v = NULL;
     struct json_error e;
-    const char *doc = "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28]";
+    const char *doc =
+        "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28]";
     memset(&e, 0, sizeof e);
     ok(json_parse(doc, strlen(doc), &tiny, &v, &e) == -1, "over-large document rejected");
     ok(e.too_large, "too_large set");
