@@ -43,6 +43,7 @@
  */
 #include "http/parser.h"
 
+#include <limits.h>
 #include <string.h>
 
 #include "base/compiler.h"
@@ -79,15 +80,15 @@ static const unsigned char ctab[256] = {
 /* SWAR helpers: does the 8-byte word hold a byte < 0x20, or a byte == 0x7F? */
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
-#define HAS_LESS(x, n) ((((x) - ONES * (n)) & ~(x) & HIGHS) != 0)
-#define HAS_ZERO(x) ((((x)-ONES) & ~(x) & HIGHS) != 0)
+#define HAS_LESS(x, n) ((((x)-ONES * (n)) & ~(x)&HIGHS) != 0)
+#define HAS_ZERO(x) ((((x)-ONES) & ~(x)&HIGHS) != 0)
 
 /* The path of an absolute-form target with no path component ("http://h"). */
 static const char slash_path[] = "/";
 
 static const char *const method_names[HTTP_METHOD_COUNT] = {
-    [HTTP_GET] = "GET",         [HTTP_HEAD] = "HEAD",     [HTTP_POST] = "POST",
-    [HTTP_PUT] = "PUT",         [HTTP_PATCH] = "PATCH",   [HTTP_DELETE] = "DELETE",
+    [HTTP_GET] = "GET",         [HTTP_HEAD] = "HEAD",   [HTTP_POST] = "POST",
+    [HTTP_PUT] = "PUT",         [HTTP_PATCH] = "PATCH", [HTTP_DELETE] = "DELETE",
     [HTTP_OPTIONS] = "OPTIONS", [HTTP_OTHER] = "OTHER",
 };
 
@@ -151,7 +152,8 @@ static bool ieq(struct str s, const char *lower, size_t n)
 
 /* True when s starts with the lowercase literal lit, ASCII case-insensitively. */
 #define PREFIX_IEQ(s, lit)                                                                         \
-    ((s).len >= sizeof(lit) - 1 && ieq((struct str){(s).ptr, sizeof(lit) - 1}, (lit), sizeof(lit) - 1))
+    ((s).len >= sizeof(lit) - 1 &&                                                                 \
+     ieq((struct str){(s).ptr, sizeof(lit) - 1}, (lit), sizeof(lit) - 1))
 
 bool http_header_get(const struct http_request *req, const char *name, struct str *out_value)
 {
@@ -608,6 +610,10 @@ int http_parse_request(const char *buf, size_t len, const struct http_limits *li
         *out_status = st;
         return -1;
     }
+    if (unlikely(p - buf > INT_MAX)) { /* only with an absurd max_header_bytes */
+        *out_status = 431;
+        return -1;
+    }
     return (int)(p - buf);
 
 incomplete:
@@ -702,14 +708,12 @@ ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, uint
                 unsigned v = c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
                 d->chunk_left = (d->chunk_left << 4) | v;
                 d->state = CK_SIZE;
-            } else if (d->state == CK_SIZE_START) {
-                goto bad; /* empty size, sign, space, ... */
-            } else if (c == ';') {
+            } else if (c == ';' && d->state == CK_SIZE) {
                 d->state = CK_EXT_START;
-            } else if (c == '\r') {
+            } else if (c == '\r' && d->state == CK_SIZE) {
                 d->state = CK_SIZE_LF;
             } else {
-                goto bad; /* "0x5", "5 ", bare LF */
+                goto bad; /* empty size, sign, space, "0x5", "5 ", bare LF */
             }
             break;
         case CK_EXT_START:

@@ -24,8 +24,8 @@ static void guard_init(void)
 {
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
     guard_span = 64 * pg;
-    char *m = mmap(NULL, guard_span + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                   0);
+    char *m =
+        mmap(NULL, guard_span + pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED || mprotect(m + guard_span, pg, PROT_NONE) != 0) {
         perror("guard page");
         exit(2);
@@ -458,7 +458,10 @@ struct bad_case {
     int status;
 };
 
-#define B(label, raw, status) {label, raw, sizeof(raw) - 1, status}
+#define B(label, raw, status)                                                                      \
+    {                                                                                              \
+        label, raw, sizeof(raw) - 1, status                                                        \
+    }
 
 #define H "Host: h\r\n"
 
@@ -506,9 +509,15 @@ static const struct bad_case bad_cases[] = {
     B("bare LF only line ends", "GET / HTTP/1.1\nHost: h\n\n", 400),
     B("CR CR LF", "GET / HTTP/1.1\r\n" H "X: a\r\r\n\r\n", 400),
     B("final CR without LF", "GET / HTTP/1.1\r\n" H "\rX", 400),
-    B("NUL in value", "GET / HTTP/1.1\r\n" H "X: a\x00" "b\r\n\r\n", 400),
+    B("NUL in value",
+      "GET / HTTP/1.1\r\n" H "X: a\x00"
+      "b\r\n\r\n",
+      400),
     B("CTL in value", "GET / HTTP/1.1\r\n" H "X: \x01\r\n\r\n", 400),
-    B("VT in value", "GET / HTTP/1.1\r\n" H "X: a\x0b" "b\r\n\r\n", 400),
+    B("VT in value",
+      "GET / HTTP/1.1\r\n" H "X: a\x0b"
+      "b\r\n\r\n",
+      400),
     B("DEL in value", "GET / HTTP/1.1\r\n" H "X: a\x7f\r\n\r\n", 400),
     B("DEL in long value", "GET / HTTP/1.1\r\n" H "X: abcdefghijklmnop\x7fqrstuvwxyz\r\n\r\n", 400),
     B("NUL in long value", "GET / HTTP/1.1\r\n" H "X: abcdefghijklmnopq\x00rstuvwxyz\r\n\r\n", 400),
@@ -520,7 +529,7 @@ static const struct bad_case bad_cases[] = {
     B("missing colon with value", "GET / HTTP/1.1\r\n" H "Foo bar\r\n\r\n", 400),
     B("SP before colon", "GET / HTTP/1.1\r\n" H "X : v\r\n\r\n", 400),
     B("TE with SP before colon", "POST / HTTP/1.1\r\n" H "Transfer-Encoding : chunked\r\n\r\n",
-     400),
+      400),
     B("HTAB before colon", "GET / HTTP/1.1\r\n" H "X\t: v\r\n\r\n", 400),
     B("non-tchar in name", "GET / HTTP/1.1\r\n" H "X(y): v\r\n\r\n", 400),
     B("NUL in name", "GET / HTTP/1.1\r\n" H "X\x00: v\r\n\r\n", 400),
@@ -547,43 +556,44 @@ static const struct bad_case bad_cases[] = {
     B("CL blank", "POST / HTTP/1.1\r\n" H "Content-Length:  \r\n\r\n", 400),
     B("CL comma list", "POST / HTTP/1.1\r\n" H "Content-Length: 5, 5\r\n\r\n", 400),
     B("CL 5.0", "POST / HTTP/1.1\r\n" H "Content-Length: 5.0\r\n\r\n", 400),
-    B("CL duplicate equal", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nContent-Length: 5\r\n\r\n",
-     400),
+    B("CL duplicate equal",
+      "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
     B("CL duplicate different",
-     "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\ncontent-length: 6\r\n\r\n", 400),
-    B("CL overflow", "POST / HTTP/1.1\r\n" H "Content-Length: 99999999999999999999999\r\n\r\n", 400),
+      "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\ncontent-length: 6\r\n\r\n", 400),
+    B("CL overflow", "POST / HTTP/1.1\r\n" H "Content-Length: 99999999999999999999999\r\n\r\n",
+      400),
     B("CL INT64_MAX+1", "POST / HTTP/1.1\r\n" H "Content-Length: 9223372036854775808\r\n\r\n", 400),
     B("CL UINT64_MAX+1", "POST / HTTP/1.1\r\n" H "Content-Length: 18446744073709551616\r\n\r\n",
-     400),
-    B("CL INT64_MAX too large", "POST / HTTP/1.1\r\n" H "Content-Length: 9223372036854775807\r\n\r\n",
-     413),
+      400),
+    B("CL INT64_MAX too large",
+      "POST / HTTP/1.1\r\n" H "Content-Length: 9223372036854775807\r\n\r\n", 413),
     B("CL max_body+1", "POST / HTTP/1.1\r\n" H "Content-Length: 8388609\r\n\r\n", 413),
     /* Transfer-Encoding */
-    B("CL and TE", "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-     400),
-    B("TE and CL", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
-     400),
-    B("TE and bad CL", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\nContent-Length: x\r\n\r\n",
-     400),
+    B("CL and TE",
+      "POST / HTTP/1.1\r\n" H "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    B("TE and CL",
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400),
+    B("TE and bad CL",
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\nContent-Length: x\r\n\r\n", 400),
     B("TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     B("TE gzip", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\n\r\n", 501),
     B("TE identity", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: identity\r\n\r\n", 501),
     B("TE xchunked", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: xchunked\r\n\r\n", 501),
     B("TE chunkedx", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunkedx\r\n\r\n", 501),
     B("TE chunked, chunked", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked, chunked\r\n\r\n",
-     501),
-    B("TE chunked, identity", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked, identity\r\n\r\n",
-     501),
+      501),
+    B("TE chunked, identity",
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked, identity\r\n\r\n", 501),
     B("TE gzip, chunked", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
     B("TE chunked with param", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked;q=1\r\n\r\n",
-     501),
-    B("TE quoted param", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: x; a=\"b,c\" , chunked\r\n\r\n",
-     501),
+      501),
+    B("TE quoted param",
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: x; a=\"b,c\" , chunked\r\n\r\n", 501),
     B("TE duplicate fields",
-     "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-     501),
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+      501),
     B("TE duplicate fields gzip",
-     "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
     B("TE ,chunked", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: ,chunked\r\n\r\n", 400),
     B("TE chunked,", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked,\r\n\r\n", 400),
     B("TE chunked,,gzip", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked,,gzip\r\n\r\n", 400),
@@ -591,23 +601,27 @@ static const struct bad_case bad_cases[] = {
     B("TE chu nked", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chu nked\r\n\r\n", 400),
     B("TE quoted", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: \"chunked\"\r\n\r\n", 400),
     B("TE empty param", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked;\r\n\r\n", 400),
-    B("TE param without value", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked;a\r\n\r\n", 400),
+    B("TE param without value", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: chunked;a\r\n\r\n",
+      400),
     B("TE unterminated quote", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: x;a=\"b\r\n\r\n", 400),
-    B("TE vertical tab", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: \x0b" "chunked\r\n\r\n", 400),
+    B("TE vertical tab",
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: \x0b"
+      "chunked\r\n\r\n",
+      400),
     B("TE bad + good field",
-     "POST / HTTP/1.1\r\n" H "Transfer-Encoding: ,\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+      "POST / HTTP/1.1\r\n" H "Transfer-Encoding: ,\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
     /* Connection, Expect, singletons */
     B("Connection non-token", "GET / HTTP/1.1\r\n" H "Connection: close x\r\n\r\n", 400),
     B("duplicate Content-Type",
-     "POST / HTTP/1.1\r\n" H "Content-Type: a/b\r\nContent-Type: c/d\r\n\r\n", 400),
+      "POST / HTTP/1.1\r\n" H "Content-Type: a/b\r\nContent-Type: c/d\r\n\r\n", 400),
     B("duplicate Authorization",
-     "GET / HTTP/1.1\r\n" H "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n", 400),
+      "GET / HTTP/1.1\r\n" H "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n", 400),
     B("Expect other", "POST / HTTP/1.1\r\n" H "Expect: foo\r\n\r\n", 417),
     B("Expect 100-continueX", "POST / HTTP/1.1\r\n" H "Expect: 100-continueX\r\n\r\n", 417),
     B("Expect empty", "POST / HTTP/1.1\r\n" H "Expect:\r\n\r\n", 417),
     B("Expect in 1.0", "POST / HTTP/1.0\r\nExpect: 200-ok\r\n\r\n", 417),
     B("Expect + CL too large: 413 first",
-     "POST / HTTP/1.1\r\n" H "Expect: x\r\nContent-Length: 9999999999\r\n\r\n", 413),
+      "POST / HTTP/1.1\r\n" H "Expect: x\r\nContent-Length: 9999999999\r\n\r\n", 413),
 };
 
 static void check_bad(const struct bad_case *c)
@@ -711,8 +725,9 @@ static void test_prefixes(void)
     check_prefixes("99 headers", s, n, n);
     free(s);
 
-    static const char body[] = "POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
-                               "Content-Length: 11\r\n\r\n{\"a\":12345}";
+    static const char body[] =
+        "POST /orders HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+        "Content-Length: 11\r\n\r\n{\"a\":12345}";
     check_prefixes("head of a request with a body", body, sizeof(body) - 1, sizeof(body) - 1 - 11);
 }
 
@@ -889,14 +904,16 @@ struct chunk_ok {
     const char *left; /* leftover after the body (next request bytes) */
 };
 
-#define CKOK(label, raw, body, left) {label, raw, sizeof(raw) - 1, body, sizeof(body) - 1, left}
+#define CKOK(label, raw, body, left)                                                               \
+    {                                                                                              \
+        label, raw, sizeof(raw) - 1, body, sizeof(body) - 1, left                                  \
+    }
 
 static const struct chunk_ok chunk_ok_cases[] = {
     CKOK("one chunk", "5\r\nhello\r\n0\r\n\r\n", "hello", ""),
     CKOK("two chunks", "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", "hello world", ""),
     CKOK("upper-case hex", "A\r\n0123456789\r\n0\r\n\r\n", "0123456789", ""),
-    CKOK("lower-case hex, 16 bytes", "10\r\n0123456789abcdef\r\n0\r\n\r\n", "0123456789abcdef",
-         ""),
+    CKOK("lower-case hex, 16 bytes", "10\r\n0123456789abcdef\r\n0\r\n\r\n", "0123456789abcdef", ""),
     CKOK("leading zeros", "0005\r\nhello\r\n000\r\n\r\n", "hello", ""),
     CKOK("empty body", "0\r\n\r\n", "", ""),
     CKOK("chunk-ext", "a;name=value\r\n0123456789\r\n0;last\r\n\r\n", "0123456789", ""),
@@ -928,8 +945,7 @@ static void check_chunk_ok(const struct chunk_ok *c)
     feed(c->raw, c->len, cuts, c->len - 1, CK_MAX_BODY, CK_MAX_HDR, &fr);
     ok(fr.r >= 0 && fr.out_len == c->body_len && memcmp(fr.out, c->body, c->body_len) == 0 &&
            fr.left_len == left_len && memcmp(fr.left, c->left, left_len) == 0,
-       "chunked %s: byte by byte r=%zd out=%zu left=%zu", c->label, fr.r, fr.out_len,
-       fr.left_len);
+       "chunked %s: byte by byte r=%zd out=%zu left=%zu", c->label, fr.r, fr.out_len, fr.left_len);
 
     /* every split into two calls; and every proper prefix alone is incomplete */
     size_t body_end = c->len - left_len;
@@ -937,9 +953,8 @@ static void check_chunk_ok(const struct chunk_ok *c)
     for (size_t k = 0; k <= c->len; k++) {
         cuts[0] = k;
         feed(c->raw, c->len, cuts, 1, CK_MAX_BODY, CK_MAX_HDR, &fr);
-        if (!(fr.r >= 0 && fr.out_len == c->body_len &&
-              memcmp(fr.out, c->body, c->body_len) == 0 && fr.left_len == left_len &&
-              memcmp(fr.left, c->left, left_len) == 0)) {
+        if (!(fr.r >= 0 && fr.out_len == c->body_len && memcmp(fr.out, c->body, c->body_len) == 0 &&
+              fr.left_len == left_len && memcmp(fr.left, c->left, left_len) == 0)) {
             if (bad++ < 3)
                 ok(0, "chunked %s: split at %zu r=%zd out=%zu", c->label, k, fr.r, fr.out_len);
         }
@@ -963,7 +978,10 @@ struct chunk_bad {
     size_t max_hdr;
 };
 
-#define CKBAD_LIM(label, raw, st, mb, mh) {label, raw, sizeof(raw) - 1, st, mb, mh}
+#define CKBAD_LIM(label, raw, st, mb, mh)                                                          \
+    {                                                                                              \
+        label, raw, sizeof(raw) - 1, st, mb, mh                                                    \
+    }
 #define CKBAD(label, raw, st) CKBAD_LIM(label, raw, st, CK_MAX_BODY, CK_MAX_HDR)
 
 static const struct chunk_bad chunk_bad_cases[] = {
@@ -1016,8 +1034,8 @@ static void check_chunk_bad(const struct chunk_bad *c)
     size_t cuts[8192];
 
     feed(c->raw, c->len, NULL, 0, c->max_body, c->max_hdr, &fr);
-    ok(fr.r == -1 && fr.status == c->status, "chunked %s: one call r=%zd status %d", c->label,
-       fr.r, fr.status);
+    ok(fr.r == -1 && fr.status == c->status, "chunked %s: one call r=%zd status %d", c->label, fr.r,
+       fr.status);
     for (size_t i = 1; i < c->len; i++)
         cuts[i - 1] = i;
     feed(c->raw, c->len, cuts, c->len - 1, c->max_body, c->max_hdr, &fr);
@@ -1094,8 +1112,7 @@ static void test_chunked_misc(void)
         n += 10;
         feed(raw, n, NULL, 0, CK_MAX_BODY, CK_MAX_HDR, &fr);
         if (line <= 4096)
-            ok(fr.r == 0 && fr.out_len == 1 && fr.out[0] == 'Z', "size line of %zu bytes ok",
-               line);
+            ok(fr.r == 0 && fr.out_len == 1 && fr.out[0] == 'Z', "size line of %zu bytes ok", line);
         else
             ok(fr.r == -1 && fr.status == 400, "size line of %zu bytes: 400 (%zd %d)", line, fr.r,
                fr.status);

@@ -44,8 +44,14 @@ struct dec_case {
     size_t out_len;
 };
 
-#define DOK(in, plus, out) {in, sizeof(in) - 1, plus, true, out, sizeof(out) - 1}
-#define DBAD(in, plus) {in, sizeof(in) - 1, plus, false, "", 0}
+#define DOK(in, plus, out)                                                                         \
+    {                                                                                              \
+        in, sizeof(in) - 1, plus, true, out, sizeof(out) - 1                                       \
+    }
+#define DBAD(in, plus)                                                                             \
+    {                                                                                              \
+        in, sizeof(in) - 1, plus, false, "", 0                                                     \
+    }
 
 static const struct dec_case dec_cases[] = {
     DOK("", false, ""),
