@@ -26,9 +26,11 @@
  *     a comma list; leading zeros are allowed (1*DIGIT); values above
  *     INT64_MAX are a 400.
  *   - Transfer-Encoding (all fields together form one list): a syntactically
- *     malformed list (empty element, bad token or parameter) is a 400; a
- *     well-formed list other than exactly one "chunked" without parameters is
- *     a 501 (RFC 9112 6.1), e.g. "gzip", "chunked, chunked", or two TE fields.
+ *     malformed list (empty element, bad token or parameter) is a 400, and so
+ *     is a list whose final coding is not "chunked" (e.g. "gzip": RFC 9112 6.3
+ *     says the length cannot be determined: 400 and close); a list ending in
+ *     "chunked" with any other coding is a 501 (RFC 9110 6.1), e.g.
+ *     "gzip, chunked", "chunked, chunked", or two TE fields.
  *   - Host: exactly one in 1.1, at most one in 1.0; the value may be empty and
  *     otherwise may only hold URI authority characters without userinfo
  *     (unreserved, sub-delims, ':', '[', ']', '%').
@@ -282,7 +284,7 @@ static const char *skip_token(const char *p, const char *e)
  * codings to *count and sets *other when one of them is not a bare "chunked".
  * Returns false when the value is malformed.
  */
-static bool parse_te(struct str v, size_t *count, bool *other)
+static bool parse_te(struct str v, size_t *count, bool *other, bool *last_chunked)
 {
     const char *p = v.ptr, *e = v.ptr + v.len;
     for (;;) {
@@ -324,6 +326,7 @@ static bool parse_te(struct str v, size_t *count, bool *other)
         ++*count;
         if (!plain_chunked)
             *other = true;
+        *last_chunked = plain_chunked;
         if (p == e)
             return true;
         if (*p != ',')
@@ -366,7 +369,7 @@ static int interpret_headers(struct http_request *req, const struct http_limits 
                              const struct str *authority)
 {
     size_t n_host = 0, n_cl = 0, n_ct = 0, n_auth = 0, n_te_fields = 0, n_codings = 0;
-    bool te_other = false, te_bad = false, conn_close = false, conn_keep = false;
+    bool te_other = false, te_bad = false, te_last_chunked = false, conn_close = false, conn_keep = false;
     bool conn_bad = false, expect_bad = false, expect_continue = false;
     struct str cl = STR_NULL;
 
@@ -417,7 +420,7 @@ static int interpret_headers(struct http_request *req, const struct http_limits 
         case 17:
             if (IEQ(h->name, "transfer-encoding")) {
                 n_te_fields++;
-                if (!parse_te(h->value, &n_codings, &te_other))
+                if (!parse_te(h->value, &n_codings, &te_other, &te_last_chunked))
                     te_bad = true;
             }
             break;
@@ -448,8 +451,10 @@ static int interpret_headers(struct http_request *req, const struct http_limits 
             return 400; /* RFC 9112 6.1: TE in 1.0 means faulty framing */
         if (te_bad)
             return 400;
+        if (!te_last_chunked)
+            return 400; /* chunked not final: the length is unknowable (RFC 9112 6.3) */
         if (te_other || n_codings != 1)
-            return 501;
+            return 501; /* chunked last, but another coding we do not implement */
         req->body_kind = HTTP_BODY_CHUNKED;
     } else if (n_cl) {
         req->body_kind = HTTP_BODY_LENGTH;
