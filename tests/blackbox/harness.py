@@ -1,0 +1,631 @@
+"""Black-box test harness for brisk: test registry, server processes, and a
+strict raw-socket HTTP/1.1 response reader.  Python 3 standard library only."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+# --------------------------------------------------------------------------
+# registry
+
+TESTS = []  # list of (name, group, fn)
+
+
+def test(name=None, server="default"):
+    """Register a test.
+
+        @test()                       name = module.function, server "default"
+        @test(server="timers")        another server configuration (SERVER_CONFIGS)
+        @test(server=None)            the test starts its own processes (ctx.server is None)
+        @test("users: email domain")  an explicit name (docs/adding-an-endpoint.md style)
+
+    The function receives a Ctx (ctx.req / ctx.request / ctx.conn / ctx.create_user ...)."""
+    if callable(name):  # bare @test
+        fn, name = name, None
+        return test()(fn)
+
+    def deco(fn):
+        mod = fn.__module__.replace("test_", "")
+        TESTS.append((name or "%s.%s" % (mod, fn.__name__), server, fn))
+        return fn
+
+    return deco
+
+
+class TestFailure(Exception):
+    pass
+
+
+def fail(msg):
+    raise TestFailure(msg)
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def eq(actual, expected, what="value"):
+    if actual != expected:
+        raise TestFailure("%s: expected %r, got %r" % (what, expected, actual))
+
+
+# --------------------------------------------------------------------------
+# server configurations (environment on top of address + database)
+
+TOKEN = "s3cr3t-T0ken-9f8e7d"
+
+SERVER_CONFIGS = {
+    # built-in defaults for every limit and timer
+    "default": {"BRISK_THREADS": "2", "BRISK_LOG_FORMAT": "text"},
+    # small limits
+    "small": {
+        "BRISK_THREADS": "2",
+        "BRISK_MAX_BODY_BYTES": "1024",
+        "BRISK_MAX_HEADER_BYTES": "2048",
+        "BRISK_MAX_HEADERS": "20",
+    },
+    # short timers
+    "timers": {
+        "BRISK_THREADS": "2",
+        "BRISK_HEADER_TIMEOUT_MS": "800",
+        "BRISK_BODY_TIMEOUT_MS": "800",
+        "BRISK_IDLE_TIMEOUT_MS": "800",
+    },
+    # API token, json logs
+    "auth": {"BRISK_THREADS": "1", "BRISK_API_TOKEN": TOKEN, "BRISK_LOG_FORMAT": "json"},
+}
+
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error", "ThreadSanitizer")
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def base_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    return env
+
+
+class Server:
+    """One brisk process on a loopback port with its own SQLite file."""
+
+    def __init__(self, binary, workdir, env=None, db_path=None, port=None, name="srv"):
+        self.binary = binary
+        self.workdir = workdir
+        self.name = name
+        self.port = port or free_port()
+        self.db_path = db_path or os.path.join(workdir, "%s.db" % name)
+        self.extra_env = dict(env or {})
+        self.proc = None
+        self.stderr_path = os.path.join(workdir, "%s.%d.stderr" % (name, self.port))
+        self.stdout_path = os.path.join(workdir, "%s.%d.stdout" % (name, self.port))
+
+    def start(self, wait=True, timeout=20.0):
+        env = base_env()
+        env["BRISK_ADDR"] = "127.0.0.1:%d" % self.port
+        env["BRISK_DATABASE_URL"] = "sqlite:%s" % self.db_path
+        env.update(self.extra_env)
+        self._err = open(self.stderr_path, "wb")
+        self._out = open(self.stdout_path, "wb")
+        self.proc = subprocess.Popen(
+            [self.binary], env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err
+        )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=20.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                fail("%s exited with %s during start-up: %s"
+                     % (self.name, self.proc.returncode, self.stderr()[-2000:]))
+            try:
+                r = request(self.port, "GET", "/health", timeout=2.0, check_common=False)
+                if r.status == 200:
+                    return
+            except (OSError, TestFailure, ProtocolError):
+                pass
+            time.sleep(0.05)
+        fail("%s did not answer /health within %.0f s" % (self.name, timeout))
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stdout(self):
+        try:
+            with open(self.stdout_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def send_sig(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close_files()
+
+    def _close_files(self):
+        for f in (getattr(self, "_err", None), getattr(self, "_out", None)):
+            if f and not f.closed:
+                f.close()
+
+    def stop(self, sig=signal.SIGTERM, timeout=20.0):
+        """Stop with `sig`; return a failure reason string or None."""
+        if self.proc.poll() is not None:
+            rc = self.proc.returncode
+            self._close_files()
+            return "server had already exited with status %s; stderr tail: %s" % (
+                rc, self.stderr()[-1500:])
+        self.proc.send_signal(sig)
+        rc = self.wait_exit(timeout)
+        if rc is None:
+            self.kill()
+            return "server did not exit within %.0f s of %s" % (timeout, sig.name)
+        self._close_files()
+        if rc != 0:
+            return "exit status %s after %s; %s" % (rc, sig.name, self.exit_details())
+        return self.sanitizer_report()
+
+    def exit_details(self):
+        return self.sanitizer_report() or "stderr tail: %s" % self.stderr()[-800:]
+
+    def sanitizer_report(self):
+        return sanitizer_summary(self.stderr())
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+def sanitizer_summary(err):
+    """None if `err` has no sanitizer output, else a compact one-paragraph report:
+    the ERROR line, the first frames of each stack, and the SUMMARY line."""
+    if not any(m in err for m in SANITIZER_MARKERS):
+        return None
+    lines = err.splitlines()
+    out = []
+    frames = 0
+    for ln in lines:
+        t = ln.strip()
+        if ("ERROR: " in t and "Sanitizer" in t) or "runtime error" in t:
+            out.append(t.split("ERROR: ", 1)[-1].split(" at pc ")[0].split(" on address ")[0])
+            frames = 0
+        elif t.startswith(("READ of", "WRITE of", "freed by", "previously allocated",
+                           "Direct leak", "Indirect leak")):
+            out.append("| " + t.split(" at 0x")[0].split(" allocated from")[0])
+            frames = 0
+        elif re.match(r"^#\d+ 0x[0-9a-f]+ in ", t) and frames < 4:
+            fr = re.sub(r"^#\d+ 0x[0-9a-f]+ in ", "", t)
+            if "libsanitizer" not in fr and "interceptor" not in fr:
+                out.append(fr)
+                frames += 1
+        elif t.startswith("SUMMARY:"):
+            out.append(t)
+    return "sanitizer report: " + "; ".join(out)[:1500]
+
+
+# --------------------------------------------------------------------------
+# strict response reader
+
+class ProtocolError(Exception):
+    pass
+
+
+TOKEN_RE = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+STATUS_RE = re.compile(rb"^HTTP/1\.1 ([1-5][0-9][0-9]) ([\t !-~]*)$")
+IMF_FIXDATE_RE = re.compile(
+    r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), (0[1-9]|[12][0-9]|3[01]) "
+    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+    r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9] GMT$"
+)
+
+
+class Response:
+    def __init__(self, status, reason, headers, body, head_bytes):
+        self.status = status
+        self.reason = reason
+        self.headers = headers  # list of (name, value) as str
+        self.body = body
+        self.head_bytes = head_bytes
+        self.closed = None  # set by helpers that observe the connection afterwards
+
+    def all(self, name):
+        n = name.lower()
+        return [v for k, v in self.headers if k.lower() == n]
+
+    def header(self, name):
+        vals = self.all(name)
+        if len(vals) > 1:
+            fail("header %s appears %d times: %r" % (name, len(vals), vals))
+        return vals[0] if vals else None
+
+    def has_close(self):
+        v = self.header("Connection")
+        return v is not None and "close" in [t.strip().lower() for t in v.split(",")]
+
+    def json(self):
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            fail("body is not JSON (%s): %r" % (e, self.body[:300]))
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "<%d %s %r>" % (self.status, self.headers, self.body[:200])
+
+
+class Conn:
+    """A raw TCP connection with a buffered strict HTTP/1.1 response reader."""
+
+    def __init__(self, port, timeout=5.0, host="127.0.0.1"):
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.eof = False
+        self.reset = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def try_send(self, data):
+        """send that reports a peer reset/close instead of raising"""
+        try:
+            self.send(data)
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+
+    def _fill(self, deadline):
+        """Read more bytes; returns False on EOF.  Raises socket.timeout past deadline."""
+        if self.eof:
+            return False
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            raise socket.timeout("timed out")
+        self.sock.settimeout(remaining)
+        try:
+            d = self.sock.recv(65536)
+        except ConnectionResetError:
+            self.eof = True
+            self.reset = True
+            return False
+        if not d:
+            self.eof = True
+            return False
+        self.buf += d
+        return True
+
+    def _need(self, n, deadline, what):
+        while len(self.buf) < n:
+            if not self._fill(deadline):
+                raise ProtocolError("connection closed in the middle of %s (have %d of %d bytes)"
+                                    % (what, len(self.buf), n))
+
+    def _line(self, deadline, what, limit=65536):
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line = self.buf[:i]
+                self.buf = self.buf[i + 2:]
+                if b"\n" in line or b"\r" in line:
+                    raise ProtocolError("bare CR/LF in %s: %r" % (what, line))
+                return line
+            if len(self.buf) > limit:
+                raise ProtocolError("%s longer than %d bytes" % (what, limit))
+            if not self._fill(deadline):
+                if not self.buf and what == "status line":
+                    raise EOFError("connection closed before a response")
+                raise ProtocolError("connection closed in the middle of %s: %r" % (what, self.buf[:200]))
+
+    def read_response(self, method="GET", timeout=None):
+        """Read one response (1xx included).  Raises EOFError if the peer closed
+        before sending any byte, socket.timeout on timeout, ProtocolError on
+        malformed framing."""
+        deadline = time.time() + (timeout if timeout is not None else self.timeout)
+        start_len = len(self.buf)
+        status_line = self._line(deadline, "status line")
+        m = STATUS_RE.match(status_line)
+        if not m:
+            raise ProtocolError("bad status line %r" % status_line)
+        status = int(m.group(1))
+        reason = m.group(2).decode("latin-1")
+        headers = []
+        head = [status_line]
+        while True:
+            line = self._line(deadline, "header line")
+            head.append(line)
+            if line == b"":
+                break
+            if len(headers) > 200:
+                raise ProtocolError("more than 200 response headers")
+            if line[:1] in (b" ", b"\t"):
+                raise ProtocolError("obs-fold in response: %r" % line)
+            if b":" not in line:
+                raise ProtocolError("response header without colon: %r" % line)
+            name, value = line.split(b":", 1)
+            if not TOKEN_RE.match(name):
+                raise ProtocolError("bad response header name %r" % name)
+            value = value.strip(b" \t")
+            for ch in value:
+                if (ch < 0x20 and ch != 0x09) or ch == 0x7F:
+                    raise ProtocolError("control byte in response header %r" % line)
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        resp = Response(status, reason, headers, b"", b"\r\n".join(head) + b"\r\n")
+        te = resp.all("Transfer-Encoding")
+        cl = resp.all("Content-Length")
+        if te and cl:
+            raise ProtocolError("response has both Transfer-Encoding and Content-Length")
+        if len(cl) > 1:
+            raise ProtocolError("response has %d Content-Length headers" % len(cl))
+        if status < 200 or status in (204, 304):
+            if te:
+                raise ProtocolError("%d response with Transfer-Encoding" % status)
+            if status < 200 or status == 204:
+                if cl:
+                    raise ProtocolError("%d response with Content-Length" % status)
+            return resp
+        if method == "HEAD":
+            return resp
+        if te:
+            if [t.strip().lower() for t in ",".join(te).split(",")] != ["chunked"]:
+                raise ProtocolError("unexpected response Transfer-Encoding %r" % te)
+            body = b""
+            while True:
+                line = self._line(deadline, "chunk size")
+                size_txt = line.split(b";", 1)[0]
+                if not re.match(rb"^[0-9A-Fa-f]{1,16}$", size_txt):
+                    raise ProtocolError("bad chunk size %r" % line)
+                size = int(size_txt, 16)
+                if size == 0:
+                    while self._line(deadline, "trailer") != b"":
+                        pass
+                    break
+                self._need(size + 2, deadline, "chunk data")
+                body += self.buf[:size]
+                if self.buf[size:size + 2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                self.buf = self.buf[size + 2:]
+            resp.body = body
+            return resp
+        if cl:
+            if not re.match(r"^[0-9]{1,18}$", cl[0]):
+                raise ProtocolError("bad response Content-Length %r" % cl[0])
+            n = int(cl[0])
+            self._need(n, deadline, "response body")
+            resp.body = self.buf[:n]
+            self.buf = self.buf[n:]
+            return resp
+        # read until close
+        while self._fill(deadline):
+            pass
+        resp.body = self.buf
+        self.buf = b""
+        return resp
+
+    def read_rest(self, timeout=3.0):
+        """Read until EOF.  Returns (bytes, state) with state 'eof' or 'timeout'."""
+        deadline = time.time() + timeout
+        try:
+            while self._fill(deadline):
+                pass
+        except socket.timeout:
+            data, self.buf = self.buf, b""
+            return data, "timeout"
+        data, self.buf = self.buf, b""
+        return data, "eof"
+
+    def quiet_for(self, seconds):
+        """True if nothing arrives (and no EOF) for `seconds`."""
+        try:
+            if self._fill(time.time() + seconds):
+                return False
+            return False  # EOF
+        except socket.timeout:
+            return not self.buf
+
+
+# --------------------------------------------------------------------------
+# request helpers
+
+
+def build_request(method, path, body=None, headers=None, version="HTTP/1.1", host=True,
+                  content_type="application/json"):
+    lines = ["%s %s %s" % (method, path, version)]
+    hdrs = list(headers or [])
+    names = [h[0].lower() for h in hdrs]
+    if host and "host" not in names:
+        lines.append("Host: 127.0.0.1")
+    if body is not None:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if content_type and "content-type" not in names:
+            lines.append("Content-Type: %s" % content_type)
+        if "content-length" not in names and "transfer-encoding" not in names:
+            lines.append("Content-Length: %d" % len(body))
+    for k, v in hdrs:
+        lines.append("%s: %s" % (k, v))
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+    if body is not None:
+        raw += body
+    return raw
+
+
+def request(port, method, path, body=None, headers=None, timeout=5.0, check_common=True,
+            conn=None, **kw):
+    """One request on a fresh connection (or `conn`); returns the Response."""
+    raw = build_request(method, path, body, headers, **kw)
+    own = conn is None
+    c = conn or Conn(port, timeout=timeout)
+    try:
+        c.send(raw)
+        try:
+            r = c.read_response(method=method, timeout=timeout)
+            while 100 <= r.status < 200:
+                r = c.read_response(method=method, timeout=timeout)
+        except socket.timeout:
+            fail("%s %s: no response within %.1f s" % (method, path, timeout))
+        except EOFError:
+            fail("%s %s: connection closed without a response" % (method, path))
+        except ProtocolError as e:
+            fail("%s %s: malformed response: %s" % (method, path, e))
+        if check_common:
+            common_checks(r, method)
+        return r
+    finally:
+        if own:
+            c.close()
+
+
+def common_checks(r, method="GET"):
+    """Headers every response must carry (API.md wire rules)."""
+    where = "%d response" % r.status
+    d = r.header("Date")
+    check(d is not None, "%s: no Date header" % where)
+    check(IMF_FIXDATE_RE.match(d), "%s: Date %r is not IMF-fixdate" % (where, d))
+    eq(r.header("Server"), "brisk", "%s: Server header" % where)
+    rid = r.header("X-Request-Id")
+    check(rid is not None and 1 <= len(rid) <= 128 and all(0x20 <= ord(c) < 0x7F for c in rid),
+          "%s: bad X-Request-Id %r" % (where, rid))
+    if r.status >= 200 and r.status not in (204, 304):
+        check(r.header("Content-Type") is not None, "%s: no Content-Type" % where)
+        check(r.header("Content-Length") is not None or r.header("Transfer-Encoding") is not None,
+              "%s: neither Content-Length nor Transfer-Encoding" % where)
+    if r.status == 204:
+        check(r.header("Content-Length") is None, "204 with Content-Length")
+        check(r.header("Content-Type") is None, "204 with Content-Type")
+    if r.status >= 400 and method != "HEAD":
+        ct = r.header("Content-Type") or ""
+        check(ct.split(";")[0].strip().lower() == "application/json",
+              "%s: error Content-Type %r is not application/json" % (where, ct))
+        j = r.json()
+        check(isinstance(j, dict) and list(j.keys()) == ["error"] and isinstance(j["error"], str)
+              and j["error"], "%s: error body is not {\"error\":\"...\"}: %r" % (where, r.body[:300]))
+        check(j["error"] == j["error"].lower(), "%s: error message not lowercase: %r" % (where, j["error"]))
+
+
+def expect_error(r, status, message=None, prefix=None):
+    if r.status != status:
+        fail("expected %d, got %d %r" % (status, r.status, r.body[:300]))
+    j = r.json()
+    if message is not None:
+        eq(j.get("error"), message, "error message")
+    if prefix is not None:
+        check(str(j.get("error", "")).startswith(prefix),
+              "error message %r does not start with %r" % (j.get("error"), prefix))
+    return j
+
+
+_uniq_lock = threading.Lock()
+_uniq = [0]
+
+
+def uniq(prefix="u"):
+    with _uniq_lock:
+        _uniq[0] += 1
+        return "%s%d-%d" % (prefix, os.getpid(), _uniq[0])
+
+
+def parse_metrics(text):
+    """Prometheus text format -> {(name, frozenset(labels)): float}; checks line syntax."""
+    out = {}
+    line_re = re.compile(
+        r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*",?)*)\})? '
+        r'([-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|Inf|NaN))( [0-9]+)?$')
+    for ln in text.split("\n"):
+        if ln == "" or ln.startswith("#"):
+            if ln.startswith("# TYPE "):
+                parts = ln.split()
+                check(len(parts) == 4 and parts[3] in ("counter", "gauge", "histogram", "summary", "untyped"),
+                      "bad TYPE line %r" % ln)
+            continue
+        m = line_re.match(ln)
+        check(m, "metrics line does not match the exposition format: %r" % ln)
+        labels = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        key = (m.group(1), labels)
+        check(key not in out, "duplicate metric series %r" % ln)
+        out[key] = float(m.group(4))
+    return out
+
+
+def metric(metrics, name, **labels):
+    return metrics.get((name, frozenset(labels.items())))
+
+
+class Ctx:
+    """What a test function receives."""
+
+    def __init__(self, binary, workdir, server=None, group=None):
+        self.binary = binary
+        self.workdir = workdir
+        self.server = server
+        self.group = group
+
+    @property
+    def port(self):
+        return self.server.port
+
+    def req(self, method, path, body=None, headers=None, **kw):
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        return request(self.server.port, method, path, body, headers, **kw)
+
+    request = req
+
+    def create_user(self, name, email, headers=None):
+        r = self.req("POST", "/users", {"name": name, "email": email}, headers)
+        if r.status != 201:
+            fail("create_user(%r, %r): %d %r" % (name, email, r.status, r.body[:300]))
+        return r.json()
+
+    def conn(self, timeout=5.0):
+        return Conn(self.server.port, timeout=timeout)
+
+    def new_server(self, env=None, name="extra", db_path=None, port=None):
+        return Server(self.binary, self.workdir, env=env, name=name, db_path=db_path, port=port)
+
+    def tmpdir(self):
+        return tempfile.mkdtemp(dir=self.workdir)

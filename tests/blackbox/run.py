@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""brisk black-box suite.
+
+    python3 tests/blackbox/run.py --binary build/brisk [-k substring] [-v] [-j N]
+
+Starts the real binary (one process per server configuration, plus the ones
+the process-level tests start themselves), drives it over raw sockets, stops it
+with SIGTERM and checks exit status 0 and a sanitizer-clean stderr.  Prints one
+line per failure and, as the last line, "N passed, N failed"."""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+import test_wire  # noqa: E402,F401
+import test_framing  # noqa: E402,F401
+import test_timers  # noqa: E402,F401
+import test_users  # noqa: E402,F401
+import test_ops  # noqa: E402,F401
+
+print_lock = threading.Lock()
+results = []  # (name, ok, reason, seconds)
+
+
+def one_line(s, limit=600):
+    s = " ".join(str(s).split())
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def record(name, ok, reason, secs, verbose):
+    with print_lock:
+        results.append((name, ok, reason, secs))
+        if not ok:
+            print("FAIL %s: %s" % (name, one_line(reason)), flush=True)
+        elif verbose:
+            print("ok %s (%.2fs)" % (name, secs), flush=True)
+
+
+def run_test(name, fn, ctx):
+    """Run one test; returns (ok, reason, seconds)."""
+    t0 = time.time()
+    try:
+        fn(ctx)
+        return True, None, time.time() - t0
+    except harness.TestFailure as e:
+        return False, str(e), time.time() - t0
+    except AssertionError as e:  # plain `assert` in docs-style tests
+        tb = traceback.extract_tb(e.__traceback__)
+        where = "%s:%d" % (os.path.basename(tb[-1].filename), tb[-1].lineno) if tb else "?"
+        return False, "assertion failed at %s: %s %s" % (where, tb[-1].line if tb else "", e), time.time() - t0
+    except Exception as e:  # noqa: BLE001 - any crash of a test is a failure
+        tb = traceback.extract_tb(e.__traceback__)
+        where = "%s:%d" % (os.path.basename(tb[-1].filename), tb[-1].lineno) if tb else "?"
+        return False, "%s: %s (at %s)" % (type(e).__name__, e, where), time.time() - t0
+
+
+def healthy(srv):
+    try:
+        return harness.request(srv.port, "GET", "/health", timeout=3, check_common=False).status == 200
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def run_group(group, tests, binary, workdir, verbose):
+    gdir = tempfile.mkdtemp(prefix="%s-" % (group or "proc"), dir=workdir)
+    if group is None:
+        ctx = harness.Ctx(binary, gdir)
+        for name, fn in tests:
+            record(name, *run_test(name, fn, ctx), verbose=verbose)
+        return
+    def start(k):
+        srv = harness.Server(binary, gdir, env=harness.SERVER_CONFIGS[group],
+                             name="%s%s" % (group, "-%d" % k if k else ""))
+        try:
+            srv.start()
+        except Exception as e:  # noqa: BLE001
+            srv.kill()
+            return None, str(e)
+        return srv, None
+
+    restarts = 0
+    t0 = time.time()
+    srv, err = start(0)
+    for name, fn in tests:
+        if srv is None:
+            record(name, False, "server %r did not start: %s" % (group, err), 0, verbose)
+            continue
+        ctx = harness.Ctx(binary, gdir, server=srv, group=group)
+        ok, reason, secs = run_test(name, fn, ctx)
+        if srv.alive() and not ok and not healthy(srv):
+            # a sanitizer report takes a while to be written: give the process time to die
+            srv.wait_exit(10)
+        if not srv.alive() or (not ok and not healthy(srv)):
+            # the server died (or hangs) after this test: blame the test, start a fresh one
+            if srv.alive():
+                why = "server stopped answering /health during this test"
+            else:
+                why = "server crashed (exit status %s) during this test: %s" % (
+                    srv.proc.returncode, srv.sanitizer_report() or srv.stderr()[-800:])
+            ok, reason = False, why + ("" if reason is None else " [test said: %s]" % reason)
+            srv.kill()
+            restarts += 1
+            srv, err = start(restarts)
+        record(name, ok, reason, secs, verbose)
+    if srv is not None:
+        reason = srv.stop()
+        record("%s.server_sigterm_clean_exit" % group, reason is None, reason, time.time() - t0, verbose)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", required=True)
+    ap.add_argument("-k", default=None, help="run only tests whose name contains this")
+    ap.add_argument("-v", action="store_true", help="print passing tests too")
+    ap.add_argument("-j", type=int, default=6, help="server groups run in parallel")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    args = ap.parse_args()
+    binary = os.path.abspath(args.binary)
+    if not os.access(binary, os.X_OK):
+        print("FAIL setup: %s is not an executable" % binary)
+        print("0 passed, 1 failed")
+        return 1
+
+    groups = {}
+    order = []
+    for name, group, fn in harness.TESTS:
+        if args.k and args.k not in name:
+            continue
+        if group not in groups:
+            groups[group] = []
+            order.append(group)
+        groups[group].append((name, fn))
+    # process-level tests are independent of each other: give each its own worker
+    jobs = []
+    for g in order:
+        if g is None:
+            for t in groups[g]:
+                jobs.append((None, [t]))
+        else:
+            jobs.append((g, groups[g]))
+    # long groups first
+    weight = {"timers": 0, "default": 1, None: 2}
+    jobs.sort(key=lambda j: weight.get(j[0], 3))
+
+    workdir = tempfile.mkdtemp(prefix="brisk-blackbox-")
+    t0 = time.time()
+    with ThreadPoolExecutor(max_workers=max(1, args.j)) as ex:
+        futs = [ex.submit(run_group, g, ts, binary, workdir, args.v) for g, ts in jobs]
+        for f in futs:
+            f.result()
+    if args.keep:
+        print("logs kept in %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    passed = sum(1 for r in results if r[1])
+    failed = len(results) - passed
+    if args.v:
+        print("elapsed %.1f s" % (time.time() - t0))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Framing / smuggling checklist (field-notes.md): each bad request must get the
+right status, `Connection: close`, the connection closed, and the bytes sent
+after it must never be answered as a second request."""
+
+import json
+import socket
+
+from harness import Conn, check, common_checks, eq, fail, test, uniq
+
+SMUGGLED = b"GET /users/1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: smuggled\r\n\r\n"
+JSON_CT = b"Content-Type: application/json\r\n"
+
+
+def reject(ctx, raw, statuses, smuggle=True, what=None):
+    """Send raw (+ a smuggled request); expect exactly one response with a status
+    in `statuses`, Connection: close, then EOF."""
+    if isinstance(statuses, int):
+        statuses = (statuses,)
+    what = what or repr(raw[:80])
+    with ctx.conn(timeout=5) as c:
+        c.send(raw + (SMUGGLED if smuggle else b""))
+        try:
+            r = c.read_response(timeout=5)
+        except socket.timeout:
+            fail("%s: no response within 5 s (server waits for more bytes?)" % what)
+        except EOFError:
+            fail("%s: connection closed without a response" % what)
+        if r.status not in statuses:
+            fail("%s: expected %s, got %d %r" % (what, "/".join(map(str, statuses)), r.status, r.body[:200]))
+        common_checks(r)
+        check(r.has_close(), "%s: %d without Connection: close" % (what, r.status))
+        rest, state = c.read_rest(3.0)
+        check(rest == b"", "%s: bytes after the error response (smuggled request answered?): %r"
+              % (what, rest[:300]))
+        check(state == "eof", "%s: connection not closed after %d" % (what, r.status))
+    return r
+
+
+def post(headers, body=b"", path=b"/users", version=b"HTTP/1.1", host=True):
+    raw = b"POST " + path + b" " + version + b"\r\n"
+    if host:
+        raw += b"Host: x\r\n"
+    raw += JSON_CT + headers + b"\r\n" + body
+    return raw
+
+
+def get(headers=b"", target=b"/health", version=b"HTTP/1.1", host=True):
+    raw = b"GET " + target + b" " + version + b"\r\n"
+    if host:
+        raw += b"Host: x\r\n"
+    return raw + headers + b"\r\n"
+
+
+BODY = b'{"name":"Smug","email":"smug@example.com"}'
+
+
+def valid_body():
+    return json.dumps({"name": "Smug", "email": "%s@example.com" % uniq("s")}).encode()
+
+
+# ---------------------------------------------------------------- Content-Length / Transfer-Encoding
+
+@test()
+def cl_and_te_both(ctx):
+    reject(ctx, post(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"), 400)
+    reject(ctx, post(b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"), 400)
+
+
+@test()
+def cl_duplicate_different(ctx):
+    reject(ctx, post(b"Content-Length: 5\r\nContent-Length: 6\r\n", b"{}xxxx"), 400)
+    reject(ctx, post(b"Content-Length: 5, 6\r\n", b"{}xxxx"), 400)
+
+
+@test()
+def cl_duplicate_same(ctx):
+    # RFC 9112 6.3 lets a recipient either reject identical duplicates or use the
+    # value; brisk is strict, but either way the framing must stay unambiguous.
+    body = valid_body()
+    n = b"%d" % len(body)
+    for hdrs in (b"Content-Length: " + n + b"\r\nContent-Length: " + n + b"\r\n",
+                 b"Content-Length: " + n + b", " + n + b"\r\n"):
+        with ctx.conn() as c:
+            c.send(post(hdrs, body) + SMUGGLED)
+            r = c.read_response()
+            common_checks(r)
+            if r.status == 400:
+                check(r.has_close(), "400 without Connection: close")
+                rest, state = c.read_rest(3.0)
+                check(rest == b"" and state == "eof", "after 400: %r %s" % (rest[:200], state))
+            else:
+                eq(r.status, 201, "status for identical duplicate Content-Length")
+                r2 = c.read_response()
+                eq(r2.header("X-Request-Id"), "smuggled", "next request after accepted body")
+            body = valid_body()
+
+
+@test()
+def cl_invalid_values(ctx):
+    for v in (b"+5", b"-5", b"0x5", b"5 5", b"1Z", b"", b"5.0", b"\x0b5", b"five", b"1_0",
+              b"99999999999999999999", b"18446744073709551616", b"18446744073709551621"):
+        reject(ctx, post(b"Content-Length: " + v + b"\r\n", b"{}xxx"), 400, what="Content-Length %r" % v)
+
+
+@test()
+def cl_negative_on_get(ctx):
+    reject(ctx, get(b"Content-Length: -1\r\n"), 400)
+
+
+@test()
+def cl_too_large_413(ctx):
+    for v in (b"8388609", b"1000000000", b"9223372036854775807"):
+        reject(ctx, post(b"Content-Length: " + v + b"\r\n", b"{}"), 413, what="Content-Length %r" % v)
+
+
+@test()
+def te_not_exactly_chunked(ctx):
+    for v in (b"chunked, identity", b",chunked", b"xchunked", b"identity", b"gzip, chunked",
+              b"chunked, chunked", b"chunked;q=1", b"chunk", b"gzip", b"\"chunked\""):
+        reject(ctx, post(b"Transfer-Encoding: " + v + b"\r\n", b"0\r\n\r\n"), (400, 501),
+               what="Transfer-Encoding %r" % v)
+
+
+@test()
+def te_duplicate_headers(ctx):
+    reject(ctx, post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+           (400, 501))
+    reject(ctx, post(b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n"),
+           (400, 501))
+
+
+@test()
+def te_on_http10(ctx):
+    reject(ctx, post(b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n", version=b"HTTP/1.0", host=False), 400)
+
+
+# ---------------------------------------------------------------- header syntax
+
+@test()
+def obs_fold(ctx):
+    reject(ctx, get(b"X-Folded: a\r\n  b\r\n"), 400)
+    reject(ctx, get(b"X-Folded: a\r\n\tb\r\n"), 400)
+
+
+@test()
+def bare_lf(ctx):
+    reject(ctx, b"GET /health HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", 400, what="bare LF in header")
+    reject(ctx, b"GET /health HTTP/1.1\nHost: x\r\n\r\n", 400, what="bare LF after request line")
+    reject(ctx, b"GET /health HTTP/1.1\nHost: x\n\n", 400, what="all bare LF")
+
+
+@test()
+def bare_cr(ctx):
+    reject(ctx, b"GET /health HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n", 400, what="bare CR in header")
+    reject(ctx, b"GET /health HTTP/1.1\rHost: x\r\n\r\n", 400, what="bare CR after request line")
+    reject(ctx, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\r\n", 400, what="bare CR at end of head")
+
+
+@test()
+def ctl_bytes_in_headers(ctx):
+    for v in (b"a\x00b", b"a\x01b", b"a\x7fb", b"a\x1bb", b"\x00"):
+        reject(ctx, get(b"X-Ctl: " + v + b"\r\n"), 400, what="header value %r" % v)
+    for n in (b"X\x01Y", b"X\x00Y", b"X\x7fY", b"X Y", b"X(Y)", b"X\"Y"):
+        reject(ctx, get(n + b": v\r\n"), 400, what="header name %r" % n)
+
+
+@test()
+def nul_in_request_line(ctx):
+    reject(ctx, b"GET /hea\x00lth HTTP/1.1\r\nHost: x\r\n\r\n", 400)
+    reject(ctx, b"GET /health\x01 HTTP/1.1\r\nHost: x\r\n\r\n", 400)
+
+
+@test()
+def empty_header_name(ctx):
+    reject(ctx, get(b": value\r\n"), 400)
+
+
+@test()
+def header_missing_colon(ctx):
+    reject(ctx, get(b"X-No-Colon value\r\n"), 400)
+    reject(ctx, get(b"X-No-Colon\r\n"), 400)
+
+
+@test()
+def whitespace_before_colon(ctx):
+    reject(ctx, b"GET /health HTTP/1.1\r\nHost : x\r\n\r\n", 400, what="space before colon (Host)")
+    reject(ctx, get(b"X-A : b\r\n"), 400, what="space before colon")
+    reject(ctx, get(b"X-A\t: b\r\n"), 400, what="tab before colon")
+    reject(ctx, post(b"Content-Length : 5\r\n", b"{}xxx"), 400, what="space before colon (CL)")
+    reject(ctx, post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n"), 400, what="space before colon (TE)")
+
+
+@test()
+def leading_whitespace_first_header(ctx):
+    reject(ctx, b"GET /health HTTP/1.1\r\n Host: x\r\n\r\n", 400)
+
+
+@test()
+def host_missing_or_duplicate(ctx):
+    reject(ctx, get(host=False), 400, what="no Host")
+    reject(ctx, get(b"Host: y\r\n"), 400, what="two Host (different)")
+    reject(ctx, get(b"Host: x\r\n"), 400, what="two Host (same)")
+    reject(ctx, get(b"Host: x, y\r\n", host=False), 400, what="Host list")
+
+
+@test()
+def http10_without_host_ok(ctx):
+    with ctx.conn() as c:
+        c.send(b"GET /health HTTP/1.0\r\n\r\n")
+        r = c.read_response()
+        common_checks(r)
+        eq(r.status, 200, "HTTP/1.0 without Host")
+
+
+@test()
+def request_line_malformed(ctx):
+    cases = [
+        b"GET  /health HTTP/1.1\r\n",
+        b"GET /health  HTTP/1.1\r\n",
+        b"GET /health http/1.1\r\n",
+        b"GET /health HTTP/1.1 \r\n",
+        b" GET /health HTTP/1.1\r\n",
+        b"GET /health\r\n",
+        b"GET\r\n",
+        b"GET /health HTTP/1\r\n",
+        b"GET /health HTTP/1.1.1\r\n",
+        b"GET /health HTTP/11\r\n",
+        b"GET /health HTTX/1.1\r\n",
+        b"GET\t/health HTTP/1.1\r\n",
+        b"G(T /health HTTP/1.1\r\n",
+        b"GET health HTTP/1.1\r\n",
+        b"\r\n\r\nGET /health HTTP/1.1 x\r\n",
+    ]
+    for rl in cases:
+        reject(ctx, rl + b"Host: x\r\n\r\n", 400, what="request line %r" % rl)
+
+
+@test()
+def empty_lines_before_request_line(ctx):
+    # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the
+    # request-line; rejecting with 400 is also acceptable.  Never a crash/hang.
+    with ctx.conn() as c:
+        c.send(b"\r\nGET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        r = c.read_response()
+        common_checks(r)
+        check(r.status in (200, 400), "status %d" % r.status)
+
+
+@test()
+def http_version_unsupported_505(ctx):
+    for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/9.9"):
+        reject(ctx, get(version=v), 505, what=v.decode())
+
+
+# ---------------------------------------------------------------- chunked bodies
+
+def chunked(body_chunks):
+    return post(b"Transfer-Encoding: chunked\r\n", body_chunks)
+
+
+@test()
+def chunk_size_invalid(ctx):
+    cases = [
+        b"\r\nabc\r\n0\r\n\r\n",                  # empty size
+        b"0x5\r\nabcde\r\n0\r\n\r\n",
+        b" 5\r\nabcde\r\n0\r\n\r\n",
+        b"-1\r\na\r\n0\r\n\r\n",
+        b"+5\r\nabcde\r\n0\r\n\r\n",
+        b"fffffffffffffffffff\r\nabc\r\n0\r\n\r\n",  # 19 hex digits: overflow
+        b"10000000000000000\r\nabc\r\n0\r\n\r\n",    # 2^64
+        b"5;ext\nabcde\r\n0\r\n\r\n",             # bare LF after extension
+        b"5\nabcde\r\n0\r\n\r\n",                 # bare LF after size
+        b"5;a=\"b\rc\"\r\nabcde\r\n0\r\n\r\n",   # CR inside chunk-ext
+        b"0_2e\r\n\r\n",
+        b"5g\r\nabcde\r\n0\r\n\r\n",
+        b"g\r\nabcde\r\n0\r\n\r\n",
+        b"0\n\r\n",                               # bare LF on last chunk
+    ]
+    for body in cases:
+        reject(ctx, chunked(body), 400, what="chunked body %r" % body[:40])
+
+
+@test()
+def chunk_data_crlf_missing(ctx):
+    cases = [
+        b"5\r\nabcdeXX0\r\n\r\n",         # no CRLF after data
+        b"5\r\nabcdef\r\n0\r\n\r\n",      # data longer than the size
+        b"5\r\nabcde\n0\r\n\r\n",         # bare LF after data
+        b"5\r\nabcde\r0\r\n\r\n",         # bare CR after data
+        b"3\r\nabcde\r\n0\r\n\r\n",       # data longer than the size
+    ]
+    for body in cases:
+        reject(ctx, chunked(body), 400, what="chunked body %r" % body)
+
+
+@test()
+def chunk_bad_trailer(ctx):
+    reject(ctx, chunked(b"2\r\n{}\r\n0\r\nX-T\x00: 1\r\n\r\n"), 400, what="NUL in trailer name")
+    reject(ctx, chunked(b"2\r\n{}\r\n0\r\nX-T: 1\n\r\n"), 400, what="bare LF in trailer")
+    reject(ctx, chunked(b"2\r\n{}\r\n0\r\nno colon\r\n\r\n"), 400, what="trailer without colon")
+
+
+@test()
+def chunk_size_over_limit_413(ctx):
+    reject(ctx, chunked(b"800001\r\nabc"), 413, smuggle=False, what="single chunk of 8 MiB + 1")
+    reject(ctx, chunked(b"ffffffff\r\nabc"), 413, smuggle=False, what="chunk of 4 GiB")
+
+
+# ---------------------------------------------------------------- head limits (defaults: 100 fields, 16 KiB)
+
+@test()
+def too_many_headers_431(ctx):
+    hdrs = b"".join(b"X-H%d: v\r\n" % i for i in range(100))  # + Host = 101
+    reject(ctx, get(hdrs), 431, what="101 header fields")
+
+
+@test()
+def max_headers_exactly_ok(ctx):
+    hdrs = b"".join(b"X-H%d: v\r\n" % i for i in range(99))  # + Host = 100
+    with ctx.conn() as c:
+        c.send(get(hdrs))
+        r = c.read_response()
+        common_checks(r)
+        eq(r.status, 200, "100 header fields")
+
+
+@test()
+def header_block_too_large_431(ctx):
+    reject(ctx, get(b"X-Big: " + b"a" * 17000 + b"\r\n"), 431, what="17 KB header")
+    reject(ctx, get(b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 400) for i in range(50))), 431,
+           what="50 headers of 400 bytes")
+
+
+@test()
+def long_uri_rejected(ctx):
+    reject(ctx, get(target=b"/health?" + b"q" * 20000), (414, 431), what="20 KB request target")
+
+
+@test()
+def header_block_under_limit_ok(ctx):
+    with ctx.conn() as c:
+        c.send(get(b"X-Big: " + b"a" * 15000 + b"\r\n"))
+        r = c.read_response()
+        common_checks(r)
+        eq(r.status, 200, "15 KB header")
+
+
+@test()
+def endless_header_line_431(ctx):
+    # one header line that never ends: must be refused once past the limit,
+    # not buffered forever
+    with ctx.conn() as c:
+        c.send(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        r = None
+        try:
+            for _ in range(64):
+                if not c.try_send(b"z" * 1024):
+                    break
+        except OSError:
+            pass
+        try:
+            r = c.read_response(timeout=5)
+        except (socket.timeout, EOFError) as e:
+            fail("no 431 for an endless header line: %s" % type(e).__name__)
+        eq(r.status, 431, "status")
+        check(r.has_close(), "431 without Connection: close")
+
+
+# ---------------------------------------------------------------- small limits server
+
+@test(server="small")
+def small_chunked_grows_past_limit_413(ctx):
+    chunks = b"".join(b"100\r\n" + b" " * 256 + b"\r\n" for _ in range(5))  # 1280 > 1024
+    reject(ctx, chunked(chunks + b"0\r\n\r\n"), 413, what="chunked body of 1280 bytes, limit 1024")
+
+
+@test(server="small")
+def small_cl_over_limit_413(ctx):
+    reject(ctx, post(b"Content-Length: 1025\r\nExpect: 100-continue\r\n"), 413, smuggle=False)
+    reject(ctx, post(b"Content-Length: 1025\r\n", b"{" + b" " * 1024), 413)
+
+
+@test(server="small")
+def small_body_at_limit_ok(ctx):
+    body = json.dumps({"name": "Limit", "email": "%s@example.com" % uniq("l")}).encode()
+    body = body + b" " * (1024 - len(body))
+    for mode in ("cl", "chunked"):
+        if mode == "chunked":
+            body = json.dumps({"name": "Limit", "email": "%s@example.com" % uniq("l")}).encode()
+            body = body + b" " * (1024 - len(body))
+            raw = post(b"Transfer-Encoding: chunked\r\n", b"400\r\n" + body + b"\r\n0\r\n\r\n")
+        else:
+            raw = post(b"Content-Length: 1024\r\n", body)
+        with ctx.conn() as c:
+            c.send(raw)
+            r = c.read_response()
+            common_checks(r)
+            eq(r.status, 201, "%s body of exactly max-body-bytes (%r)" % (mode, r.body[:200]))
+
+
+@test(server="small")
+def small_too_many_headers_431(ctx):
+    reject(ctx, get(b"".join(b"X-H%d: v\r\n" % i for i in range(20))), 431, what="21 fields, limit 20")
+    with ctx.conn() as c:
+        c.send(get(b"".join(b"X-H%d: v\r\n" % i for i in range(19))))
+        r = c.read_response()
+        eq(r.status, 200, "20 fields, limit 20")
+
+
+@test(server="small")
+def small_header_bytes_431(ctx):
+    reject(ctx, get(b"X-Big: " + b"a" * 2100 + b"\r\n"), 431, what="2.1 KB head, limit 2048")
+    with ctx.conn() as c:
+        c.send(get(b"X-Big: " + b"a" * 1800 + b"\r\n"))
+        r = c.read_response()
+        eq(r.status, 200, "1.8 KB head, limit 2048")
