@@ -14,6 +14,7 @@
 
 #include "base/compiler.h"
 #include "base/log.h"
+#include "db/db.h"
 
 enum opt_type { OPT_ADDR, OPT_STR, OPT_U64, OPT_INT_THREADS, OPT_LOG_FORMAT, OPT_LOG_LEVEL };
 
@@ -139,6 +140,9 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
             return fail(err, cap, o, "must not be empty", NULL);
         if (n > o->max)
             return fail(err, cap, o, "is too long", NULL);
+        const char *problem = o->offset == OFF(database_url) ? db_url_check(val) : NULL;
+        if (problem)
+            return fail(err, cap, o, problem, NULL);
         memcpy(base + o->offset, &val, sizeof val);
         return 0;
     }

@@ -30,7 +30,6 @@ run_suite() {
     local out rc
     echo "=== $name"
     out=$("$@" 2>&1); rc=$?
-    printf '%s\n' "$out" | grep -v '^ok ' | tail -n 40
     local line p f
     line=$(printf '%s\n' "$out" | grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' | tail -n 1)
     if [ -n "$line" ]; then
@@ -40,6 +39,13 @@ run_suite() {
         p=0; f=1
     fi
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    if [ "$f" -ne 0 ]; then
+        # a failing suite shows its failures (and the lines around them) in full
+        printf '%s\n' "$out" | grep -v '^ok ' | tail -n 80
+    else
+        printf '%s\n' "$out" | grep -E '^(fuzz |seed )' || true
+        echo "$line"
+    fi
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
     [ "$f" -ne 0 ] && failed_suites+=("$name")

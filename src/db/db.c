@@ -9,6 +9,7 @@
  * itself is never logged: a PostgreSQL URL may carry a password.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -57,14 +58,18 @@ static size_t url_scheme_len(const char *s)
     return strncmp(s + n, "://", 3) == 0 ? n : 0;
 }
 
-/* Decide the backend; for SQLite *out_path points into url. Logs on failure. */
-static enum backend_kind classify_url(const char *url, const char **out_path)
+/*
+ * Decide the backend; for SQLite *out_path points into url. On failure
+ * *out_err says why (never quoting more of the URL than its scheme).
+ */
+static enum backend_kind classify_url(const char *url, const char **out_path, const char **out_err)
 {
+    static _Thread_local char msg[96];
     const char *path;
     size_t scheme;
 
     if (!url || !*url) {
-        log_error("database URL is empty");
+        *out_err = "database URL is empty";
         return BACKEND_NONE;
     }
     if (has_prefix_ci(url, "sqlite://")) {
@@ -73,52 +78,46 @@ static enum backend_kind classify_url(const char *url, const char **out_path)
         path = url + strlen("sqlite:");
     } else if (has_prefix_ci(url, "postgres://") || has_prefix_ci(url, "postgresql://") ||
                looks_like_conninfo(url)) {
-        return BACKEND_POSTGRES;
+        *out_err = "the postgresql backend is not built yet (use sqlite:PATH)";
+        return BACKEND_NONE;
     } else if ((scheme = url_scheme_len(url)) != 0) {
-        /* Only the scheme is logged: the rest may hold credentials. */
-        log_error("database URL scheme \"%.*s\" is not supported (use sqlite: or postgres://)",
-                  (int)(scheme > 32 ? 32 : scheme), url);
+        /* Only the scheme is quoted: the rest may hold credentials. */
+        snprintf(msg, sizeof msg, "scheme \"%.*s\" is not supported (use sqlite: or postgres://)",
+                 (int)(scheme > 32 ? 32 : scheme), url);
+        *out_err = msg;
         return BACKEND_NONE;
     } else {
         path = url;
     }
     if (!*path) {
-        log_error("database URL names no SQLite file");
+        *out_err = "database URL names no SQLite file";
         return BACKEND_NONE;
     }
     *out_path = path;
     return BACKEND_SQLITE;
 }
 
+const char *db_url_check(const char *url)
+{
+    const char *path = NULL, *err = NULL;
+    return classify_url(url, &path, &err) == BACKEND_NONE ? err : NULL;
+}
+
 int db_migrate(const struct db_config *cfg)
 {
-    const char *path = NULL;
-
-    switch (classify_url(cfg->url, &path)) {
-    case BACKEND_SQLITE:
+    const char *path = NULL, *err = NULL;
+    if (classify_url(cfg->url, &path, &err) == BACKEND_SQLITE)
         return db__sqlite_migrate(path, cfg);
-    case BACKEND_POSTGRES:
-        log_error("database URL: postgresql backend not built yet");
-        return -1;
-    case BACKEND_NONE:
-        break;
-    }
+    log_error("BRISK_DATABASE_URL: %s", err);
     return -1;
 }
 
 struct db *db_open(const struct db_config *cfg)
 {
-    const char *path = NULL;
-
-    switch (classify_url(cfg->url, &path)) {
-    case BACKEND_SQLITE:
+    const char *path = NULL, *err = NULL;
+    if (classify_url(cfg->url, &path, &err) == BACKEND_SQLITE)
         return db__sqlite_open(path, cfg);
-    case BACKEND_POSTGRES:
-        log_error("database URL: postgresql backend not built yet");
-        return NULL;
-    case BACKEND_NONE:
-        break;
-    }
+    log_error("BRISK_DATABASE_URL: %s", err);
     return NULL;
 }
 

@@ -45,6 +45,13 @@ struct db_config {
 };
 
 /*
+ * Check that url names a supported backend, without opening anything.
+ * Returns NULL when it does, else a short message (never containing the
+ * URL's credentials). Used to reject a bad BRISK_DATABASE_URL at start-up.
+ */
+const char *db_url_check(const char *url);
+
+/*
  * Open the database named by cfg->url, create its directory/file if needed and
  * apply pending migrations. Called once at start-up before serving. Returns 0,
  * or -1 after logging a clear error line (never containing a password).

@@ -499,7 +499,14 @@ static bool admit(struct http_ctx *c)
     if (!scratch || !router_match(m, c->req.path, scratch, &c->m)) {
         int status = 404;
         const char *msg = "not found";
-        if (c->m.path_route >= 0) {
+        size_t nr;
+        const struct route *pr = c->m.path_route >= 0 ? &router_table(&nr)[c->m.path_route] : NULL;
+        if (pr && g_auth && !(pr->flags & ROUTE_PUBLIC) && !authorized(c)) {
+            /* the path exists but its methods are not for anonymous eyes */
+            http_add_header(c, "WWW-Authenticate", STR_LIT("Bearer"));
+            status = 401;
+            msg = "unauthorized";
+        } else if (pr) {
             if (c->req.method == HTTP_OPTIONS) {
                 append_allow(c, c->m.allow);
                 status = 204;
