@@ -120,7 +120,8 @@ class Server:
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen(
-            [self.binary], env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err
+            [self.binary], env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+            cwd=self.workdir
         )
         if wait:
             self.wait_ready(timeout)

@@ -414,3 +414,60 @@ def small_header_bytes_431(ctx):
         c.send(get(b"X-Big: " + b"a" * 1800 + b"\r\n"))
         r = c.read_response()
         eq(r.status, 200, "1.8 KB head, limit 2048")
+
+
+# ---------------------------------------------------------------- leniency the RFC requires
+
+def one_ok(ctx, raw, status=200, what=None):
+    with ctx.conn() as c:
+        c.send(raw)
+        try:
+            r = c.read_response()
+        except (socket.timeout, EOFError) as e:
+            fail("%s: %s" % (what or repr(raw[:60]), type(e).__name__))
+        common_checks(r)
+        eq(r.status, status, "%s (%r)" % (what or repr(raw[:60]), r.body[:200]))
+        return r
+
+
+@test()
+def ows_around_field_values_ok(ctx):
+    body = valid_body()
+    one_ok(ctx, post(b"Content-Length: \t %d \t\r\n" % len(body), body), 201, "OWS around Content-Length")
+    body = valid_body()
+    one_ok(ctx, post(b"Transfer-Encoding:  chunked \r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)),
+           201, "OWS around Transfer-Encoding")
+    one_ok(ctx, get(b"X-Empty:\r\nX-Blank: \t\r\n"), 200, "empty field values")
+
+
+@test()
+def field_names_case_insensitive(ctx):
+    body = valid_body()
+    raw = (b"POST /users HTTP/1.1\r\nhOsT: x\r\ncontent-type: application/json\r\n"
+           b"CONTENT-LENGTH: %d\r\n\r\n" % len(body)) + body
+    one_ok(ctx, raw, 201, "mixed-case field names")
+    body = valid_body()
+    raw = (b"POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"transfer-encoding: CHUNKED\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    one_ok(ctx, raw, 201, "upper-case chunked coding")
+
+
+@test()
+def absolute_form_target_ok(ctx):
+    # RFC 9112 3.2.2: a server MUST accept the absolute-form in requests
+    r = one_ok(ctx, b"GET http://127.0.0.1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 200, "absolute-form")
+    eq(r.body, b"ok", "body")
+
+
+@test()
+def chunk_extension_too_long(ctx):
+    reject(ctx, chunked(b"5;" + b"e" * 100000 + b"\r\n{\"nam\r\n0\r\n\r\n"), (400, 413, 431),
+           what="100 KB chunk extension")
+
+
+@test()
+def chunk_trailers_too_large(ctx):
+    reject(ctx, chunked(b"2\r\n{}\r\n0\r\n" + b"X-T: a\r\n" * 5000 + b"\r\n"), (400, 413, 431),
+           what="5000 trailer fields")
+    reject(ctx, chunked(b"2\r\n{}\r\n0\r\nX-T: " + b"t" * 40000 + b"\r\n\r\n"), (400, 413, 431),
+           what="40 KB trailer field")

@@ -285,7 +285,7 @@ def run_binary(ctx, args, env_extra, timeout=15):
     env["BRISK_DATABASE_URL"] = "sqlite:%s" % os.path.join(ctx.tmpdir(), "cfg.db")
     env.update(env_extra)
     try:
-        p = subprocess.run([ctx.binary] + args, env=env, stdin=subprocess.DEVNULL,
+        p = subprocess.run([ctx.binary] + args, env=env, stdin=subprocess.DEVNULL, cwd=ctx.tmpdir(),
                            capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         fail("%r %r did not exit within %d s (started anyway?)" % (args, env_extra, timeout))
@@ -325,7 +325,8 @@ def config_bad_values_exit_2(ctx):
 @test(server=None)
 def config_bad_database_url_exit_2(ctx):
     check_config_cases(ctx, [({"BRISK_DATABASE_URL": "mysql://x"}, "BRISK_DATABASE_URL"),
-                             ({"BRISK_DATABASE_URL": "nonsense"}, "BRISK_DATABASE_URL")])
+                             ({"BRISK_DATABASE_URL": "http://x/y"}, "BRISK_DATABASE_URL"),
+                             ({"BRISK_DATABASE_URL": "sqlite:"}, "BRISK_DATABASE_URL")])
 
 
 def check_config_cases(ctx, cases):
@@ -376,7 +377,7 @@ def flags_override_environment(ctx):
     env.update({"BRISK_DATABASE_URL": "sqlite:" + os.path.join(ctx.tmpdir(), "flags.db"),
                 "BRISK_ADDR": "127.0.0.1:%d" % free_port(), "BRISK_THREADS": "1"})
     p = subprocess.Popen([ctx.binary, "serve", "--addr=127.0.0.1:%d" % port, "--log-format=json"],
-                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         env=env, cwd=ctx.tmpdir(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 15

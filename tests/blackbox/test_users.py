@@ -385,7 +385,8 @@ def list_default_limit_and_bounds(ctx):
 def list_bad_params(ctx):
     for q in ("limit=0", "limit=1001", "limit=abc", "limit=", "limit=-1", "limit=1.5", "limit=+5",
               "limit=99999999999999999999", "after=-1", "after=abc", "after=", "after=1.5",
-              "after=99999999999999999999", "limit=2&limit=3", "after=1&after=2", "limit=2&limit=2"):
+              "after=99999999999999999999", "limit=2&limit=3", "after=1&after=2", "limit=2&limit=2",
+              "limit=%zz", "limit=%", "limit=1%00", "limit=%201", "after=%2D1"):
         r = ctx.req("GET", "/users?" + q)
         expect_error(r, 400)
 
