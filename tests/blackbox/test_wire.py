@@ -325,6 +325,8 @@ def expect_unknown_417(ctx):
                b"Expect: something-else\r\nContent-Length: 2\r\n\r\n{}")
         r = read_ok(c)
         expect_error(r, 417)
+        check(r.has_close(), "417 without Connection: close")
+        assert_eof(c, "after 417")
 
 
 @test()
