@@ -228,6 +228,27 @@ def json_access_log(ctx):
 
 
 @test(server="auth")
+def json_log_escapes_untrusted_text(ctx):
+    rid = 'q"uo\\te-' + uniq("esc")
+    path = '/nope/a"b\\c'
+    r = ctx.req("GET", path, headers=[("X-Request-Id", rid)])
+    eq(r.header("X-Request-Id"), rid, "echoed id with quote and backslash")
+    deadline = time.time() + 3
+    entry = None
+    while time.time() < deadline and entry is None:
+        for ln in ctx.server.stderr().splitlines():
+            if rid.split("-", 1)[1] in ln:
+                try:
+                    entry = json.loads(ln)
+                except ValueError:
+                    fail("log line with a quote in the request id is not JSON: %r" % ln[:300])
+        time.sleep(0.05)
+    check(entry is not None, "no access log line for %r" % rid)
+    eq(entry.get("request_id"), rid, "request_id in the json log")
+    eq(entry.get("path"), path, "path in the json log")
+
+
+@test(server="auth")
 def token_never_logged_or_exposed(ctx):
     # runs last in the auth group: all requests above used the token
     ctx.req("GET", "/users/1", headers=AUTH + [("X-Request-Id", "tok-check")])

@@ -544,3 +544,21 @@ def concurrent_creates(ctx):
     check(not bad, "concurrent creates failed: %r" % bad[:3])
     ids = [b["id"] for s, b in others + racing if s == 201]
     eq(len(ids), len(set(ids)), "distinct ids")
+
+
+@test()
+def json_escaping_round_trip(ctx):
+    names = ['"quoted" \\ back/slash', "snow \u2603 face \U0001F600 <tag> &amp;", "line\u2028sep",
+             "\ufeffbom", "tab-less \u00a0nbsp", "'single'", "{\"json\":[1]}"]
+    for name in names:
+        u = create(ctx, name=name)
+        eq(u["name"], name, "name round trip")
+        r = ctx.req("GET", "/users/%d" % u["id"])
+        eq(r.json()["name"], name, "name after GET")
+        try:
+            r.body.decode("utf-8")
+        except UnicodeDecodeError:
+            fail("response is not UTF-8: %r" % r.body[:200])
+    mail = 'we"ird\\x@example.com'
+    u = create(ctx, name="Weird", mail=mail)
+    eq(u["email"], mail, "email with quote and backslash")

@@ -440,3 +440,28 @@ def pipelining_backpressure_many(ctx):
                 fail("response %d: %d id %r" % (i, r.status, r.header("X-Request-Id")))
         th.join(10)
         check(not err, "sending failed: %r" % err)
+
+
+@test()
+def many_open_connections(ctx):
+    # 300 connections that have sent nothing (or half a head) do not stop others being served
+    conns = []
+    try:
+        for i in range(300):
+            c = Conn(ctx.port, timeout=10)
+            if i % 2:
+                c.send(b"GET /health HTTP/1.1\r\nHo")
+            conns.append(c)
+        t0 = time.time()
+        r = ctx.req("GET", "/health", timeout=10)
+        eq(r.status, 200, "request with 300 other connections open")
+        check(time.time() - t0 < 3, "request took %.1f s" % (time.time() - t0))
+        # the open ones are still served when they finish
+        for c in conns[:20]:
+            c.send(b"st: x\r\n\r\n" if conns.index(c) % 2 else b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in conns[:20]:
+            r = read_ok(c)
+            eq(r.status, 200, "pending connection finished")
+    finally:
+        for c in conns:
+            c.close()
