@@ -236,11 +236,39 @@ static bool split_target(struct http_request *req, struct str *authority)
     return true;
 }
 
-/* Host field value: empty, or authority bytes only. */
+/*
+ * Host field value (RFC 9110 7.2: uri-host [ ":" port ]): empty, or an
+ * IP-literal "[...]" of hex digits, ':' and '.', or a reg-name / IPv4 of
+ * authority bytes without ':'; then optionally ':' and digits.
+ */
 static bool host_valid(struct str v)
 {
-    for (size_t i = 0; i < v.len; i++)
-        if (!IS(v.ptr[i], C_HOST))
+    size_t i = 0;
+    if (v.len == 0)
+        return true;
+    if (v.ptr[0] == '[') {
+        for (i = 1; i < v.len && v.ptr[i] != ']'; i++) {
+            char c = v.ptr[i];
+            bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+            if (!hex && c != ':' && c != '.')
+                return false;
+        }
+        if (i == v.len || i == 1)
+            return false; /* no closing bracket, or "[]" */
+        i++;
+    } else {
+        for (; i < v.len && v.ptr[i] != ':'; i++)
+            if (!IS(v.ptr[i], C_HOST) || v.ptr[i] == '[' || v.ptr[i] == ']')
+                return false;
+        if (i == 0)
+            return false; /* ":80" names no host */
+    }
+    if (i == v.len)
+        return true;
+    if (v.ptr[i] != ':')
+        return false;
+    for (i++; i < v.len; i++)
+        if (v.ptr[i] < '0' || v.ptr[i] > '9')
             return false;
     return true;
 }

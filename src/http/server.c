@@ -546,17 +546,56 @@ static void dispatch(struct http_ctx *c)
     rt->handler(c);
 }
 
+/* Move one slice that pointed into the old head at `from` to the same place at `to`. */
+static void rebase_str(struct str *s, uintptr_t from, uintptr_t to, size_t len)
+{
+    uintptr_t p = (uintptr_t)s->ptr;
+    if (s->ptr && p >= from && p < from + len)
+        s->ptr = (const char *)(to + (p - from));
+}
+
+/*
+ * The parsed head is a set of slices into the read buffer. When reading the
+ * body compacts or reallocates the buffer, move them along with the bytes.
+ */
+static void rebase_request(struct http_ctx *c, const char *from, const char *to)
+{
+    uintptr_t f = (uintptr_t)from, t = (uintptr_t)to;
+    size_t n = c->head_len;
+    struct http_request *r = &c->req;
+    rebase_str(&r->method_str, f, t, n);
+    rebase_str(&r->target, f, t, n);
+    rebase_str(&r->path, f, t, n);
+    rebase_str(&r->query, f, t, n);
+    rebase_str(&r->host, f, t, n);
+    rebase_str(&r->content_type, f, t, n);
+    rebase_str(&r->authorization, f, t, n);
+    rebase_str(&r->request_id, f, t, n);
+    for (size_t i = 0; i < r->num_headers; i++) {
+        rebase_str(&r->headers[i].name, f, t, n);
+        rebase_str(&r->headers[i].value, f, t, n);
+    }
+    /* decoded route parameters live in the arena, or point into the path */
+    for (size_t i = 0; i < c->m.nparams; i++)
+        rebase_str(&c->m.params[i], f, t, n);
+}
+
 /* Compact the read buffer and make room for a read. Returns 0 or -1 when full. */
 static int make_room(struct http_ctx *c)
 {
+    const char *req_before = c->in.data + c->in_start;
+    int rc = 0;
     if (c->in_start > 0) {
         buf_consume(&c->in, c->in_start);
         c->in_start = 0;
     }
-    if (buf_reserve(&c->in, READ_CHUNK) == 0)
-        return 0;
-    /* near the cap: any free byte will do */
-    return c->in.cap > c->in.len || buf_reserve(&c->in, 1) == 0 ? 0 : -1;
+    if (buf_reserve(&c->in, READ_CHUNK) != 0) {
+        /* near the cap: any free byte will do */
+        rc = c->in.cap > c->in.len || buf_reserve(&c->in, 1) == 0 ? 0 : -1;
+    }
+    if (c->state == ST_BODY && c->in.data != req_before)
+        rebase_request(c, req_before, c->in.data);
+    return rc;
 }
 
 /* Read once. Returns 1 when bytes arrived, 0 on EAGAIN, -1 on EOF or error. */
@@ -632,6 +671,22 @@ static int advance(struct http_ctx *c)
         c->state = ST_BODY;
         loop_timer_arm(c->w->loop, &c->timer, TIMER_BODY);
         size_t have = c->in.len - c->in_start - c->head_len;
+        if (c->req.body_kind == HTTP_BODY_LENGTH && have < c->req.content_length) {
+            /* one allocation for the whole body (bounded by max_body, checked by the
+             * parser) instead of doubling as it arrives; the head moves with it */
+            const char *before = c->in.data + c->in_start;
+            if (c->in_start > 0) {
+                buf_consume(&c->in, c->in_start);
+                c->in_start = 0;
+            }
+            if (buf_reserve(&c->in, c->head_len + (size_t)c->req.content_length + READ_CHUNK -
+                                        c->in.len) != 0) {
+                respond_fatal(c, 413, "request body too large");
+                return 1;
+            }
+            if (c->in.data != before)
+                rebase_request(c, before, c->in.data);
+        }
         bool complete = c->req.body_kind == HTTP_BODY_LENGTH && have >= c->req.content_length;
         if (c->req.expect_continue && !complete && c->req.minor_version == 1)
             buf_append_cstr(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");

@@ -544,6 +544,14 @@ static const struct bad_case bad_cases[] = {
     B("Host with HTAB", "GET / HTTP/1.1\r\nHost: a\tb\r\n\r\n", 400),
     B("Host with path", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
     B("Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400),
+    B("Host IPv6 unclosed", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+    B("Host IPv6 unopened", "GET / HTTP/1.1\r\nHost: ::1]\r\n\r\n", 400),
+    B("Host IPv6 junk after", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", 400),
+    B("Host IPv6 two ports", "GET / HTTP/1.1\r\nHost: [::1]:80:80\r\n\r\n", 400),
+    B("Host two ports", "GET / HTTP/1.1\r\nHost: x:80:80\r\n\r\n", 400),
+    B("Host port not digits", "GET / HTTP/1.1\r\nHost: x:port\r\n\r\n", 400),
+    B("Host port only", "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+    B("Host empty brackets", "GET / HTTP/1.1\r\nHost: []\r\n\r\n", 400),
     B("Host with obs-text", "GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n", 400),
     /* Content-Length */
     B("CL +5", "POST / HTTP/1.1\r\n" H "Content-Length: +5\r\n\r\n", 400),
@@ -1153,9 +1161,30 @@ static void test_chunked_misc(void)
     }
 }
 
+/* Host values that are valid authorities are accepted and kept as sent. */
+static void test_host_forms(void)
+{
+    static const char *const hosts[] = {"example.com", "example.com:8080", "127.0.0.1:80",
+                                        "[::1]", "[::1]:8080", "[2001:db8::1]", "h:",
+                                        "xn--bcher-kva.example", "a.b-c_d~e"};
+    for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
+        char raw[256];
+        int n = snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hosts[i]);
+        struct http_header hdrs[8];
+        struct http_request req = {.headers = hdrs};
+        struct http_limits lim = {16384, 8, 1024};
+        int status = 0;
+        int rc = http_parse_request(raw, (size_t)n, &lim, &req, &status);
+        ok(rc == n && req.host.len == strlen(hosts[i]) &&
+               memcmp(req.host.ptr, hosts[i], req.host.len) == 0,
+           "Host: %s accepted (rc %d status %d)", hosts[i], rc, status);
+    }
+}
+
 int main(void)
 {
     guard_init();
+    test_host_forms();
 
     for (size_t i = 0; i < sizeof(valid_cases) / sizeof(valid_cases[0]); i++)
         check_valid(&valid_cases[i]);
