@@ -47,6 +47,8 @@ static const struct opt k_opts[] = {
      "debug, info (includes access log), warn or error"},
     {"max-body-bytes", "BRISK_MAX_BODY_BYTES", OPT_U64, OFF(max_body_bytes), 1,
      (uint64_t)1 << 30, "8388608", "largest request body (413 above)"},
+    {"max-batch-bytes", "BRISK_MAX_BATCH_BYTES", OPT_U64, OFF(max_batch_bytes), 1,
+     (uint64_t)1 << 30, "67108864", "largest POST /orders/process body (413 above)"},
     {"max-header-bytes", "BRISK_MAX_HEADER_BYTES", OPT_U64, OFF(max_header_bytes), 256,
      (uint64_t)1 << 20, "16384", "largest request line + headers (431 above)"},
     {"max-headers", "BRISK_MAX_HEADERS", OPT_U64, OFF(max_headers), 1, 1000, "100",

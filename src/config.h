@@ -23,6 +23,7 @@ struct config {
     bool log_json;
     int log_level; /* enum log_level */
     uint64_t max_body_bytes;
+    uint64_t max_batch_bytes;
     uint64_t max_header_bytes;
     uint64_t max_headers;
     uint64_t header_timeout_ms;

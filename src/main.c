@@ -75,6 +75,7 @@ int main(int argc, char **argv)
         .limits = {.max_header_bytes = cfg.max_header_bytes,
                    .max_headers = cfg.max_headers,
                    .max_body = cfg.max_body_bytes},
+        .max_batch_body = cfg.max_batch_bytes,
         .header_timeout_ms = cfg.header_timeout_ms,
         .body_timeout_ms = cfg.body_timeout_ms,
         .idle_timeout_ms = cfg.idle_timeout_ms,

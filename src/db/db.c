@@ -112,8 +112,9 @@ int db_migrate(const struct db_config *cfg)
     return -1;
 }
 
-struct db *db_open(const struct db_config *cfg)
+struct db *db_open(const struct db_config *cfg, struct loop *loop)
 {
+    (void)loop;
     const char *path = NULL, *err = NULL;
     if (classify_url(cfg->url, &path, &err) == BACKEND_SQLITE)
         return db__sqlite_open(path, cfg);
@@ -168,6 +169,39 @@ void db_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_do
 void db_stats(const struct db *db, struct db_stats *out)
 {
     db->ops->stats(db, out);
+}
+
+void db_tick(struct db *db)
+{
+    if (db->ops->tick)
+        db->ops->tick(db);
+}
+
+void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
+                     db_done_fn done, void *ctx)
+{
+    db->ops->order_create(db, o, row, done, ctx);
+}
+
+void db_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
+{
+    db->ops->order_get(db, id, row, done, ctx);
+}
+
+void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
+                   db_done_fn done, void *ctx)
+{
+    db->ops->order_list(db, user_id, after, limit, row, done, ctx);
+}
+
+void db_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx)
+{
+    db->ops->orders_process(db, max, sign, done, ctx);
+}
+
+void db_orders_pending(struct db *db, db_count_fn done, void *ctx)
+{
+    db->ops->orders_pending(db, done, ctx);
 }
 
 /* Value of n decimal digits at p, or -1 if any is not a digit. */

@@ -19,11 +19,14 @@
 #include "base/str.h"
 
 struct db;
+struct loop;
 
 enum db_status {
     DB_OK,
-    DB_NOT_FOUND,   /* no such row */
+    DB_NOT_FOUND,   /* no such row (order create: no such user) */
     DB_CONFLICT,    /* unique email taken */
+    DB_REPLAYED,    /* order create: same Idempotency-Key and request seen before; row = first order */
+    DB_KEY_REUSED,  /* order create: same Idempotency-Key with another request */
     DB_HAS_CHILDREN, /* delete refused: the user has orders */
     DB_UNAVAILABLE, /* database down or busy past the timeout: answer 503 */
     DB_ERROR        /* anything else: answer 500, already logged */
@@ -59,10 +62,17 @@ const char *db_url_check(const char *url);
 int db_migrate(const struct db_config *cfg);
 
 /*
- * Open one per-thread handle. Returns NULL after logging on failure.
- * The handle must only be used by the thread that opened it.
+ * Open one per-thread handle whose I/O is driven by `loop` (PostgreSQL
+ * registers its sockets there; SQLite ignores it). Returns NULL after logging
+ * on failure. The handle must only be used by the thread running that loop.
  */
-struct db *db_open(const struct db_config *cfg);
+struct db *db_open(const struct db_config *cfg, struct loop *loop);
+
+/*
+ * Housekeeping, called about once per second from the owning loop:
+ * reconnects with backoff, fails operations stuck past their deadline.
+ */
+void db_tick(struct db *db);
 
 /* Close a handle opened by db_open; NULL is accepted. */
 void db_close(struct db *db);
@@ -90,6 +100,67 @@ void db_user_update(struct db *db, int64_t id, struct str name, struct str email
 void db_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx);
 void db_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
                   void *ctx);
+
+/* ---- orders ---- */
+
+struct db_order {
+    int64_t id;
+    int64_t user_id;
+    bool processed;
+    struct str items; /* the stored lines: a JSON array in the canonical form the app wrote */
+    int64_t subtotal_cents;
+    int64_t discount_cents;
+    int64_t tax_cents;
+    int64_t total_cents;
+    struct str receipt;   /* 64 lowercase hex chars; ptr NULL while pending */
+    int64_t created_at;   /* unix seconds */
+    int64_t processed_at; /* unix seconds; 0 while pending */
+};
+
+struct db_order_new {
+    int64_t user_id;
+    struct str items; /* canonical JSON array, stored as is */
+    int64_t subtotal_cents;
+    int64_t discount_cents;
+    int64_t tax_cents;
+    int64_t total_cents;
+    struct str idempotency_key; /* ptr NULL: none */
+    struct str request_hash;    /* with a key: hex SHA-256 identifying the request body */
+};
+
+typedef void (*db_order_fn)(void *ctx, const struct db_order *o);
+
+/*
+ * Orders.
+ *   create: stores a pending order. DB_OK + row; DB_NOT_FOUND when the user
+ *           does not exist; with an idempotency key already stored:
+ *           DB_REPLAYED + row of the first order when request_hash matches,
+ *           DB_KEY_REUSED otherwise. Concurrent creates with one key store
+ *           exactly one order.
+ *   get:    DB_NOT_FOUND.
+ *   list:   the user's orders with id > after, ascending, up to limit;
+ *           DB_NOT_FOUND when the user does not exist.
+ */
+void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
+                     db_done_fn done, void *ctx);
+void db_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);
+void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
+                   db_done_fn done, void *ctx);
+
+/*
+ * Background processing, exactly once. Claims up to max pending orders (rows
+ * no other transaction holds: FOR UPDATE SKIP LOCKED on PostgreSQL, the single
+ * writer lock on SQLite), calls sign() for each to fill receipt (64 hex chars
+ * + NUL; return -1 to leave that order pending), marks the signed ones
+ * processed with processed_at = now, and commits - all in one transaction, so
+ * a process killed midway leaves every claimed order pending for the next
+ * claimer and no order is ever marked twice. done(ctx, status, n_processed).
+ * pending: done(ctx, status, number of pending orders) - the queue depth gauge.
+ */
+typedef int (*db_sign_fn)(void *ctx, const struct db_order *o, char receipt[65]);
+typedef void (*db_count_fn)(void *ctx, enum db_status st, int64_t n);
+void db_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx);
+void db_orders_pending(struct db *db, db_count_fn done, void *ctx);
 
 /* Pool gauges for /metrics: connections open and operations in flight on this handle. */
 struct db_stats {

@@ -34,6 +34,15 @@ struct db_ops {
     void (*user_list)(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
                       void *ctx);
     void (*stats)(const struct db *db, struct db_stats *out);
+    void (*tick)(struct db *db); /* may be NULL */
+    void (*order_create)(struct db *db, const struct db_order_new *o, db_order_fn row,
+                         db_done_fn done, void *ctx);
+    void (*order_get)(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);
+    void (*order_list)(struct db *db, int64_t user_id, int64_t after, int limit,
+                       db_order_fn row, db_done_fn done, void *ctx);
+    void (*orders_process)(struct db *db, int max, db_sign_fn sign, db_count_fn done,
+                           void *ctx);
+    void (*orders_pending)(struct db *db, db_count_fn done, void *ctx);
 };
 
 /* The base every backend handle starts with. */
@@ -49,6 +58,14 @@ struct db {
  */
 int db__sqlite_migrate(const char *path, const struct db_config *cfg);
 struct db *db__sqlite_open(const char *path, const struct db_config *cfg);
+
+/*
+ * PostgreSQL backend (pg.c). `conninfo` is the URL or libpq string as given.
+ * Migrations run blocking at start-up under an advisory lock; handles are
+ * non-blocking and driven by `loop`.
+ */
+int db__pg_migrate(const char *conninfo, const struct db_config *cfg);
+struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct loop *loop);
 
 /*
  * Parse exactly "YYYY-MM-DDTHH:MM:SSZ" (the form every backend stores

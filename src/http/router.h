@@ -24,7 +24,8 @@ struct http_ctx;
 typedef void (*http_handler_fn)(struct http_ctx *c);
 
 enum route_flags {
-    ROUTE_PUBLIC = 1, /* no bearer token needed (health, ready, metrics) */
+    ROUTE_PUBLIC = 1,     /* no bearer token needed (health, ready, metrics) */
+    ROUTE_BATCH_BODY = 2, /* body may be up to the batch limit instead of the body limit */
 };
 
 struct route {

@@ -76,6 +76,7 @@ struct http_ctx {
     size_t head_len;
     size_t body_len; /* body bytes (decoded) at in.data + in_start + head_len */
     struct http_chunked chunk;
+    uint64_t body_limit; /* of the matched route */
     struct router_match m;
     bool head_only;
     uint64_t start_ns;
@@ -92,6 +93,7 @@ struct worker {
     struct loop *loop;
     int index;
     const struct server_config *cfg;
+    struct http_limits parse_limits; /* max_body = the largest any route allows */
     struct loop_io listen;
     struct timer_node accept_timer; /* armed while accept is paused (EMFILE) */
     struct db *db;
@@ -534,6 +536,13 @@ static bool admit(struct http_ctx *c)
         http_respond_error(c, 401, "unauthorized");
         return false;
     }
+    /* the parser checked against the largest limit; this route may allow less */
+    c->body_limit = (rt->flags & ROUTE_BATCH_BODY) ? c->w->cfg->max_batch_body
+                                                   : c->w->cfg->limits.max_body;
+    if (c->req.body_kind == HTTP_BODY_LENGTH && c->req.content_length > c->body_limit) {
+        respond_fatal(c, 413, "request body too large");
+        return false;
+    }
     return true;
 }
 
@@ -630,7 +639,7 @@ static int read_some(struct http_ctx *c)
  */
 static int advance(struct http_ctx *c)
 {
-    const struct http_limits *lim = &c->w->cfg->limits;
+    const struct http_limits *lim = &c->w->parse_limits;
     if (c->state == ST_HEAD) {
         size_t avail = c->in.len - c->in_start;
         if (avail == 0)
@@ -708,7 +717,7 @@ static int advance(struct http_ctx *c)
     if (n == 0)
         return 0;
     int status = 0;
-    ssize_t r = http_chunked_decode(&c->chunk, body + c->body_len, &n, lim->max_body,
+    ssize_t r = http_chunked_decode(&c->chunk, body + c->body_len, &n, c->body_limit,
                                     lim->max_header_bytes, &status);
     c->body_len += n;
     if (r == -2) {
@@ -811,7 +820,7 @@ static void on_conn_event(struct loop_io *io, uint32_t events)
 static struct http_ctx *conn_new(struct worker *w, int fd)
 {
     struct http_ctx *c = w->free_list;
-    const struct http_limits *lim = &w->cfg->limits;
+    const struct http_limits *lim = &w->parse_limits;
     if (c) {
         w->free_list = c->next;
         w->nfree--;
@@ -1038,8 +1047,10 @@ static void on_tick(struct loop *l, void *arg)
     (void)l;
     struct worker *w = arg;
     struct db_stats st = {0, 0};
-    if (w->db)
+    if (w->db) {
+        db_tick(w->db);
         db_stats(w->db, &st);
+    }
     metrics_set_db(w->index, st.connections, st.busy);
 }
 
@@ -1178,6 +1189,9 @@ int server_run(const struct server_config *cfg)
         struct worker *w = &g_workers[i];
         w->index = i;
         w->cfg = cfg;
+        w->parse_limits = cfg->limits;
+        if (cfg->max_batch_body > w->parse_limits.max_body)
+            w->parse_limits.max_body = cfg->max_batch_body;
         w->accept_timer.cls = -1;
         w->loop = loop_create(i);
         if (!w->loop)
@@ -1191,7 +1205,7 @@ int server_run(const struct server_config *cfg)
             log_error("epoll_ctl(listener): %s", strerror(errno));
             goto out_workers;
         }
-        w->db = db_open(cfg->db);
+        w->db = db_open(cfg->db, w->loop);
         if (!w->db)
             goto out_workers;
     }

@@ -28,7 +28,8 @@ struct server_config {
     const char *addr_host; /* numeric IPv4/IPv6 address to bind ("0.0.0.0", "::") */
     int port;
     int threads;
-    struct http_limits limits;
+    struct http_limits limits; /* limits.max_body: bodies of ordinary routes */
+    uint64_t max_batch_body;   /* bodies of ROUTE_BATCH_BODY routes (POST /orders/process) */
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
     uint64_t idle_timeout_ms;

@@ -90,6 +90,12 @@ int loop_run(struct loop *l, const struct loop_hooks *hooks, uint64_t drain_ms);
 /* Ask a loop (from any thread, async-signal-safe) to stop accepting and drain. */
 void loop_request_stop(struct loop *l);
 
+/*
+ * Run fn(arg) on the loop's thread soon (from any thread). Returns 0, or -1
+ * when out of memory. Used by worker threads to hand results back.
+ */
+int loop_post(struct loop *l, void (*fn)(void *arg), void *arg);
+
 /* Monotonic milliseconds, cached once per loop iteration. */
 uint64_t loop_now_ms(const struct loop *l);
 

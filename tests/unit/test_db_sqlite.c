@@ -206,7 +206,7 @@ static enum db_status op_ping(struct db *db)
 static struct db *open_url(const char *url, int busy_ms)
 {
     struct db_config cfg = {.url = url, .busy_timeout_ms = busy_ms};
-    return db_open(&cfg);
+    return db_open(&cfg, NULL);
 }
 
 static int migrate_url(const char *url)
