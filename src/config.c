@@ -61,6 +61,8 @@ static const struct opt k_opts[] = {
      "60000", "idle keep-alive connections are closed after this"},
     {"drain-seconds", "BRISK_DRAIN_SECONDS", OPT_U64, OFF(drain_seconds), 0, 3600, "10",
      "on SIGTERM/SIGINT, longest wait for requests in flight"},
+    {"bg-workers", "BRISK_BG_WORKERS", OPT_U64, OFF(bg_workers), 0, 64, "1",
+     "background threads processing pending orders (0: none in this process)"},
     {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0,
      600000, "5000", "SQLite: how long a write waits for the lock before 503"},
 };

@@ -38,6 +38,7 @@ static struct thread_block *g_blocks;
 static int g_nthreads;
 static size_t g_nroutes; /* including the "unmatched" slot 0 */
 static _Atomic uint64_t g_orders_processed;
+static _Atomic int64_t g_orders_pending = -1; /* -1: not measured yet */
 
 int metrics_init(int nthreads, size_t nroutes)
 {
@@ -103,6 +104,11 @@ void metrics_set_db(int thread, int connections, int busy)
 {
     atomic_store_explicit(&g_blocks[thread].db_conns, connections, memory_order_relaxed);
     atomic_store_explicit(&g_blocks[thread].db_busy, busy, memory_order_relaxed);
+}
+
+void metrics_set_orders_pending(int64_t n)
+{
+    atomic_store_explicit(&g_orders_pending, n, memory_order_relaxed);
 }
 
 void metrics_add_orders_processed(uint64_t n)
@@ -203,4 +209,12 @@ void metrics_render(struct buf *b, const char *db_backend)
                        "orders_processed_total ");
     buf_append_u64(b, atomic_load_explicit(&g_orders_processed, memory_order_relaxed));
     buf_append_char(b, '\n');
+    int64_t pending = atomic_load_explicit(&g_orders_pending, memory_order_relaxed);
+    if (pending >= 0) {
+        buf_append_cstr(b, "# HELP orders_pending Orders waiting for background processing "
+                           "(all processes sharing the database).\n"
+                           "# TYPE orders_pending gauge\norders_pending ");
+        buf_append_i64(b, pending);
+        buf_append_char(b, '\n');
+    }
 }

@@ -33,6 +33,9 @@ void metrics_set_db(int thread, int connections, int busy);
 /* Count orders processed by background workers (any thread). */
 void metrics_add_orders_processed(uint64_t n);
 
+/* Publish the number of pending orders (the background queue depth). */
+void metrics_set_orders_pending(int64_t n);
+
 /* Append the exposition (text format 0.0.4) for all threads to b. */
 void metrics_render(struct buf *b, const char *db_backend);
 

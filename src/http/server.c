@@ -36,6 +36,7 @@
 #include "db/db.h"
 #include "http/metrics.h"
 #include "net/loop.h"
+#include "net/workpool.h"
 
 #define READ_CHUNK 16384          /* free space ensured before each read */
 #define OUT_HIGH_WATER (1u << 20) /* stop parsing pipelined requests above this backlog */
@@ -362,6 +363,11 @@ struct str http_body_raw(const struct http_ctx *c)
 struct db *http_db(const struct http_ctx *c)
 {
     return c->w->db;
+}
+
+struct loop *http_loop(const struct http_ctx *c)
+{
+    return c->w->loop;
 }
 
 void *http_alloc(struct http_ctx *c, size_t n)
@@ -1130,7 +1136,7 @@ fail:
 
 static void workers_free(int n)
 {
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; g_workers && i < n; i++) {
         struct worker *w = &g_workers[i];
         if (w->listen.fd >= 0)
             close(w->listen.fd);
@@ -1177,11 +1183,16 @@ int server_run(const struct server_config *cfg)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    if (workpool_start(cfg->threads) != 0)
+        goto out_metrics;
+    if (cfg->start_services && cfg->start_services() != 0)
+        goto out_pool;
+
     g_nworkers = cfg->threads;
     g_workers = calloc((size_t)cfg->threads, sizeof *g_workers);
     if (!g_workers) {
         log_error("out of memory allocating workers");
-        goto out_metrics;
+        goto out_workers;
     }
     for (int i = 0; i < cfg->threads; i++)
         g_workers[i].listen.fd = -1;
@@ -1234,10 +1245,16 @@ int server_run(const struct server_config *cfg)
         if (g_workers[i].exit_code)
             rc = -1;
     }
+out_workers:
+    /* order matters: loops are joined, so no new work; the pool's last
+     * completions are posted to loops that still exist until workers_free */
+    if (cfg->stop_services)
+        cfg->stop_services();
+out_pool:
+    workpool_stop();
+    workers_free(cfg->threads);
     if (rc == 0)
         log_info("shutdown complete");
-out_workers:
-    workers_free(cfg->threads);
 out_metrics:
     metrics_free();
     return rc;

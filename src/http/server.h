@@ -36,6 +36,9 @@ struct server_config {
     uint64_t drain_ms;
     const char *api_token; /* NULL or "" = no auth */
     const struct db_config *db;
+    /* started after signals are blocked and before the loops; stopped after them */
+    int (*start_services)(void);
+    void (*stop_services)(void);
 };
 
 /*
@@ -69,6 +72,9 @@ const struct json_value *http_json_body(struct http_ctx *c);
 
 /* The per-thread database handle. */
 struct db *http_db(const struct http_ctx *c);
+
+/* The event loop serving this request (for workpool_run completions). */
+struct loop *http_loop(const struct http_ctx *c);
 
 /* Request-scoped memory (zeroed), freed when the response is done. NULL if over the cap. */
 void *http_alloc(struct http_ctx *c, size_t n);

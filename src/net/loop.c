@@ -4,7 +4,9 @@
 #include "net/loop.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -21,8 +23,16 @@ struct timer_list {
     struct timer_node head; /* sentinel */
 };
 
+struct posted {
+    struct posted *next;
+    void (*fn)(void *arg);
+    void *arg;
+};
+
 struct loop {
     int epfd;
+    pthread_mutex_t post_lock; /* guards posted_head/tail: written by other threads */
+    struct posted *posted_head, *posted_tail;
     int index;
     struct loop_io wake; /* eventfd */
     atomic_bool stop_requested;
@@ -92,10 +102,42 @@ static void refresh_date(struct loop *l)
 static void on_wake(struct loop_io *io, uint32_t events)
 {
     (void)events;
+    struct loop *l = container_of(io, struct loop, wake);
     uint64_t v;
     /* drain the eventfd; the stop flag itself is read by loop_run */
     while (read(io->fd, &v, sizeof v) < 0 && errno == EINTR)
         ;
+    pthread_mutex_lock(&l->post_lock);
+    struct posted *p = l->posted_head;
+    l->posted_head = l->posted_tail = NULL;
+    pthread_mutex_unlock(&l->post_lock);
+    while (p) {
+        struct posted *next = p->next;
+        p->fn(p->arg);
+        free(p);
+        p = next;
+    }
+}
+
+int loop_post(struct loop *l, void (*fn)(void *arg), void *arg)
+{
+    struct posted *p = malloc(sizeof *p);
+    if (!p)
+        return -1;
+    p->next = NULL;
+    p->fn = fn;
+    p->arg = arg;
+    pthread_mutex_lock(&l->post_lock);
+    if (l->posted_tail)
+        l->posted_tail->next = p;
+    else
+        l->posted_head = p;
+    l->posted_tail = p;
+    pthread_mutex_unlock(&l->post_lock);
+    uint64_t one = 1;
+    ssize_t w = write(l->wake.fd, &one, sizeof one);
+    (void)w; /* fails only when the counter is saturated: the loop is awake then */
+    return 0;
 }
 
 struct loop *loop_create(int index)
@@ -105,6 +147,7 @@ struct loop *loop_create(int index)
         log_fatal("out of memory creating a loop");
     l->index = index;
     l->wake.fd = -1;
+    pthread_mutex_init(&l->post_lock, NULL);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->epfd < 0) {
         log_error("epoll_create1 failed: %s", strerror(errno));
@@ -140,6 +183,11 @@ void loop_destroy(struct loop *l)
         close(l->wake.fd);
     if (l->epfd >= 0)
         close(l->epfd);
+    for (struct posted *p = l->posted_head, *next; p; p = next) {
+        next = p->next;
+        free(p); /* work posted after the loop stopped: its owner is gone too */
+    }
+    pthread_mutex_destroy(&l->post_lock);
     free(l);
 }
 

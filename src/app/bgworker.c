@@ -1,0 +1,155 @@
+/*
+ * bgworker.c - background order processing (see bgworker.h).
+ */
+#include "app/bgworker.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "base/log.h"
+#include "http/metrics.h"
+#include "net/loop.h"
+
+struct bgworker {
+    const struct bgworker_config *cfg;
+    struct loop *loop;
+    struct db *db;
+    pthread_t tid;
+    bool started;
+    bool busy;        /* a batch is in flight */
+    bool counting;    /* a pending-count query is in flight */
+    int index;
+};
+
+static struct bgworker *g_workers;
+static int g_n;
+
+static void round_start(void *arg);
+
+static int sign_one(void *ctx, const struct db_order *o, char receipt[65])
+{
+    struct bgworker *w = ctx;
+    return w->cfg->sign(NULL, o, receipt);
+}
+
+static void round_done(void *ctx, enum db_status st, int64_t n)
+{
+    struct bgworker *w = ctx;
+    w->busy = false;
+    if (st != DB_OK)
+        return; /* logged by the backend; try again at the next tick */
+    if (n > 0) {
+        metrics_add_orders_processed((uint64_t)n);
+        log_debug("background worker %d processed %lld orders", w->index, (long long)n);
+    }
+    /* a full batch means more may be waiting: go on without waiting for the tick */
+    if (n >= w->cfg->batch && !loop_stopping(w->loop))
+        if (loop_post(w->loop, round_start, w) != 0)
+            log_warn("background worker %d: cannot schedule the next batch", w->index);
+}
+
+static void round_start(void *arg)
+{
+    struct bgworker *w = arg;
+    if (w->busy || loop_stopping(w->loop))
+        return;
+    w->busy = true;
+    db_orders_process(w->db, w->cfg->batch, sign_one, round_done, w);
+}
+
+static void pending_done(void *ctx, enum db_status st, int64_t n)
+{
+    struct bgworker *w = ctx;
+    w->counting = false;
+    if (st == DB_OK)
+        metrics_set_orders_pending(n);
+}
+
+static void on_tick(struct loop *l, void *arg)
+{
+    (void)l;
+    struct bgworker *w = arg;
+    db_tick(w->db);
+    if (!w->counting && w->index == 0) {
+        w->counting = true;
+        db_orders_pending(w->db, pending_done, w);
+    }
+    round_start(w);
+}
+
+static bool drained(struct loop *l, void *arg)
+{
+    (void)l;
+    struct bgworker *w = arg;
+    return !w->busy && !w->counting;
+}
+
+static void *worker_main(void *arg)
+{
+    struct bgworker *w = arg;
+    struct loop_hooks hooks = {.drained = drained, .on_tick = on_tick, .arg = w};
+    round_start(w); /* do not wait a second for the first look */
+    if (loop_run(w->loop, &hooks, 10000) != 0)
+        log_error("background worker %d stopped on a loop error", w->index);
+    log_thread_done();
+    return NULL;
+}
+
+static void free_workers(void)
+{
+    for (int i = 0; i < g_n; i++) {
+        db_close(g_workers[i].db);
+        loop_destroy(g_workers[i].loop);
+    }
+    free(g_workers);
+    g_workers = NULL;
+    g_n = 0;
+}
+
+int bgworker_start(const struct bgworker_config *cfg)
+{
+    if (cfg->threads <= 0)
+        return 0;
+    g_workers = calloc((size_t)cfg->threads, sizeof *g_workers);
+    if (!g_workers) {
+        log_error("out of memory starting background workers");
+        return -1;
+    }
+    g_n = cfg->threads;
+    for (int i = 0; i < g_n; i++) {
+        struct bgworker *w = &g_workers[i];
+        w->cfg = cfg;
+        w->index = i;
+        /* loop indexes after the HTTP loops' are not used for metrics */
+        w->loop = loop_create(1000 + i);
+        if (!w->loop)
+            goto fail;
+        w->db = db_open(cfg->db, w->loop);
+        if (!w->db)
+            goto fail;
+    }
+    for (int i = 0; i < g_n; i++) {
+        if (pthread_create(&g_workers[i].tid, NULL, worker_main, &g_workers[i]) != 0) {
+            log_error("cannot start background worker %d", i);
+            bgworker_stop();
+            return -1;
+        }
+        g_workers[i].started = true;
+    }
+    return 0;
+fail:
+    free_workers();
+    return -1;
+}
+
+void bgworker_stop(void)
+{
+    for (int i = 0; i < g_n; i++)
+        if (g_workers[i].started)
+            loop_request_stop(g_workers[i].loop);
+    for (int i = 0; i < g_n; i++)
+        if (g_workers[i].started)
+            pthread_join(g_workers[i].tid, NULL);
+    free_workers();
+}

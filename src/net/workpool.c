@@ -1,0 +1,134 @@
+/*
+ * workpool.c - CPU worker threads (see workpool.h).
+ *
+ * One FIFO of batches under a mutex; workers claim fixed-size chunks of the
+ * batch at the head. The worker finishing a batch's last chunk posts the
+ * completion to the batch's loop. Claims are rare (one per `grain` items), so
+ * one lock is cheaper than anything cleverer.
+ */
+#include "net/workpool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "base/log.h"
+#include "net/loop.h"
+
+struct batch {
+    struct batch *next;
+    struct loop *loop;
+    void (*fn)(void *arg, size_t begin, size_t end);
+    void (*done)(void *arg);
+    void *arg;
+    size_t n, grain, nchunks;
+    size_t next_chunk;      /* guarded by g_mu */
+    atomic_size_t left;     /* chunks not finished yet */
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static struct batch *g_head, *g_tail;
+static bool g_stopping;
+static pthread_t *g_threads;
+static int g_nthreads;
+
+static void post_done(struct batch *b)
+{
+    if (loop_post(b->loop, b->done, b->arg) != 0)
+        log_fatal("out of memory posting a work completion");
+    free(b);
+}
+
+static void *worker_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&g_mu);
+    for (;;) {
+        while (!g_head && !g_stopping)
+            pthread_cond_wait(&g_cv, &g_mu);
+        if (!g_head)
+            break; /* stopping and nothing queued */
+        struct batch *b = g_head;
+        size_t ci = b->next_chunk++;
+        if (b->next_chunk == b->nchunks) {
+            g_head = b->next;
+            if (!g_head)
+                g_tail = NULL;
+        }
+        pthread_mutex_unlock(&g_mu);
+        size_t begin = ci * b->grain;
+        size_t end = begin + b->grain < b->n ? begin + b->grain : b->n;
+        b->fn(b->arg, begin, end);
+        if (atomic_fetch_sub_explicit(&b->left, 1, memory_order_acq_rel) == 1)
+            post_done(b); /* acq_rel: every chunk's writes are visible to done() */
+        pthread_mutex_lock(&g_mu);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return NULL;
+}
+
+int workpool_start(int threads)
+{
+    g_threads = calloc((size_t)threads, sizeof *g_threads);
+    if (!g_threads) {
+        log_error("out of memory starting the worker pool");
+        return -1;
+    }
+    g_stopping = false;
+    for (g_nthreads = 0; g_nthreads < threads; g_nthreads++) {
+        if (pthread_create(&g_threads[g_nthreads], NULL, worker_main, NULL) != 0) {
+            log_error("cannot start worker thread %d", g_nthreads);
+            workpool_stop();
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void workpool_stop(void)
+{
+    pthread_mutex_lock(&g_mu);
+    g_stopping = true;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+    for (int i = 0; i < g_nthreads; i++)
+        pthread_join(g_threads[i], NULL);
+    free(g_threads);
+    g_threads = NULL;
+    g_nthreads = 0;
+}
+
+int workpool_threads(void)
+{
+    return g_nthreads;
+}
+
+int workpool_run(struct loop *l, size_t n, size_t grain,
+                 void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
+                 void *arg)
+{
+    if (n == 0)
+        return loop_post(l, done, arg);
+    struct batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return -1;
+    b->loop = l;
+    b->fn = fn;
+    b->done = done;
+    b->arg = arg;
+    b->n = n;
+    b->grain = grain ? grain : 1;
+    b->nchunks = (n + b->grain - 1) / b->grain;
+    atomic_init(&b->left, b->nchunks);
+    pthread_mutex_lock(&g_mu);
+    if (g_tail)
+        g_tail->next = b;
+    else
+        g_head = b;
+    g_tail = b;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+    return 0;
+}
