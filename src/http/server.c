@@ -313,6 +313,8 @@ static void finish_request(struct http_ctx *c)
     c->req.headers = c->hdrs;
     c->m.route = c->m.path_route = -1;
     c->head_only = false;
+    c->reqid_len = 0; /* a later timeout must not reuse this request's id */
+    c->start_ns = 0;
     buf_reset(&c->body);
     buf_shrink(&c->body, KEEP_BUF);
     buf_reset(&c->extra_hdrs);
@@ -732,7 +734,9 @@ static int advance(struct http_ctx *c)
     }
     if (r < 0) {
         respond_fatal(c, status ? status : 400,
-                      status == 413 ? "request body too large" : "malformed chunked body");
+                      status == 413   ? "request body too large"
+                      : status == 431 ? "chunked trailer section too large"
+                                      : "malformed chunked body");
         return 1;
     }
     c->in.len = c->in_start + c->head_len + c->body_len + (size_t)r;
