@@ -1224,6 +1224,8 @@ int server_run(const struct server_config *cfg)
         if (!w->db)
             goto out_workers;
     }
+    if (cfg->harden && cfg->harden() != 0)
+        goto out_workers;
     for (; started < cfg->threads; started++) {
         if (pthread_create(&g_workers[started].tid, NULL, worker_main, &g_workers[started]) != 0) {
             log_error("cannot start thread %d", started);

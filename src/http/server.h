@@ -39,6 +39,9 @@ struct server_config {
     /* started after signals are blocked and before the loops; stopped after them */
     int (*start_services)(void);
     void (*stop_services)(void);
+    /* called once everything is bound and opened, before the loops serve:
+     * the place to drop privileges and install the syscall filter */
+    int (*harden)(void);
 };
 
 /*
