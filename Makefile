@@ -13,7 +13,7 @@ CFLAGS  ?= -O2 -g
 ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc -MMD -MP \
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
 LDFLAGS_H = -pie -Wl,-z,relro,-z,now,-z,noexecstack
-LIBS     = -lsqlite3 -lcrypto -lpthread
+LIBS     = -lsqlite3 -lcrypto -lseccomp -lpthread
 
 ifeq ($(SAN),1)
 BUILD    = build/asan

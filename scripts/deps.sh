@@ -5,7 +5,7 @@
 # As root it runs apt-get; otherwise it prints one line naming what is missing.
 set -euo pipefail
 
-run_pkgs=(gcc make libc6-dev libsqlite3-dev libssl-dev)
+run_pkgs=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev)
 test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps)
 
 case "${1:-run}" in

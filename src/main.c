@@ -6,6 +6,7 @@
 
 #include "app/app.h"
 #include "base/log.h"
+#include "base/sandbox.h"
 #include "config.h"
 #include "db/db.h"
 #include "http/router.h"
@@ -53,6 +54,12 @@ int main(int argc, char **argv)
         return 2;
     }
     log_configure((enum log_level)cfg.log_level, cfg.log_json);
+    struct sandbox_options sbo = {
+        .mode = cfg.sandbox, .user = cfg.user, .database_url = cfg.database_url};
+    if (!migrate_only && sandbox_prepare(&sbo, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
 
     struct db_config dbc = {.url = cfg.database_url,
                             .busy_timeout_ms = (int)cfg.db_busy_timeout_ms};
@@ -82,6 +89,7 @@ int main(int argc, char **argv)
         .drain_ms = cfg.drain_seconds * 1000,
         .api_token = cfg.api_token,
         .db = &dbc,
+        .harden = sandbox_harden,
     };
     return server_run(&sc) == 0 ? 0 : 1;
 }
