@@ -30,7 +30,8 @@
 #include "db/migrations_sqlite.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
-#define SCRATCH_MAX ((size_t)64 * 1024) /* one user row: name <= 800 bytes, email <= 254 */
+/* one row: a user (name <= 800 bytes, email <= 254) or an order (items <= about 20 KiB) */
+#define SCRATCH_MAX ((size_t)64 * 1024)
 
 _Static_assert(ARRAY_LEN(sqlite_migrations) > 0, "at least one migration");
 
@@ -41,10 +42,26 @@ enum stmt_id {
     ST_USER_UPDATE,
     ST_USER_DELETE,
     ST_USER_LIST,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_USER_EXISTS,
+    ST_ORDER_BY_KEY,
+    ST_ORDER_INSERT,
+    ST_ORDER_GET,
+    ST_ORDER_LIST,
+    ST_PENDING_IDS,
+    ST_ORDER_MARK,
+    ST_PENDING_COUNT,
     ST_COUNT
 };
 
 #define USER_COLS "id, name, email, created_at"
+#define ORDER_COLS                                                                                 \
+    "id, user_id, status, items, subtotal_cents, discount_cents, tax_cents, total_cents, "         \
+    "receipt, created_at, processed_at"
+#define ORDER_NCOLS 11
+#define PROCESS_MAX 10000 /* orders claimed by one orders_process call at most */
 
 /*
  * Every statement of the serving path, with the parameter and column counts
@@ -70,6 +87,36 @@ static const struct stmt_def {
     [ST_USER_DELETE] = {"user_delete", "DELETE FROM users WHERE id = ?1", 1, 0},
     [ST_USER_LIST] = {"user_list",
                       "SELECT " USER_COLS " FROM users WHERE id > ?1 ORDER BY id LIMIT ?2", 2, 4},
+    /* IMMEDIATE: take the write lock first, so check-then-write needs no retry. */
+    [ST_BEGIN] = {"begin", "BEGIN IMMEDIATE", 0, 0},
+    [ST_COMMIT] = {"commit", "COMMIT", 0, 0},
+    [ST_ROLLBACK] = {"rollback", "ROLLBACK", 0, 0},
+    [ST_USER_EXISTS] = {"user_exists", "SELECT 1 FROM users WHERE id = ?1", 1, 1},
+    [ST_ORDER_BY_KEY] = {"order_by_key",
+                         "SELECT " ORDER_COLS ", request_hash FROM orders "
+                         "WHERE idempotency_key = ?1",
+                         1, ORDER_NCOLS + 1},
+    [ST_ORDER_INSERT] = {"order_create",
+                         "INSERT INTO orders (user_id, items, subtotal_cents, discount_cents, "
+                         "tax_cents, total_cents, idempotency_key, request_hash) "
+                         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING " ORDER_COLS,
+                         8, ORDER_NCOLS},
+    [ST_ORDER_GET] = {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = ?1", 1,
+                      ORDER_NCOLS},
+    [ST_ORDER_LIST] = {"order_list",
+                       "SELECT " ORDER_COLS " FROM orders WHERE user_id = ?1 AND id > ?2 "
+                       "ORDER BY id LIMIT ?3",
+                       3, ORDER_NCOLS},
+    /* Served by the partial index orders_pending_idx. */
+    [ST_PENDING_IDS] = {"orders_process",
+                        "SELECT id FROM orders WHERE status = 'pending' ORDER BY id LIMIT ?1", 1,
+                        1},
+    [ST_ORDER_MARK] = {"order_mark",
+                       "UPDATE orders SET status = 'processed', receipt = ?2, "
+                       "processed_at = " MIG_NOW_UTC " WHERE id = ?1 AND status = 'pending'",
+                       2, 0},
+    [ST_PENDING_COUNT] = {"orders_pending", "SELECT count(*) FROM orders WHERE status = 'pending'",
+                          0, 1},
 };
 
 struct db_sqlite {
@@ -80,7 +127,7 @@ struct db_sqlite {
     int busy;                 /* 1 while an operation runs, row callbacks included */
     bool unavailable;         /* an outage was logged and nothing has succeeded since */
     unsigned long suppressed; /* outage errors not logged again since then */
-    struct buf scratch;       /* copy of the row of create/get/update */
+    struct buf scratch;       /* copy of the one row of a create/get/update */
 };
 
 static struct db_sqlite *to_sqlite(struct db *db)
@@ -674,6 +721,511 @@ out_done:
     done(ctx, status);
 }
 
+/* ---- orders ---- */
+
+/*
+ * Run a statement that returns nothing (BEGIN, COMMIT, ROLLBACK, ...) and
+ * reset it. Returns SQLITE_OK or the step's error code.
+ */
+static int step_done(struct db_sqlite *s, enum stmt_id id)
+{
+    sqlite3_stmt *st = s->stmt[id];
+    int rc = sqlite3_step(st);
+    stmt_release(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/*
+ * End a failed transaction, if one is still open (SQLite rolls back on its
+ * own after some errors). Every statement must be reset before this.
+ */
+static void tx_rollback(struct db_sqlite *s)
+{
+    if (!sqlite3_get_autocommit(s->conn)) {
+        int rc = step_done(s, ST_ROLLBACK);
+        if (rc != SQLITE_OK)
+            log_error("db sqlite %s: rollback failed: %s (code %d)", s->path,
+                      sqlite3_errmsg(s->conn), rc);
+    }
+}
+
+/* Commit; on failure roll back and map the error. */
+static enum db_status tx_commit(struct db_sqlite *s, const char *op)
+{
+    int rc = step_done(s, ST_COMMIT);
+    if (rc == SQLITE_OK)
+        return DB_OK;
+    enum db_status st = fail_status(s, rc, op);
+    tx_rollback(s);
+    return st;
+}
+
+/* Column i as a slice (NULL ptr for SQL NULL). */
+static struct str column_str(sqlite3_stmt *st, int i)
+{
+    const unsigned char *p = sqlite3_column_text(st, i);
+    if (!p)
+        return STR_NULL;
+    return (struct str){(const char *)p, (size_t)sqlite3_column_bytes(st, i)};
+}
+
+/* Read the current row (ORDER_COLS) into *out, pointing into the statement's memory. */
+static enum db_status read_order(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+                                 struct db_order *out)
+{
+    struct str status = column_str(st, 2);
+    struct str created = column_str(st, 9);
+    struct str processed = column_str(st, 10);
+
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(st, 0);
+    out->user_id = sqlite3_column_int64(st, 1);
+    out->items = column_str(st, 3);
+    out->subtotal_cents = sqlite3_column_int64(st, 4);
+    out->discount_cents = sqlite3_column_int64(st, 5);
+    out->tax_cents = sqlite3_column_int64(st, 6);
+    out->total_cents = sqlite3_column_int64(st, 7);
+    out->receipt = column_str(st, 8);
+    if (!status.ptr || !out->items.ptr || !created.ptr) {
+        /* NOT NULL columns: SQLite failed to allocate */
+        log_error("db sqlite %s: %s: reading order %lld failed: %s", s->path, op,
+                  (long long)out->id, sqlite3_errmsg(s->conn));
+        return DB_ERROR;
+    }
+    out->processed = str_eq(status, STR_LIT("processed"));
+    if (sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
+        !db__parse_utc_timestamp(created, &out->created_at) ||
+        (processed.ptr && !db__parse_utc_timestamp(processed, &out->processed_at)) ||
+        out->processed != (out->receipt.ptr != NULL && processed.ptr != NULL)) {
+        log_error("db sqlite %s: %s: order %lld has a malformed id, timestamp or status", s->path,
+                  op, (long long)out->id);
+        return DB_ERROR;
+    }
+    return DB_OK;
+}
+
+/* Move o's text into s->scratch so it outlives the statement's next step or reset. */
+static enum db_status keep_order(struct db_sqlite *s, const char *op, struct db_order *o)
+{
+    struct buf *b = &s->scratch;
+
+    buf_reset(b);
+    if (buf_reserve(b, o->items.len + o->receipt.len + 1)) {
+        log_error("db sqlite %s: %s: order %lld is larger than %zu bytes", s->path, op,
+                  (long long)o->id, SCRATCH_MAX);
+        return DB_ERROR;
+    }
+    buf_append(b, o->items.ptr, o->items.len);
+    o->items.ptr = b->data;
+    if (o->receipt.ptr) {
+        buf_append(b, o->receipt.ptr, o->receipt.len);
+        o->receipt.ptr = b->data + o->items.len;
+    }
+    return DB_OK;
+}
+
+/*
+ * Step a bound statement that yields at most one order row to completion and
+ * keep the row in s->scratch. Returns DB_OK (*out filled), DB_NOT_FOUND (no
+ * row) or an error status with rc_out the failing code.
+ */
+static enum db_status step_one_order(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+                                     struct db_order *out, int *rc_out)
+{
+    enum db_status status;
+    int rc = sqlite3_step(st);
+
+    *rc_out = rc;
+    if (rc == SQLITE_DONE)
+        return DB_NOT_FOUND;
+    if (rc != SQLITE_ROW)
+        return DB_ERROR;
+    status = read_order(s, st, op, out);
+    if (status == DB_OK)
+        status = keep_order(s, op, out);
+    if (status != DB_OK)
+        return status;
+    rc = sqlite3_step(st);
+    *rc_out = rc;
+    if (rc == SQLITE_DONE)
+        return DB_OK;
+    if (rc == SQLITE_ROW) {
+        log_error("db sqlite %s: %s: more than one row", s->path, op);
+        *rc_out = SQLITE_OK;
+    }
+    return DB_ERROR;
+}
+
+/* Does user id exist? DB_OK, DB_NOT_FOUND or an error (inside the caller's transaction, if any). */
+static enum db_status user_exists(struct db_sqlite *s, int64_t id, const char *op)
+{
+    sqlite3_stmt *st = s->stmt[ST_USER_EXISTS];
+    enum db_status status;
+    int rc = sqlite3_bind_int64(st, 1, id);
+
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        status = DB_OK;
+    else if (rc == SQLITE_DONE)
+        status = DB_NOT_FOUND;
+    else
+        status = fail_status(s, rc, op);
+    stmt_release(st);
+    return status;
+}
+
+/*
+ * The stored order for idempotency key `key`, if any: DB_NOT_FOUND when the
+ * key is new, DB_REPLAYED (*out kept in scratch) when it was stored with the
+ * same request hash, DB_KEY_REUSED when with another.
+ */
+static enum db_status order_by_key(struct db_sqlite *s, struct str key, struct str hash,
+                                   const char *op, struct db_order *out)
+{
+    sqlite3_stmt *st = s->stmt[ST_ORDER_BY_KEY];
+    enum db_status status;
+    int rc = bind_str(st, 1, key);
+
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, op);
+        goto out_release;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        status = DB_NOT_FOUND;
+    } else if (rc != SQLITE_ROW) {
+        status = fail_status(s, rc, op);
+    } else if (!str_eq(column_str(st, ORDER_NCOLS), hash)) {
+        status = DB_KEY_REUSED;
+    } else {
+        status = read_order(s, st, op, out);
+        if (status == DB_OK)
+            status = keep_order(s, op, out);
+        if (status == DB_OK)
+            status = DB_REPLAYED;
+    }
+
+out_release:
+    stmt_release(st);
+    return status;
+}
+
+/* Insert the order; *out kept in scratch. The caller holds the write transaction. */
+static enum db_status order_insert(struct db_sqlite *s, const struct db_order_new *o,
+                                   const char *op, struct db_order *out)
+{
+    sqlite3_stmt *st = s->stmt[ST_ORDER_INSERT];
+    enum db_status status;
+    int rc = sqlite3_bind_int64(st, 1, o->user_id);
+
+    if (rc == SQLITE_OK)
+        rc = bind_str(st, 2, o->items);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 3, o->subtotal_cents);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 4, o->discount_cents);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 5, o->tax_cents);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 6, o->total_cents);
+    if (rc == SQLITE_OK)
+        rc = bind_str(st, 7, o->idempotency_key);
+    if (rc == SQLITE_OK)
+        rc = bind_str(st, 8, o->idempotency_key.ptr ? o->request_hash : STR_NULL);
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, op);
+        goto out_release;
+    }
+    status = step_one_order(s, st, op, out, &rc);
+    if (status == DB_NOT_FOUND) {
+        log_error("db sqlite %s: %s: INSERT RETURNING gave no row", s->path, op);
+        status = DB_ERROR;
+    } else if (status != DB_OK && rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+        status = DB_NOT_FOUND; /* the user vanished: cannot happen under the write lock */
+    } else if (status != DB_OK && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        status = fail_status(s, rc, op); /* a CHECK refusal is a caller bug: DB_ERROR, logged */
+    }
+
+out_release:
+    stmt_release(st);
+    return status;
+}
+
+/*
+ * One write transaction: the user must exist; a known idempotency key answers
+ * with the first order (or refuses another request); otherwise insert. The row
+ * is reported only after COMMIT succeeded, so a caller never sees an order
+ * that was not stored.
+ */
+static void sq_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
+                            db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const char *op = stmt_defs[ST_ORDER_INSERT].name;
+    struct db_order out;
+    enum db_status status = DB_ERROR;
+    int rc;
+
+    if (!op_enter(s, op))
+        goto out_done;
+    rc = step_done(s, ST_BEGIN);
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, op);
+        tx_rollback(s);
+        goto out_leave;
+    }
+    status = user_exists(s, o->user_id, op);
+    if (status == DB_OK && o->idempotency_key.ptr) {
+        status = order_by_key(s, o->idempotency_key, o->request_hash, op, &out);
+        if (status == DB_NOT_FOUND)
+            status = DB_OK; /* a new key */
+    }
+    if (status == DB_OK)
+        status = order_insert(s, o, op, &out);
+    if (status == DB_OK || status == DB_REPLAYED || status == DB_KEY_REUSED) {
+        enum db_status cst = tx_commit(s, op);
+        if (cst != DB_OK)
+            status = cst;
+    } else {
+        tx_rollback(s);
+    }
+    if ((status == DB_OK || status == DB_REPLAYED) && row)
+        row(ctx, &out); /* out's text lives in s->scratch */
+
+out_leave:
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+static void sq_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const struct stmt_def *def = &stmt_defs[ST_ORDER_GET];
+    sqlite3_stmt *st = s->stmt[ST_ORDER_GET];
+    struct db_order out;
+    enum db_status status = DB_ERROR;
+    int rc;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    rc = sqlite3_bind_int64(st, 1, id);
+    if (rc == SQLITE_OK) {
+        status = step_one_order(s, st, def->name, &out, &rc);
+        if (status == DB_ERROR && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+            status = fail_status(s, rc, def->name);
+    } else {
+        status = fail_status(s, rc, def->name);
+    }
+    stmt_release(st);
+    if (status == DB_OK && row)
+        row(ctx, &out);
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+/*
+ * Two reads without a transaction around them: a user with orders cannot be
+ * deleted, so "exists, then list" can only lose a user that had no orders,
+ * and the empty list answered then was true at the moment of the check.
+ */
+static void sq_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
+                          db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const struct stmt_def *def = &stmt_defs[ST_ORDER_LIST];
+    sqlite3_stmt *st = s->stmt[ST_ORDER_LIST];
+    enum db_status status = DB_ERROR;
+    struct db_order o;
+    int rc;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    status = user_exists(s, user_id, def->name);
+    if (status != DB_OK || limit <= 0)
+        goto out_release; /* a negative LIMIT would mean "no limit" to SQLite */
+    rc = sqlite3_bind_int64(st, 1, user_id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, after);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(st, 3, limit);
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, def->name);
+        goto out_release;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        status = read_order(s, st, def->name, &o);
+        if (status != DB_OK)
+            goto out_release;
+        if (row)
+            row(ctx, &o); /* o's text lives until the next step */
+    }
+    status = rc == SQLITE_DONE ? DB_OK : fail_status(s, rc, def->name);
+
+out_release:
+    stmt_release(st);
+    op_leave(s, status);
+out_done:
+    done(ctx, status);
+}
+
+/* Claim up to max pending ids (ascending) into ids; the caller holds the write lock. */
+static enum db_status pending_ids(struct db_sqlite *s, int max, int64_t *ids, int *out_n)
+{
+    const char *op = stmt_defs[ST_PENDING_IDS].name;
+    sqlite3_stmt *st = s->stmt[ST_PENDING_IDS];
+    enum db_status status = DB_OK;
+    int n = 0;
+    int rc = sqlite3_bind_int(st, 1, max);
+
+    if (rc == SQLITE_OK) {
+        while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW)
+            ids[n++] = sqlite3_column_int64(st, 0);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            status = fail_status(s, rc, op);
+    } else {
+        status = fail_status(s, rc, op);
+    }
+    stmt_release(st);
+    *out_n = n;
+    return status;
+}
+
+/*
+ * Sign order id and mark it processed. *marked tells whether it was. An
+ * order sign() refuses stays pending; only database errors fail the batch.
+ */
+static enum db_status process_one(struct db_sqlite *s, int64_t id, db_sign_fn sign, void *ctx,
+                                  bool *marked)
+{
+    const char *op = stmt_defs[ST_PENDING_IDS].name;
+    sqlite3_stmt *get = s->stmt[ST_ORDER_GET];
+    sqlite3_stmt *mark = s->stmt[ST_ORDER_MARK];
+    char receipt[65];
+    struct db_order o;
+    enum db_status status;
+    int rc = sqlite3_bind_int64(get, 1, id);
+
+    *marked = false;
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, op);
+        stmt_release(get);
+        return status;
+    }
+    status = step_one_order(s, get, op, &o, &rc);
+    if (status == DB_ERROR && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        status = fail_status(s, rc, op);
+    stmt_release(get);
+    if (status == DB_NOT_FOUND)
+        return DB_OK; /* gone meanwhile: cannot happen under the write lock */
+    if (status != DB_OK)
+        return status;
+    if (o.processed)
+        return DB_OK;
+
+    memset(receipt, 0, sizeof receipt);
+    if (sign(ctx, &o, receipt) != 0)
+        return DB_OK; /* stays pending; the signer logged why */
+    receipt[64] = '\0';
+    rc = sqlite3_bind_int64(mark, 1, id);
+    if (rc == SQLITE_OK)
+        rc = bind_str(mark, 2, (struct str){receipt, strlen(receipt)});
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(mark);
+    if (rc == SQLITE_DONE) {
+        *marked = sqlite3_changes(s->conn) == 1;
+        status = DB_OK;
+    } else if (rc == SQLITE_CONSTRAINT_CHECK) {
+        /* a receipt that is not 64 lowercase hex digits: the signer's bug; keep it pending */
+        log_error("db sqlite %s: %s: order %lld: the receipt was refused by the schema", s->path,
+                  op, (long long)id);
+        status = DB_OK;
+    } else {
+        status = fail_status(s, rc, op);
+    }
+    stmt_release(mark);
+    return status;
+}
+
+/*
+ * One BEGIN IMMEDIATE transaction: SQLite's single writer lock is the claim
+ * (other handles and processes wait for it, then see these orders processed).
+ * The ids are read first and the statement reset, so no SELECT is stepping
+ * over rows the UPDATEs change; then each order is read, signed and marked.
+ * A crash before COMMIT leaves every order of the batch pending.
+ */
+static void sq_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const char *op = stmt_defs[ST_PENDING_IDS].name;
+    enum db_status status = DB_ERROR;
+    int64_t *ids = NULL;
+    int64_t processed = 0;
+    int n = 0, rc;
+
+    if (!op_enter(s, op))
+        goto out_done;
+    if (max <= 0) {
+        status = DB_OK;
+        goto out_leave;
+    }
+    if (max > PROCESS_MAX)
+        max = PROCESS_MAX;
+    ids = malloc((size_t)max * sizeof *ids);
+    if (!ids)
+        log_fatal("out of memory");
+    rc = step_done(s, ST_BEGIN);
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, op);
+        tx_rollback(s);
+        goto out_leave;
+    }
+    status = pending_ids(s, max, ids, &n);
+    for (int i = 0; i < n && status == DB_OK; i++) {
+        bool marked;
+        status = process_one(s, ids[i], sign, ctx, &marked);
+        processed += marked;
+    }
+    if (status == DB_OK)
+        status = tx_commit(s, op);
+    else
+        tx_rollback(s);
+    if (status != DB_OK)
+        processed = 0;
+
+out_leave:
+    op_leave(s, status);
+out_done:
+    free(ids);
+    done(ctx, status, processed);
+}
+
+static void sq_orders_pending(struct db *db, db_count_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    const struct stmt_def *def = &stmt_defs[ST_PENDING_COUNT];
+    sqlite3_stmt *st = s->stmt[ST_PENDING_COUNT];
+    enum db_status status = DB_ERROR;
+    int64_t n = 0;
+    int rc;
+
+    if (!op_enter(s, def->name))
+        goto out_done;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        n = sqlite3_column_int64(st, 0);
+        status = DB_OK;
+    } else {
+        status = fail_status(s, rc, def->name);
+    }
+    stmt_release(st);
+    op_leave(s, status);
+out_done:
+    done(ctx, status, n);
+}
+
 static void sq_stats(const struct db *db, struct db_stats *out)
 {
     const struct db_sqlite *s = to_sqlite_const(db);
@@ -704,6 +1256,11 @@ static const struct db_ops sqlite_ops = {
     .user_delete = sq_user_delete,
     .user_list = sq_user_list,
     .stats = sq_stats,
+    .order_create = sq_order_create,
+    .order_get = sq_order_get,
+    .order_list = sq_order_list,
+    .orders_process = sq_orders_process,
+    .orders_pending = sq_orders_pending,
 };
 
 /* ---- db_open ---- */

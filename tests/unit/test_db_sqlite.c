@@ -1,10 +1,12 @@
 /*
  * test_db_sqlite.c - the SQLite backend of db.h against real files in a
  * temporary directory: URL forms, migrations (idempotent, concurrent), every
- * user operation and status, schema constraints, durability across reopen,
- * outage mapping and the handle's bookkeeping.
+ * user and order operation and status, schema constraints, durability across
+ * reopen, outage mapping, the handle's bookkeeping, and exactly-once order
+ * processing across handles, processes and a process killed mid-batch.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,73 @@
 #include "test.h"
 
 #define MAX_ROWS 16
+
+/* A valid pending order of user U (an SQL expression) for raw inserts. */
+#define ORDER_INSERT_SQL(U)                                                                        \
+    "INSERT INTO orders (user_id, items, subtotal_cents, discount_cents, tax_cents, "              \
+    "total_cents) VALUES (" U ", '[{\"sku\":\"a\",\"quantity\":1,\"unit_price_cents\":100}]', "    \
+    "100, 0, 21, 121)"
+
+#define HEX64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define ORDER_COLS_SQL                                                                             \
+    "INSERT INTO orders (user_id, items, subtotal_cents, discount_cents, tax_cents, total_cents, " \
+    "status, receipt, processed_at, idempotency_key, request_hash) VALUES "
+
+/* Rows the orders schema refuses, whoever writes them. */
+static const struct {
+    const char *what;
+    const char *sql;
+    int rc;
+} bad_orders[] = {
+    {"unknown status", ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'shipped', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"NULL items", ORDER_COLS_SQL "(1, NULL, 0, 0, 0, 0, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_NOTNULL},
+    {"items not json", ORDER_COLS_SQL "(1, '[1', 0, 0, 0, 0, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"items not an array",
+     ORDER_COLS_SQL "(1, '{}', 0, 0, 0, 0, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"items empty", ORDER_COLS_SQL "(1, '[]', 0, 0, 0, 0, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"negative subtotal",
+     ORDER_COLS_SQL "(1, '[1]', -1, 0, 0, -1, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"text total", ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 'x', 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"total != subtotal - discount + tax",
+     ORDER_COLS_SQL "(1, '[1]', 100, 0, 21, 120, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"discount above subtotal",
+     ORDER_COLS_SQL "(1, '[1]', 100, 200, 0, 0, 'pending', NULL, NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"processed without receipt",
+     ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'processed', NULL, '2026-01-02T03:04:05Z', NULL, "
+                    "NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"processed without processed_at",
+     ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'processed', '" HEX64 "', NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"pending with a receipt",
+     ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'pending', '" HEX64 "', NULL, NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"receipt of 63 chars",
+     ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'processed', substr('" HEX64 "', 2), "
+                    "'2026-01-02T03:04:05Z', NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"uppercase receipt",
+     ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'processed', upper('" HEX64 "'), "
+                    "'2026-01-02T03:04:05Z', NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"processed_at of another shape",
+     ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'processed', '" HEX64 "', '2026-01-02 03:04:05', "
+                    "NULL, NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"key without hash", ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'pending', NULL, NULL, 'k', NULL)",
+     SQLITE_CONSTRAINT_CHECK},
+    {"empty key", ORDER_COLS_SQL "(1, '[1]', 0, 0, 0, 0, 'pending', NULL, NULL, '', '" HEX64 "')",
+     SQLITE_CONSTRAINT_CHECK},
+};
 
 struct row_copy {
     int64_t id;
@@ -329,7 +398,7 @@ static void test_migrate(void)
     raw_text(raw, "PRAGMA journal_mode", text, sizeof text);
     ok(strcmp(text, "wal") == 0, "journal_mode is wal: %s", text);
     ok(raw_int(raw, "SELECT count(*) FROM sqlite_schema WHERE name IN ('users', 'orders', "
-                    "'users_email_lower_key', 'orders_user_id_idx')") == 4,
+                    "'users_email_lower_key', 'orders_user_id_idx', 'orders_pending_idx')") == 5,
        "tables and indexes exist");
     sqlite3_close(raw);
 
@@ -491,8 +560,8 @@ static void test_users(void)
     /* delete, has-children */
     sqlite3 *raw = raw_open(path);
     ok(raw != NULL, "raw open for orders");
-    char sql[128];
-    snprintf(sql, sizeof sql, "INSERT INTO orders (user_id) VALUES (%lld)", (long long)grace);
+    char sql[512];
+    snprintf(sql, sizeof sql, ORDER_INSERT_SQL("%lld"), (long long)grace);
     ok(raw && raw_exec(raw, sql) == SQLITE_OK, "insert an order for Grace");
     ok(raw && raw_int(raw, "SELECT count(*) FROM orders WHERE status = 'pending' AND created_at "
                            "GLOB '[0-9]*-*T*Z'") == 1,
@@ -554,14 +623,31 @@ static void test_schema(void)
     ok(raw_exec(raw, "INSERT INTO users (name, email, created_at) VALUES ('n', 'd@b', "
                      "'2024-01-01 00:00:00')") == SQLITE_CONSTRAINT_CHECK,
        "created_at of another shape rejected");
-    ok(raw_exec(raw, "INSERT INTO orders (user_id) VALUES (424242)") ==
-           SQLITE_CONSTRAINT_FOREIGNKEY,
+    ok(raw_exec(raw, ORDER_INSERT_SQL("424242")) == SQLITE_CONSTRAINT_FOREIGNKEY,
        "order of an unknown user rejected");
-    ok(raw_exec(raw, "INSERT INTO orders (user_id, status) VALUES (1, 'shipped')") ==
+    ok(raw_exec(raw, ORDER_INSERT_SQL("1")) == SQLITE_OK, "valid pending order accepted");
+    ok(raw_int(raw, "SELECT count(*) FROM orders WHERE status = 'pending' AND receipt IS NULL "
+                    "AND processed_at IS NULL AND created_at GLOB '[0-9]*-*T*Z'") == 1,
+       "order defaults: pending, no receipt, created_at now");
+    for (size_t i = 0; i < ARRAY_LEN(bad_orders); i++)
+        ok(raw_exec(raw, bad_orders[i].sql) == bad_orders[i].rc, "order schema: %s",
+           bad_orders[i].what);
+    ok(raw_exec(raw, "UPDATE orders SET status = 'processed', receipt = '" HEX64 "', "
+                     "processed_at = '2026-01-02T03:04:05Z' WHERE id = 1") == SQLITE_OK,
+       "pending order marked processed with receipt and processed_at");
+    ok(raw_exec(raw, "UPDATE orders SET status = 'pending' WHERE id = 1") ==
            SQLITE_CONSTRAINT_CHECK,
-       "unknown order status rejected");
-    ok(raw_exec(raw, "INSERT INTO orders (user_id, status) VALUES (1, 'processed')") == SQLITE_OK,
-       "processed order accepted");
+       "processed order cannot go back to pending with its receipt");
+    ok(raw_exec(raw, "INSERT INTO orders (user_id, items, subtotal_cents, discount_cents, "
+                     "tax_cents, total_cents, idempotency_key, request_hash) VALUES (1, '[1]', 0, "
+                     "0, 0, 0, 'k', '" HEX64 "')") == SQLITE_OK,
+       "order with an idempotency key");
+    ok(raw_exec(raw, "INSERT INTO orders (user_id, items, subtotal_cents, discount_cents, "
+                     "tax_cents, total_cents, idempotency_key, request_hash) VALUES (1, '[1]', 0, "
+                     "0, 0, 0, 'k', '" HEX64 "')") == SQLITE_CONSTRAINT_UNIQUE,
+       "idempotency key is unique");
+    ok(raw_exec(raw, "DELETE FROM users WHERE id = 1") == SQLITE_CONSTRAINT_FOREIGNKEY,
+       "user with orders cannot be deleted");
     sqlite3_close(raw);
 }
 
@@ -680,11 +766,507 @@ static void test_reentry(void)
     db_close(db);
 }
 
+/* ---- orders ---- */
+
+struct order_copy {
+    int64_t id, user_id;
+    bool processed;
+    char items[512];
+    size_t items_len;
+    int64_t subtotal, discount, tax, total;
+    char receipt[80];
+    bool has_receipt;
+    int64_t created_at, processed_at;
+};
+
+struct ocapture {
+    int rows, dones, rows_after_done;
+    enum db_status status;
+    struct order_copy o[MAX_ROWS];
+};
+
+static void ocap_init(struct ocapture *c)
+{
+    memset(c, 0, sizeof *c);
+    c->status = (enum db_status) - 1;
+}
+
+static void ocap_row(void *ctx, const struct db_order *o)
+{
+    struct ocapture *c = ctx;
+    if (c->dones)
+        c->rows_after_done++;
+    if (c->rows < MAX_ROWS) {
+        struct order_copy *r = &c->o[c->rows];
+        r->id = o->id;
+        r->user_id = o->user_id;
+        r->processed = o->processed;
+        r->items_len = o->items.len < sizeof r->items ? o->items.len : sizeof r->items;
+        memcpy(r->items, o->items.ptr, r->items_len);
+        r->subtotal = o->subtotal_cents;
+        r->discount = o->discount_cents;
+        r->tax = o->tax_cents;
+        r->total = o->total_cents;
+        r->has_receipt = o->receipt.ptr != NULL;
+        snprintf(r->receipt, sizeof r->receipt, "%.*s", (int)o->receipt.len,
+                 o->receipt.ptr ? o->receipt.ptr : "");
+        r->created_at = o->created_at;
+        r->processed_at = o->processed_at;
+    }
+    c->rows++;
+}
+
+static void ocap_done(void *ctx, enum db_status st)
+{
+    struct ocapture *c = ctx;
+    c->dones++;
+    c->status = st;
+}
+
+#define ITEMS_A "[{\"sku\":\"A-1\",\"quantity\":2,\"unit_price_cents\":1999}]"
+#define ITEMS_B "[{\"sku\":\"B\",\"quantity\":1,\"unit_price_cents\":10000}]"
+#define HASH_1 "1111111111111111111111111111111111111111111111111111111111111111"
+#define HASH_2 "2222222222222222222222222222222222222222222222222222222222222222"
+
+/* A new order of ITEMS_A (3998 + 840 tax = 4838) for user, with an optional key. */
+static struct db_order_new new_order(int64_t user, const char *key, const char *hash)
+{
+    struct db_order_new o = {.user_id = user,
+                             .items = cs(ITEMS_A),
+                             .subtotal_cents = 3998,
+                             .discount_cents = 0,
+                             .tax_cents = 840,
+                             .total_cents = 4838};
+    if (key) {
+        o.idempotency_key = cs(key);
+        o.request_hash = cs(hash);
+    }
+    return o;
+}
+
+static enum db_status op_order_create(struct db *db, const struct db_order_new *o,
+                                      struct ocapture *c)
+{
+    ocap_init(c);
+    db_order_create(db, o, ocap_row, ocap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "order create: one done, rows before it");
+    return c->status;
+}
+
+static enum db_status op_order_get(struct db *db, int64_t id, struct ocapture *c)
+{
+    ocap_init(c);
+    db_order_get(db, id, ocap_row, ocap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "order get: one done, rows before it");
+    return c->status;
+}
+
+static enum db_status op_order_list(struct db *db, int64_t user, int64_t after, int limit,
+                                    struct ocapture *c)
+{
+    ocap_init(c);
+    db_order_list(db, user, after, limit, ocap_row, ocap_done, c);
+    ok(c->dones == 1 && c->rows_after_done == 0, "order list: one done, rows before it");
+    return c->status;
+}
+
+struct count_capture {
+    int dones;
+    enum db_status status;
+    int64_t n;
+};
+
+static void count_done(void *ctx, enum db_status st, int64_t n)
+{
+    struct count_capture *c = ctx;
+    c->dones++;
+    c->status = st;
+    c->n = n;
+}
+
+static int64_t op_pending(struct db *db)
+{
+    struct count_capture c = {0};
+    db_orders_pending(db, count_done, &c);
+    ok(c.dones == 1 && c.status == DB_OK, "pending: one done, ok");
+    return c.status == DB_OK ? c.n : -1;
+}
+
+/* What sign() callbacks record. */
+#define MAX_SIGNED 256
+struct signer {
+    int64_t signed_ids[MAX_SIGNED];
+    int nsigned;
+    int64_t refuse_id; /* return -1 for this id */
+    struct db *other;  /* when set: try to process on this handle from inside sign() */
+    enum db_status other_status;
+    int64_t other_n;
+    int other_seen_pending;  /* get on `other` inside sign(): the order still reads pending */
+    bool bad_receipt;        /* write a receipt the schema refuses */
+    struct count_capture cc; /* what done() reported (sign and done share ctx) */
+};
+
+static void signer_done(void *ctx, enum db_status st, int64_t n)
+{
+    struct signer *sg = ctx;
+    count_done(&sg->cc, st, n);
+}
+
+static void receipt_for(int64_t id, char out[65])
+{
+    snprintf(out, 65, "%064llx", (unsigned long long)id);
+}
+
+static int test_sign(void *ctx, const struct db_order *o, char receipt[65])
+{
+    struct signer *sg = ctx;
+    if (o->id == sg->refuse_id)
+        return -1;
+    if (sg->nsigned < MAX_SIGNED)
+        sg->signed_ids[sg->nsigned++] = o->id;
+    if (sg->other) {
+        struct signer inner;
+        struct ocapture oc;
+        memset(&inner, 0, sizeof inner);
+        db_orders_process(sg->other, 10, test_sign, signer_done, &inner);
+        sg->other_status = inner.cc.dones == 1 ? inner.cc.status : (enum db_status) - 1;
+        sg->other_n = inner.cc.n + inner.nsigned;
+        ocap_init(&oc);
+        db_order_get(sg->other, o->id, ocap_row, ocap_done, &oc);
+        if (oc.status == DB_OK && oc.rows == 1 && !oc.o[0].processed)
+            sg->other_seen_pending++;
+        sg->other = NULL; /* once */
+    }
+    receipt_for(o->id, receipt);
+    if (sg->bad_receipt)
+        receipt[0] = 'X';
+    return 0;
+}
+
+static int64_t op_process(struct db *db, int max, struct signer *sg, enum db_status *st)
+{
+    memset(&sg->cc, 0, sizeof sg->cc);
+    sg->cc.status = (enum db_status) - 1;
+    db_orders_process(db, max, test_sign, signer_done, sg);
+    ok(sg->cc.dones == 1, "process: one done");
+    *st = sg->cc.status;
+    return sg->cc.n;
+}
+
+static bool order_is(const struct order_copy *o, int64_t id, int64_t user, bool processed)
+{
+    return o->id == id && o->user_id == user && o->processed == processed &&
+           o->items_len == strlen(ITEMS_A) && memcmp(o->items, ITEMS_A, o->items_len) == 0 &&
+           o->subtotal == 3998 && o->discount == 0 && o->tax == 840 && o->total == 4838;
+}
+
+static void test_orders(void)
+{
+    char path[256];
+    struct capture uc;
+    struct ocapture c;
+    struct db_order_new n;
+
+    path_in_dir(path, sizeof path, "orders.db");
+    ok(migrate_url(path) == 0, "orders: migrate");
+    struct db *db = open_url(path, 0);
+    struct db *db2 = open_url(path, 50); /* a second handle on the same file */
+    ok(db && db2, "orders: two handles");
+    if (!db || !db2)
+        goto out;
+    ok(op_create(db, cs("Ada"), cs("ada@o.io"), &uc) == DB_OK, "user Ada");
+    int64_t ada = uc.u[0].id;
+    ok(op_create(db, cs("Bob"), cs("bob@o.io"), &uc) == DB_OK, "user Bob");
+    int64_t bob = uc.u[0].id;
+    ok(op_pending(db) == 0, "nothing pending at first");
+
+    /* create */
+    int64_t t0 = (int64_t)time(NULL);
+    n = new_order(ada, NULL, NULL);
+    ok(op_order_create(db, &n, &c) == DB_OK && c.rows == 1, "create an order");
+    int64_t t1 = (int64_t)time(NULL);
+    struct order_copy first = c.o[0];
+    ok(first.id > 0 && order_is(&first, first.id, ada, false) && !first.has_receipt &&
+           first.processed_at == 0,
+       "created order: every field, pending, no receipt");
+    ok(first.created_at >= t0 - 1 && first.created_at <= t1 + 1, "created_at is now");
+    n = new_order(999, NULL, NULL);
+    ok(op_order_create(db, &n, &c) == DB_NOT_FOUND && c.rows == 0, "unknown user: not found");
+    n = new_order(ada, NULL, NULL);
+    n.total_cents = 1; /* inconsistent totals: the schema refuses, an error */
+    ok(op_order_create(db, &n, &c) == DB_ERROR && c.rows == 0, "inconsistent totals: error");
+    n = new_order(ada, NULL, NULL);
+    n.items = cs("[1");
+    ok(op_order_create(db, &n, &c) == DB_ERROR && c.rows == 0, "items not json: error");
+
+    /* get */
+    ok(op_order_get(db, first.id, &c) == DB_OK && c.rows == 1 &&
+           order_is(&c.o[0], first.id, ada, false) && c.o[0].created_at == first.created_at &&
+           !c.o[0].has_receipt,
+       "get the order");
+    ok(op_order_get(db2, first.id, &c) == DB_OK && c.rows == 1, "get from the other handle");
+    ok(op_order_get(db, 999, &c) == DB_NOT_FOUND && c.rows == 0, "get unknown: not found");
+    ok(op_order_get(db, 0, &c) == DB_NOT_FOUND && c.rows == 0, "get 0: not found");
+
+    /* idempotency */
+    n = new_order(ada, "key-1", HASH_1);
+    ok(op_order_create(db, &n, &c) == DB_OK && c.rows == 1, "create with a key");
+    int64_t keyed = c.o[0].id;
+    ok(keyed > first.id && order_is(&c.o[0], keyed, ada, false), "keyed order stored");
+    ok(op_order_create(db, &n, &c) == DB_REPLAYED && c.rows == 1 &&
+           order_is(&c.o[0], keyed, ada, false) && c.o[0].created_at > 0,
+       "same key, same hash: replayed with the first order");
+    ok(op_order_create(db2, &n, &c) == DB_REPLAYED && c.rows == 1 && c.o[0].id == keyed,
+       "replayed through the other handle too");
+    n = new_order(ada, "key-1", HASH_2);
+    n.items = cs(ITEMS_B);
+    n.subtotal_cents = 10000;
+    n.discount_cents = 500;
+    n.tax_cents = 1995;
+    n.total_cents = 11495;
+    ok(op_order_create(db, &n, &c) == DB_KEY_REUSED && c.rows == 0,
+       "same key, other hash: key reused, no row");
+    n = new_order(999, "key-1", HASH_1);
+    ok(op_order_create(db, &n, &c) == DB_NOT_FOUND && c.rows == 0,
+       "key with an unknown user: not found first");
+    n = new_order(bob, "key-2", HASH_2);
+    ok(op_order_create(db, &n, &c) == DB_OK && c.rows == 1 && c.o[0].user_id == bob,
+       "another key: a new order (Bob)");
+    int64_t bobs = c.o[0].id;
+    sqlite3 *raw = raw_open(path);
+    ok(raw && raw_int(raw, "SELECT count(*) FROM orders") == 3, "three orders stored");
+    ok(raw && raw_int(raw, "SELECT count(*) FROM orders WHERE idempotency_key = 'key-1' AND "
+                           "request_hash = '" HASH_1 "'") == 1,
+       "key and hash stored");
+
+    /* list */
+    ok(op_order_list(db, ada, 0, 50, &c) == DB_OK && c.rows == 2 && c.o[0].id == first.id &&
+           c.o[1].id == keyed && order_is(&c.o[1], keyed, ada, false),
+       "list Ada's orders in id order");
+    ok(op_order_list(db, ada, 0, 1, &c) == DB_OK && c.rows == 1 && c.o[0].id == first.id,
+       "list page 1");
+    ok(op_order_list(db, ada, first.id, 1, &c) == DB_OK && c.rows == 1 && c.o[0].id == keyed,
+       "list page 2");
+    ok(op_order_list(db, ada, keyed, 1, &c) == DB_OK && c.rows == 0, "list past the end");
+    ok(op_order_list(db, bob, 0, 50, &c) == DB_OK && c.rows == 1 && c.o[0].id == bobs,
+       "list Bob's only");
+    ok(op_order_list(db, 999, 0, 50, &c) == DB_NOT_FOUND && c.rows == 0,
+       "list of an unknown user: not found");
+    ok(op_order_list(db, ada, 0, 0, &c) == DB_OK && c.rows == 0, "list limit 0: empty");
+    ok(op_order_list(db, ada, 0, -1, &c) == DB_OK && c.rows == 0, "list limit -1: empty");
+    ok(op_order_list(db, 999, 0, 0, &c) == DB_NOT_FOUND, "limit 0 still checks the user");
+    ok(op_create(db, cs("Cy"), cs("cy@o.io"), &uc) == DB_OK, "user Cy");
+    int64_t cy = uc.u[0].id;
+    ok(op_order_list(db, cy, 0, 50, &c) == DB_OK && c.rows == 0, "user without orders: empty");
+
+    /* delete */
+    ok(op_delete(db, ada) == DB_HAS_CHILDREN, "delete Ada with orders: has children");
+    ok(op_delete(db2, bob) == DB_HAS_CHILDREN, "delete Bob with orders: has children");
+    ok(op_delete(db, cy) == DB_OK, "delete Cy without orders");
+
+    /* processing */
+    ok(op_pending(db) == 3 && op_pending(db2) == 3, "three pending on both handles");
+    struct signer sg;
+    enum db_status st;
+    memset(&sg, 0, sizeof sg);
+    ok(op_process(db, 0, &sg, &st) == 0 && st == DB_OK && sg.nsigned == 0, "process max 0");
+    sg.refuse_id = keyed;
+    ok(op_process(db, 2, &sg, &st) == 1 && st == DB_OK, "process 2: one signed, one refused");
+    ok(sg.nsigned == 1 && sg.signed_ids[0] == first.id, "oldest first");
+    ok(op_pending(db) == 2, "refused order stays pending");
+    t0 = (int64_t)time(NULL);
+    ok(op_order_get(db, first.id, &c) == DB_OK && c.rows == 1 && c.o[0].processed &&
+           c.o[0].has_receipt && c.o[0].processed_at >= t0 - 2 && c.o[0].processed_at <= t0 + 1,
+       "processed order: status, receipt, processed_at");
+    char want[65];
+    receipt_for(first.id, want);
+    ok(strcmp(c.o[0].receipt, want) == 0, "stored receipt is the signer's: %s", c.o[0].receipt);
+    ok(op_order_get(db, keyed, &c) == DB_OK && !c.o[0].processed && !c.o[0].has_receipt,
+       "refused order untouched");
+
+    /* a receipt the schema refuses leaves the order pending, the rest goes on */
+    memset(&sg, 0, sizeof sg);
+    sg.bad_receipt = true;
+    ok(op_process(db, 10, &sg, &st) == 0 && st == DB_OK && sg.nsigned == 2,
+       "bad receipts: none marked");
+    ok(op_pending(db) == 2, "still two pending");
+
+    /* while one handle holds the claim, the other can neither claim nor see it */
+    memset(&sg, 0, sizeof sg);
+    sg.other = db2;
+    ok(op_process(db, 10, &sg, &st) == 2 && st == DB_OK, "process the remaining two");
+    ok(sg.other_status == DB_UNAVAILABLE && sg.other_n == 0,
+       "second handle cannot claim during the first's transaction (%d)", (int)sg.other_status);
+    ok(sg.other_seen_pending == 1, "second handle still reads the order as pending");
+    ok(sg.nsigned == 2, "each signed once (%d)", sg.nsigned);
+    ok(op_pending(db) == 0 && op_pending(db2) == 0, "nothing pending");
+    memset(&sg, 0, sizeof sg);
+    ok(op_process(db2, 10, &sg, &st) == 0 && st == DB_OK && sg.nsigned == 0,
+       "nothing left to process");
+    ok(raw && raw_int(raw, "SELECT count(*) FROM orders WHERE status = 'processed' AND "
+                           "receipt IS NOT NULL AND processed_at IS NOT NULL") == 3,
+       "three processed rows");
+
+    /* two handles interleaved: each order exactly once */
+    enum { MANY = 40 };
+    int64_t ids[MANY];
+    for (int i = 0; i < MANY; i++) {
+        n = new_order(i % 2 ? ada : bob, NULL, NULL);
+        ok(op_order_create(i % 3 ? db : db2, &n, &c) == DB_OK, "create %d", i);
+        ids[i] = c.o[0].id;
+    }
+    ok(op_pending(db) == MANY, "%d pending", MANY);
+    struct signer s1, s2;
+    memset(&s1, 0, sizeof s1);
+    memset(&s2, 0, sizeof s2);
+    int64_t total = 0;
+    for (int round = 0; round < 20; round++) {
+        total += op_process(db, 3, &s1, &st);
+        ok(st == DB_OK, "round %d handle 1", round);
+        total += op_process(db2, 2, &s2, &st);
+        ok(st == DB_OK, "round %d handle 2", round);
+    }
+    ok(total == MANY && s1.nsigned + s2.nsigned == MANY, "all %d processed once (%lld, %d+%d)",
+       MANY, (long long)total, s1.nsigned, s2.nsigned);
+    int dup = 0, missing = 0;
+    for (int i = 0; i < MANY; i++) {
+        int seen = 0;
+        for (int k = 0; k < s1.nsigned; k++)
+            seen += s1.signed_ids[k] == ids[i];
+        for (int k = 0; k < s2.nsigned; k++)
+            seen += s2.signed_ids[k] == ids[i];
+        dup += seen > 1;
+        missing += seen == 0;
+    }
+    ok(dup == 0 && missing == 0, "no order signed twice (%d) or skipped (%d)", dup, missing);
+
+    /* a write lock held elsewhere: the claim is unavailable, nothing changes */
+    n = new_order(ada, NULL, NULL);
+    ok(op_order_create(db, &n, &c) == DB_OK, "one more pending");
+    ok(raw && raw_exec(raw, "BEGIN IMMEDIATE") == SQLITE_OK, "raw takes the write lock");
+    memset(&sg, 0, sizeof sg);
+    ok(op_process(db2, 10, &sg, &st) == 0 && st == DB_UNAVAILABLE && sg.nsigned == 0,
+       "process while locked: unavailable");
+    ok(op_order_create(db2, &n, &c) == DB_UNAVAILABLE && c.rows == 0,
+       "create while locked: unavailable");
+    ok(op_pending(db2) == 1, "pending count still readable");
+    ok(raw && raw_exec(raw, "COMMIT") == SQLITE_OK, "raw releases");
+    ok(op_process(db2, 10, &sg, &st) == 1 && st == DB_OK, "then processed");
+    sqlite3_close(raw);
+
+out:
+    db_close(db);
+    db_close(db2);
+}
+
+/* Sign two orders, then die on the third without any cleanup: a crash mid-batch. */
+static int test_sign_then_die(void *ctx, const struct db_order *o, char receipt[65])
+{
+    struct signer *sg = ctx;
+    if (sg->nsigned == 2)
+        kill(getpid(), SIGKILL);
+    return test_sign(ctx, o, receipt);
+}
+
+/* Processes claiming at once, one of them killed mid-batch: each order signed exactly once. */
+static void test_orders_processes(void)
+{
+    enum { ORDERS = 60, WORKERS = 4 };
+    char path[256], out[256];
+    struct capture uc;
+    struct ocapture c;
+
+    path_in_dir(path, sizeof path, "orders-mp.db");
+    ok(migrate_url(path) == 0, "orders mp: migrate");
+    struct db *db = open_url(path, 0);
+    ok(db != NULL, "orders mp: open");
+    if (!db)
+        return;
+    ok(op_create(db, cs("Mp"), cs("mp@o.io"), &uc) == DB_OK, "user");
+    struct db_order_new n = new_order(uc.u[0].id, NULL, NULL);
+    for (int i = 0; i < ORDERS; i++)
+        op_order_create(db, &n, &c);
+    ok(op_pending(db) == ORDERS, "%d pending", ORDERS);
+
+    /* a process killed inside its batch (after signing twice) commits nothing */
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct db *cdb = open_url(path, 5000);
+        struct signer sg;
+        memset(&sg, 0, sizeof sg);
+        /* kill ourselves from inside sign() on the third order */
+        sg.refuse_id = -1;
+        db_orders_process(cdb, 10, test_sign_then_die, signer_done, &sg);
+        _exit(3); /* not reached */
+    }
+    int wst = 0;
+    ok(pid > 0 && waitpid(pid, &wst, 0) == pid && WIFSIGNALED(wst) && WTERMSIG(wst) == SIGKILL,
+       "child killed mid-batch");
+    ok(op_pending(db) == ORDERS, "a killed batch leaves every order pending");
+
+    /* several processes, each writing the ids it signed to its own file */
+    pid_t pids[WORKERS];
+    for (int w = 0; w < WORKERS; w++) {
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            struct db *cdb = open_url(path, 10000);
+            struct signer sg;
+            memset(&sg, 0, sizeof sg);
+            sg.refuse_id = -1;
+            do {
+                memset(&sg.cc, 0, sizeof sg.cc);
+                db_orders_process(cdb, 4, test_sign, signer_done, &sg);
+            } while (sg.cc.status == DB_OK && sg.cc.n > 0);
+            char p[256];
+            snprintf(p, sizeof p, "%.200s.%d", path, w);
+            FILE *f = fopen(p, "w");
+            for (int k = 0; f && k < sg.nsigned; k++)
+                fprintf(f, "%lld\n", (long long)sg.signed_ids[k]);
+            int rc = f && fclose(f) == 0 && sg.cc.status == DB_OK ? 0 : 1;
+            db_close(cdb);
+            _exit(rc);
+        }
+    }
+    int clean = 0;
+    for (int w = 0; w < WORKERS; w++)
+        if (pids[w] > 0 && waitpid(pids[w], &wst, 0) == pids[w] && WIFEXITED(wst) &&
+            WEXITSTATUS(wst) == 0)
+            clean++;
+    ok(clean == WORKERS, "%d of %d workers finished cleanly", clean, WORKERS);
+    int count[ORDERS + 2] = {0};
+    int total = 0, bad = 0;
+    for (int w = 0; w < WORKERS; w++) {
+        snprintf(out, sizeof out, "%.200s.%d", path, w);
+        FILE *f = fopen(out, "r");
+        long long id;
+        while (f && fscanf(f, "%lld", &id) == 1) {
+            if (id >= 1 && id <= ORDERS)
+                count[id]++;
+            else
+                bad++;
+            total++;
+        }
+        if (f)
+            fclose(f);
+        unlink(out);
+    }
+    int once = 0;
+    for (int i = 1; i <= ORDERS; i++)
+        once += count[i] == 1;
+    ok(total == ORDERS && once == ORDERS && bad == 0,
+       "every order signed exactly once across processes (%d signatures, %d once)", total, once);
+    ok(op_pending(db) == 0, "nothing pending");
+    db_close(db);
+}
+
 static void cleanup(void)
 {
-    static const char *const dbs[] = {
-        "plain.db",  "prefixed.db", "slashes.db", "data/brisk.db", "users.db",
-        "schema.db", "durable.db",  "locked.db",  "reentry.db",    "never-migrated.db"};
+    static const char *const dbs[] = {"plain.db",          "prefixed.db", "slashes.db",
+                                      "data/brisk.db",     "users.db",    "schema.db",
+                                      "durable.db",        "locked.db",   "reentry.db",
+                                      "never-migrated.db", "orders.db",   "orders-mp.db"};
     char p[256];
     for (size_t i = 0; i < ARRAY_LEN(dbs); i++) {
         path_in_dir(p, sizeof p, dbs[i]);
@@ -713,6 +1295,8 @@ int main(void)
     test_reopen();
     test_unavailable();
     test_reentry();
+    test_orders();
+    test_orders_processes();
     cleanup();
     return test_done();
 }
