@@ -1094,25 +1094,37 @@ static void *worker_main(void *arg)
 
 /* ---------------------------------------------------------------- start-up */
 
-static int open_listener(const struct server_config *cfg)
+/* Fill *ss for host:port. Returns the address length, or 0 (logged) for a bad host. */
+static socklen_t make_addr(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        return sizeof *s4;
+    }
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        return sizeof *s6;
+    }
+    log_error("BRISK_ADDR: %s is not a numeric IPv4 or IPv6 address", host);
+    return 0;
+}
+
+/*
+ * Bind a socket to host:port. With reuseport the loops' listeners share the
+ * port; without it the bind fails if anyone (another brisk included) holds it.
+ * Returns the fd, or -1 after logging.
+ */
+static int bind_socket(const char *host, int port, bool reuseport)
 {
     struct sockaddr_storage ss;
-    socklen_t sl;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, cfg->addr_host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)cfg->port);
-        sl = sizeof *s4;
-    } else if (inet_pton(AF_INET6, cfg->addr_host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)cfg->port);
-        sl = sizeof *s6;
-    } else {
-        log_error("BRISK_ADDR: %s is not a numeric IPv4 or IPv6 address", cfg->addr_host);
+    socklen_t sl = make_addr(host, port, &ss);
+    if (!sl)
         return -1;
-    }
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         log_error("socket: %s", strerror(errno));
@@ -1120,22 +1132,53 @@ static int open_listener(const struct server_config *cfg)
     }
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
-        log_error("setsockopt(SO_REUSEPORT): %s", strerror(errno));
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)) {
+        log_error("setsockopt(SO_REUSEADDR/SO_REUSEPORT): %s", strerror(errno));
         goto fail;
     }
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
-        log_error("cannot listen on %s:%d: %s", cfg->addr_host, cfg->port, strerror(errno));
-        goto fail;
-    }
-    if (listen(fd, 4096) != 0) {
-        log_error("listen: %s", strerror(errno));
+        log_error("cannot listen on %s:%d: %s", host, port, strerror(errno));
         goto fail;
     }
     return fd;
 fail:
     close(fd);
     return -1;
+}
+
+/*
+ * Claim the port for this process: a plain bind (no SO_REUSEPORT) fails when
+ * another process listens there, even one using SO_REUSEPORT - otherwise a
+ * second brisk started by mistake would silently take half the connections.
+ * For port 0, picks the port all loops then share. Returns the port or -1.
+ */
+static int claim_port(const struct server_config *cfg)
+{
+    int fd = bind_socket(cfg->addr_host, cfg->port, false);
+    if (fd < 0)
+        return -1;
+    int port = cfg->port;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+        port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                             : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    close(fd);
+    return port;
+}
+
+/* One loop's listening socket on the claimed port. Returns the fd or -1 (logged). */
+static int open_listener(const struct server_config *cfg, int port)
+{
+    int fd = bind_socket(cfg->addr_host, port, true);
+    if (fd < 0)
+        return -1;
+    if (listen(fd, 4096) != 0) {
+        log_error("listen: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 static void workers_free(int n)
@@ -1200,6 +1243,9 @@ int server_run(const struct server_config *cfg)
     }
     for (int i = 0; i < cfg->threads; i++)
         g_workers[i].listen.fd = -1;
+    int port = claim_port(cfg);
+    if (port < 0)
+        goto out_workers;
     for (int i = 0; i < cfg->threads; i++) {
         struct worker *w = &g_workers[i];
         w->index = i;
@@ -1212,7 +1258,7 @@ int server_run(const struct server_config *cfg)
         if (!w->loop)
             goto out_workers;
         loop_set_data(w->loop, w);
-        w->listen.fd = open_listener(cfg);
+        w->listen.fd = open_listener(cfg, port);
         if (w->listen.fd < 0)
             goto out_workers;
         w->listen.on_event = on_accept;
@@ -1234,7 +1280,7 @@ int server_run(const struct server_config *cfg)
     }
     if (started == cfg->threads)
         log_info("brisk %s listening on %s:%d with %d threads, database %s", BRISK_VERSION,
-                 cfg->addr_host, cfg->port, cfg->threads, db_backend_name(g_workers[0].db));
+                 cfg->addr_host, port, cfg->threads, db_backend_name(g_workers[0].db));
 
     if (started == cfg->threads) {
         int sig = 0;
