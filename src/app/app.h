@@ -1,5 +1,5 @@
 /*
- * app.h - the application: brisk's endpoints (users, health, metrics).
+ * app.h - the application: brisk's endpoints (users, orders, health, metrics).
  *
  * The route table lives in routes.c; each handler follows the contract of
  * server.h (exactly one http_respond* per request).
@@ -24,5 +24,9 @@ void handle_user_get(struct http_ctx *c);
 void handle_user_list(struct http_ctx *c);
 void handle_user_update(struct http_ctx *c);
 void handle_user_delete(struct http_ctx *c);
+void handle_order_create(struct http_ctx *c);
+void handle_order_get(struct http_ctx *c);
+void handle_user_orders(struct http_ctx *c);
+void handle_orders_process(struct http_ctx *c);
 
 #endif

@@ -15,6 +15,10 @@ static const struct route k_routes[] = {
     {HTTP_GET, "/users/{id}", handle_user_get, 0},
     {HTTP_PATCH, "/users/{id}", handle_user_update, 0},
     {HTTP_DELETE, "/users/{id}", handle_user_delete, 0},
+    {HTTP_GET, "/users/{id}/orders", handle_user_orders, 0},
+    {HTTP_POST, "/orders", handle_order_create, 0},
+    {HTTP_POST, "/orders/process", handle_orders_process, ROUTE_BATCH_BODY},
+    {HTTP_GET, "/orders/{id}", handle_order_get, 0},
 };
 
 const struct route *app_routes(size_t *out_n)

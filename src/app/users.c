@@ -10,10 +10,6 @@
 #include "app/validate.h"
 #include "base/timefmt.h"
 #include "db/db.h"
-#include "http/url.h"
-
-#define LIST_DEFAULT 50
-#define LIST_MAX 1000
 
 static void write_user(struct buf *b, const struct db_user *u)
 {
@@ -208,46 +204,6 @@ static void list_done(void *ctx, enum db_status st)
     http_respond(c, 200, NULL);
 }
 
-/*
- * Parse limit/after from the query. Returns NULL or the error message.
- * Unknown parameters are ignored; a repeated known one is an error, since
- * "which one wins" differs between frameworks.
- */
-static const char *parse_list_query(struct str q, char *scratch, int *limit, int64_t *after)
-{
-    struct str key, val;
-    bool seen_limit = false, seen_after = false;
-    *limit = LIST_DEFAULT;
-    *after = 0;
-    while (url_query_next(&q, &key, &val)) {
-        size_t klen, vlen;
-        char *k = scratch, *v;
-        if (!url_decode(key.ptr, key.len, k, &klen, true))
-            return "invalid query string";
-        v = k + klen;
-        if (!url_decode(val.ptr, val.len, v, &vlen, true))
-            return "invalid query string";
-        struct str ks = {k, klen}, vs = {v, vlen};
-        int64_t n;
-        if (str_eq(ks, STR_LIT("limit"))) {
-            if (seen_limit)
-                return "limit given more than once";
-            seen_limit = true;
-            if (!str_to_i64(vs, &n) || n < 1 || n > LIST_MAX)
-                return "limit must be an integer from 1 to 1000";
-            *limit = (int)n;
-        } else if (str_eq(ks, STR_LIT("after"))) {
-            if (seen_after)
-                return "after given more than once";
-            seen_after = true;
-            if (!str_to_i64(vs, &n))
-                return "after must be a non-negative integer";
-            *after = n;
-        }
-    }
-    return NULL;
-}
-
 void handle_user_list(struct http_ctx *c)
 {
     struct str q = http_req(c)->query;
@@ -258,7 +214,7 @@ void handle_user_list(struct http_ctx *c)
         return;
     }
     int64_t after;
-    const char *err = parse_list_query(q, scratch, &s->limit, &after);
+    const char *err = validate_list_query(q, scratch, &s->limit, &after);
     if (err) {
         http_respond_error(c, 400, err);
         return;

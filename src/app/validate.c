@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+#include "http/url.h"
+
 const char *validate_name(struct str s)
 {
     size_t chars = 0;
@@ -56,8 +58,8 @@ bool parse_id(struct str s, int64_t *out)
     return true;
 }
 
-int json_opt_string(const struct json_value *obj, const char *key, bool *present,
-                    struct str *out, const char **err)
+int json_opt_string(const struct json_value *obj, const char *key, bool *present, struct str *out,
+                    const char **err)
 {
     static _Thread_local char msg[96];
     const struct json_value *v = json_get(obj, key);
@@ -72,4 +74,39 @@ int json_opt_string(const struct json_value *obj, const char *key, bool *present
     *present = true;
     *out = v->u.str;
     return 0;
+}
+
+const char *validate_list_query(struct str q, char *scratch, int *limit, int64_t *after)
+{
+    struct str key, val;
+    bool seen_limit = false, seen_after = false;
+    *limit = LIST_DEFAULT;
+    *after = 0;
+    while (url_query_next(&q, &key, &val)) {
+        size_t klen, vlen;
+        char *k = scratch, *v;
+        if (!url_decode(key.ptr, key.len, k, &klen, true))
+            return "invalid query string";
+        v = k + klen;
+        if (!url_decode(val.ptr, val.len, v, &vlen, true))
+            return "invalid query string";
+        struct str ks = {k, klen}, vs = {v, vlen};
+        int64_t n;
+        if (str_eq(ks, STR_LIT("limit"))) {
+            if (seen_limit)
+                return "limit given more than once";
+            seen_limit = true;
+            if (!str_to_i64(vs, &n) || n < 1 || n > LIST_MAX)
+                return "limit must be an integer from 1 to 1000";
+            *limit = (int)n;
+        } else if (str_eq(ks, STR_LIT("after"))) {
+            if (seen_after)
+                return "after given more than once";
+            seen_after = true;
+            if (!str_to_i64(vs, &n))
+                return "after must be a non-negative integer";
+            *after = n;
+        }
+    }
+    return NULL;
 }

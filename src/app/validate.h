@@ -20,6 +20,19 @@ const char *validate_name(struct str name);
 /* Email: 3..254 bytes, exactly one '@' with text either side, no whitespace or controls. */
 const char *validate_email(struct str email);
 
+/* Page sizes of the list endpoints (GET /users, GET /users/{id}/orders). */
+#define LIST_DEFAULT 50
+#define LIST_MAX 1000
+
+/*
+ * Parse the pagination query "limit=1..1000&after=N" (defaults 50 and 0) of
+ * the raw query string q. scratch must hold q.len + 1 bytes (the decoded key
+ * and value). Returns NULL or the error message. Unknown parameters are
+ * ignored; a repeated known one is an error, since "which one wins" differs
+ * between frameworks.
+ */
+const char *validate_list_query(struct str q, char *scratch, int *limit, int64_t *after);
+
 /* Path id: a positive 64-bit decimal integer. Returns false otherwise. */
 bool parse_id(struct str s, int64_t *out);
 
@@ -28,7 +41,7 @@ bool parse_id(struct str s, int64_t *out);
  * when absent or null, 0 with *present=true and *out set for a string, or -1
  * with *err set ("<key> must be a string") for any other type.
  */
-int json_opt_string(const struct json_value *obj, const char *key, bool *present,
-                    struct str *out, const char **err);
+int json_opt_string(const struct json_value *obj, const char *key, bool *present, struct str *out,
+                    const char **err);
 
 #endif
