@@ -5,12 +5,21 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/bgworker.h"
+#include "app/pricing.h"
 #include "base/log.h"
 #include "base/sandbox.h"
 #include "config.h"
 #include "db/db.h"
 #include "http/router.h"
 #include "http/server.h"
+
+static struct bgworker_config g_bg;
+
+static int start_background(void)
+{
+    return bgworker_start(&g_bg);
+}
 
 static void usage(FILE *out)
 {
@@ -70,6 +79,12 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    if (pricing_set_key(cfg.receipt_key) != 0) {
+        fprintf(stderr, "brisk: BRISK_RECEIPT_KEY (--receipt-key): cannot be used as an HMAC key\n");
+        return 2;
+    }
+    g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &dbc};
+
     size_t nroutes;
     const struct route *routes = app_routes(&nroutes);
     if (router_init(routes, nroutes) != 0)
@@ -90,6 +105,8 @@ int main(int argc, char **argv)
         .api_token = cfg.api_token,
         .db = &dbc,
         .harden = sandbox_harden,
+        .start_services = start_background,
+        .stop_services = bgworker_stop,
     };
     return server_run(&sc) == 0 ? 0 : 1;
 }

@@ -3,7 +3,8 @@
  *
  * Worker threads, each with its own event loop and database handle, claim
  * pending orders in batches (db_orders_process: exactly once, also across
- * processes and crashes), sign them and mark them processed. A full batch is
+ * processes and crashes), re-price and sign them from the stored lines
+ * (pricing_sign_stored) and mark them processed. A full batch is
  * followed at once by the next; otherwise the worker looks again each second.
  */
 #ifndef BRISK_BGWORKER_H
@@ -15,7 +16,6 @@ struct bgworker_config {
     int threads; /* 0 disables background processing in this process */
     int batch;   /* orders claimed per transaction */
     const struct db_config *db;
-    db_sign_fn sign; /* fills the receipt of one stored order; ctx is NULL */
 };
 
 /*
