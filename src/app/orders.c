@@ -350,6 +350,17 @@ void handle_user_orders(struct http_ctx *c)
 
 /* ---- POST /orders/process ---- */
 
+/*
+ * Nothing of a batch runs on the event loop but the hand-offs: a 100000-order
+ * body is ~10 MB of JSON, and parsing, validating and writing it would hold
+ * the loop (and every connection on it) for hundreds of milliseconds. So:
+ *   1. one pool task parses and validates the body (request arena);
+ *   2. the pool prices and signs all orders in parallel ranges;
+ *   3. one pool task writes the response body;
+ * each step's completion hops back to the loop, which starts the next one
+ * and finally responds. The loop never touches the request while it waits.
+ */
+
 struct batch_order {
     struct str id;
     int64_t user_id;
@@ -366,78 +377,13 @@ struct batch {
     struct http_ctx *c;
     size_t n;
     struct batch_order *orders;
+    /* outcome of a step run on the pool; answered on the loop */
+    int status; /* 0: go on */
+    char err[ERRMSG_MAX];
 };
 
-/* On a worker thread: price and sign orders [begin, end). */
-static void batch_run(void *arg, size_t begin, size_t end)
-{
-    struct batch *b = arg;
-    for (size_t i = begin; i < end; i++) {
-        struct batch_order *o = &b->orders[i];
-        o->error = pricing_compute(o->lines, o->nlines, &o->t);
-        if (!o->error)
-            o->sign_failed = pricing_sign(o->id, o->user_id, o->lines, o->nlines, o->t.total_cents,
-                                          o->receipt) != 0;
-    }
-}
-
-/* On the loop thread, after every range ran: write the results. */
-static void batch_done(void *arg)
-{
-    struct batch *b = arg;
-    struct http_ctx *c = b->c;
-    struct buf *out = http_body(c);
-    char err[ERRMSG_MAX];
-
-    for (size_t i = 0; i < b->n; i++) {
-        if (b->orders[i].error) {
-            snprintf(err, sizeof err, "orders[%zu]: %s", i, b->orders[i].error);
-            http_respond_error(c, 400, err);
-            return;
-        }
-        if (b->orders[i].sign_failed) {
-            log_error("orders/process: signing failed (openssl)");
-            http_respond_error(c, 500, "internal error");
-            return;
-        }
-    }
-    buf_reset(out);
-    /*
-     * One allocation up front: a result is at most 229 bytes of names, digits
-     * and receipt plus its id escaped (2 * len + 2). Only a hint: on failure
-     * the appends below grow the buffer (or set out->failed) themselves.
-     */
-    size_t need = 16;
-    for (size_t i = 0; i < b->n; i++)
-        need += 2 * b->orders[i].id.len + 240;
-    if (buf_reserve(out, need) != 0)
-        log_warn("orders/process: cannot reserve %zu response bytes up front", need);
-    buf_append_cstr(out, "{\"results\":[");
-    for (size_t i = 0; i < b->n; i++) {
-        const struct batch_order *o = &b->orders[i];
-        if (i)
-            buf_append_char(out, ',');
-        buf_append_cstr(out, "{\"id\":");
-        json_write_str(out, o->id.ptr, o->id.len);
-        buf_append_cstr(out, ",\"subtotal_cents\":");
-        buf_append_i64(out, o->t.subtotal_cents);
-        buf_append_cstr(out, ",\"discount_cents\":");
-        buf_append_i64(out, o->t.discount_cents);
-        buf_append_cstr(out, ",\"tax_cents\":");
-        buf_append_i64(out, o->t.tax_cents);
-        buf_append_cstr(out, ",\"total_cents\":");
-        buf_append_i64(out, o->t.total_cents);
-        buf_append_cstr(out, ",\"receipt\":\"");
-        buf_append(out, o->receipt, PRICING_HEX_LEN);
-        buf_append_cstr(out, "\"}");
-    }
-    buf_append_cstr(out, "]}");
-    if (out->failed) {
-        http_respond_error(c, 500, "internal error");
-        return;
-    }
-    http_respond(c, 200, NULL);
-}
+static void batch_priced(void *arg);
+static void batch_written(void *arg);
 
 /*
  * Validate orders[i] into *o (lines copied into request memory). Returns 0,
@@ -489,46 +435,166 @@ static int batch_read(struct http_ctx *c, const struct json_value *v, size_t i,
     return 0;
 }
 
-void handle_orders_process(struct http_ctx *c)
+/* Pool step 1: parse the body and validate every order into b->orders. */
+static void batch_parse(void *arg, size_t begin, size_t end)
 {
-    char err[ERRMSG_MAX];
-    const struct json_value *body = http_json_body(c);
-    if (!body)
-        return;
-    if (body->type != JSON_OBJECT) {
-        http_respond_error(c, 400, "body must be a json object");
-        return;
-    }
-    const struct json_value *orders = json_get(body, "orders");
-    if (!orders || orders->type == JSON_NULL) {
-        http_respond_error(c, 400, "orders is required");
-        return;
-    }
-    if (orders->type != JSON_ARRAY) {
-        http_respond_error(c, 400, "orders must be an array");
+    (void)begin;
+    (void)end;
+    struct batch *b = arg;
+    struct http_ctx *c = b->c;
+    struct str raw = http_body_raw(c);
+    const struct json_value *body;
+    struct json_error jerr;
+    if (json_parse(raw.ptr, raw.len, http_arena(c), &body, &jerr) != 0) {
+        b->status = jerr.too_large ? 413 : 400;
+        snprintf(b->err, sizeof b->err, "%s",
+                 jerr.too_large ? "request body too large to parse" : jerr.msg);
         return;
     }
-    size_t n = orders->u.arr.n;
-    if (n < 1 || n > BATCH_MAX) {
-        http_respond_error(c, 400, "orders must have 1 to 100000 entries");
+    const struct json_value *orders = body->type == JSON_OBJECT ? json_get(body, "orders") : NULL;
+    const char *msg = NULL;
+    if (body->type != JSON_OBJECT)
+        msg = "body must be a json object";
+    else if (!orders || orders->type == JSON_NULL)
+        msg = "orders is required";
+    else if (orders->type != JSON_ARRAY)
+        msg = "orders must be an array";
+    else if (orders->u.arr.n < 1 || orders->u.arr.n > BATCH_MAX)
+        msg = "orders must have 1 to 100000 entries";
+    if (msg) {
+        b->status = 400;
+        snprintf(b->err, sizeof b->err, "%s", msg);
         return;
     }
-    struct batch *b = http_alloc(c, sizeof *b);
-    struct batch_order *slots = http_alloc(c, n * sizeof *slots);
-    if (!b || !slots) {
-        http_respond_error(c, 413, "request too large");
+    b->n = orders->u.arr.n;
+    b->orders = http_alloc(c, b->n * sizeof *b->orders);
+    if (!b->orders) {
+        b->status = 413;
+        snprintf(b->err, sizeof b->err, "request too large");
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        int st = batch_read(c, &orders->u.arr.items[i], i, &slots[i], err, sizeof err);
+    for (size_t i = 0; i < b->n; i++) {
+        int st = batch_read(c, &orders->u.arr.items[i], i, &b->orders[i], b->err, sizeof b->err);
         if (st) {
-            http_respond_error(c, st, st == 400 ? err : "request too large");
+            b->status = st;
+            if (st != 400)
+                snprintf(b->err, sizeof b->err, "request too large");
             return;
         }
     }
+}
+
+/* Pool step 2: price and sign orders [begin, end); each range owns its slots. */
+static void batch_run(void *arg, size_t begin, size_t end)
+{
+    struct batch *b = arg;
+    for (size_t i = begin; i < end; i++) {
+        struct batch_order *o = &b->orders[i];
+        o->error = pricing_compute(o->lines, o->nlines, &o->t);
+        if (!o->error)
+            o->sign_failed = pricing_sign(o->id, o->user_id, o->lines, o->nlines, o->t.total_cents,
+                                          o->receipt) != 0;
+    }
+}
+
+/* Pool step 3: write the response body. */
+static void batch_write(void *arg, size_t begin, size_t end)
+{
+    (void)begin;
+    (void)end;
+    struct batch *b = arg;
+    struct buf *out = http_body(b->c);
+    buf_reset(out);
+    /*
+     * One allocation up front: a result is at most 229 bytes of names, digits
+     * and receipt plus its id escaped (2 * len + 2). Only a hint: on failure
+     * the appends below grow the buffer (or set out->failed) themselves.
+     */
+    size_t need = 16;
+    for (size_t i = 0; i < b->n; i++)
+        need += 2 * b->orders[i].id.len + 240;
+    if (buf_reserve(out, need) != 0)
+        log_warn("orders/process: cannot reserve %zu response bytes up front", need);
+    buf_append_cstr(out, "{\"results\":[");
+    for (size_t i = 0; i < b->n; i++) {
+        const struct batch_order *o = &b->orders[i];
+        if (i)
+            buf_append_char(out, ',');
+        buf_append_cstr(out, "{\"id\":");
+        json_write_str(out, o->id.ptr, o->id.len);
+        buf_append_cstr(out, ",\"subtotal_cents\":");
+        buf_append_i64(out, o->t.subtotal_cents);
+        buf_append_cstr(out, ",\"discount_cents\":");
+        buf_append_i64(out, o->t.discount_cents);
+        buf_append_cstr(out, ",\"tax_cents\":");
+        buf_append_i64(out, o->t.tax_cents);
+        buf_append_cstr(out, ",\"total_cents\":");
+        buf_append_i64(out, o->t.total_cents);
+        buf_append_cstr(out, ",\"receipt\":\"");
+        buf_append(out, o->receipt, PRICING_HEX_LEN);
+        buf_append_cstr(out, "\"}");
+    }
+    buf_append_cstr(out, "]}");
+}
+
+/* Schedule the next pool step, or answer 503 when the pool cannot take it. */
+static void batch_next(struct batch *b, size_t n, size_t grain,
+                       void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg))
+{
+    if (workpool_run(http_loop(b->c), n, grain, fn, done, b) != 0)
+        http_respond_error(b->c, 503, "server busy");
+}
+
+/* Loop: after step 1. */
+static void batch_parsed(void *arg)
+{
+    struct batch *b = arg;
+    if (b->status) {
+        http_respond_error(b->c, b->status, b->err);
+        return;
+    }
+    batch_next(b, b->n, BATCH_GRAIN, batch_run, batch_priced);
+}
+
+/* Loop: after step 2. */
+static void batch_priced(void *arg)
+{
+    struct batch *b = arg;
+    for (size_t i = 0; i < b->n; i++) {
+        if (b->orders[i].error) {
+            snprintf(b->err, sizeof b->err, "orders[%zu]: %s", i, b->orders[i].error);
+            http_respond_error(b->c, 400, b->err);
+            return;
+        }
+        if (b->orders[i].sign_failed) {
+            log_error("orders/process: signing failed (openssl)");
+            http_respond_error(b->c, 500, "internal error");
+            return;
+        }
+    }
+    batch_next(b, 1, 1, batch_write, batch_written);
+}
+
+/* Loop: after step 3. */
+static void batch_written(void *arg)
+{
+    struct batch *b = arg;
+    if (http_body(b->c)->failed) {
+        http_respond_error(b->c, 500, "internal error");
+        return;
+    }
+    http_respond(b->c, 200, NULL);
+}
+
+void handle_orders_process(struct http_ctx *c)
+{
+    if (!http_require_json(c))
+        return;
+    struct batch *b = http_alloc(c, sizeof *b);
+    if (!b) {
+        http_respond_error(c, 413, "request too large");
+        return;
+    }
     b->c = c;
-    b->n = n;
-    b->orders = slots;
-    if (workpool_run(http_loop(c), n, BATCH_GRAIN, batch_run, batch_done, b) != 0)
-        http_respond_error(c, 503, "server busy");
+    batch_next(b, 1, 1, batch_parse, batch_parsed);
 }

@@ -439,17 +439,29 @@ static bool is_json_type(struct str ct)
     return true;
 }
 
-const struct json_value *http_json_body(struct http_ctx *c)
+bool http_require_json(struct http_ctx *c)
 {
-    struct str body = http_body_raw(c);
-    if (body.len == 0 && c->req.body_kind == HTTP_BODY_NONE) {
+    if (c->body_len == 0 && c->req.body_kind == HTTP_BODY_NONE) {
         http_respond_error(c, 400, "request body is required");
-        return NULL;
+        return false;
     }
     if (!is_json_type(c->req.content_type)) {
         http_respond_error(c, 415, "content-type must be application/json");
-        return NULL;
+        return false;
     }
+    return true;
+}
+
+struct arena *http_arena(struct http_ctx *c)
+{
+    return &c->arena;
+}
+
+const struct json_value *http_json_body(struct http_ctx *c)
+{
+    struct str body = http_body_raw(c);
+    if (!http_require_json(c))
+        return NULL;
     const struct json_value *v;
     struct json_error err;
     if (json_parse(body.ptr, body.len, &c->arena, &v, &err) != 0) {

@@ -66,6 +66,19 @@ struct str http_param(const struct http_ctx *c, size_t i);
 struct str http_body_raw(const struct http_ctx *c);
 
 /*
+ * Check that a JSON body was sent: answers 400 (no body) or 415 (another
+ * Content-Type) itself and returns false; true when the body may be parsed.
+ * For handlers that parse off the loop (http_json_body does this check too).
+ */
+bool http_require_json(struct http_ctx *c);
+
+/*
+ * The request arena behind http_alloc. A handler that hands its work to the
+ * CPU pool may use it from that one worker at a time while the request waits.
+ */
+struct arena *http_arena(struct http_ctx *c);
+
+/*
  * Parse the body as JSON. Answers the request itself and returns NULL when the
  * Content-Type is not application/json (415), the body is missing or not valid
  * JSON (400 naming the problem) or too large to parse (413); the handler then

@@ -1,0 +1,81 @@
+"""POST /orders/process runs on the worker pool: a 100000-order batch is
+answered correctly and in order while the event loops keep answering /health."""
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+from harness import check, eq, fail, request, test
+
+KEY = b"dev-receipt-key"
+
+
+def price(items):
+    sub = sum(it["quantity"] * it["unit_price_cents"] for it in items)
+    disc = sub * 5 // 100 if sub >= 10000 else 0
+    tax = ((sub - disc) * 21 + 50) // 100
+    return sub, disc, tax, sub - disc + tax
+
+
+def receipt(oid, uid, items, total):
+    lines = ",".join("%s:%d:%d" % (it["sku"], it["quantity"], it["unit_price_cents"]) for it in items)
+    msg = "%s|%d|%s|%d" % (oid, uid, lines, total)
+    return hmac.new(KEY, msg.encode(), hashlib.sha256).hexdigest()
+
+
+def make_orders(n):
+    out = []
+    for i in range(n):
+        items = [{"sku": "S-%d" % (i % 97), "quantity": 1 + i % 7, "unit_price_cents": 100 + i % 5000}]
+        if i % 3 == 0:
+            items.append({"sku": "B", "quantity": 2, "unit_price_cents": 4999})
+        out.append({"id": "o-%d" % i, "user_id": 1 + i % 1000, "items": items})
+    return out
+
+
+@test()
+def process_100000_orders_while_health_stays_fast(ctx):
+    orders = make_orders(100000)
+    body = json.dumps({"orders": orders}, separators=(",", ":")).encode()
+    result = {}
+
+    def run_batch():
+        t0 = time.monotonic()
+        try:
+            result["r"] = request(ctx.port, "POST", "/orders/process", body,
+                                  [("Content-Type", "application/json")], timeout=120)
+        except Exception as e:  # reported below
+            result["err"] = e
+        result["secs"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run_batch)
+    t.start()
+    worst = 0.0
+    during = 0
+    while t.is_alive():
+        t0 = time.monotonic()
+        r = request(ctx.port, "GET", "/health", timeout=10)
+        dt = time.monotonic() - t0
+        eq(r.status, 200, "/health during the batch")
+        if t.is_alive():
+            during += 1
+            worst = max(worst, dt)
+        time.sleep(0.005)
+    t.join()
+    if "err" in result:
+        fail("batch request failed: %r" % (result["err"],))
+    r = result["r"]
+    eq(r.status, 200, "batch status")
+    res = r.json()["results"]
+    eq(len(res), len(orders), "result count")
+    for i in list(range(0, len(orders), 997)) + [len(orders) - 1]:
+        o = orders[i]
+        sub, disc, tax, total = price(o["items"])
+        want = {"id": o["id"], "subtotal_cents": sub, "discount_cents": disc, "tax_cents": tax,
+                "total_cents": total, "receipt": receipt(o["id"], o["user_id"], o["items"], total)}
+        eq(res[i], want, "result %d" % i)
+    check(during >= 1, "no /health request completed while the batch ran (%.2f s)" % result["secs"])
+    # generous bound: the loop thread only parses the body; pricing and signing run on the pool
+    check(worst < 1.0, "/health took %.3f s during the batch (%d probes)" % (worst, during))
