@@ -10,10 +10,11 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2 -Wimplicit-fallthroug
            -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wundef
 HARDEN   = -fstack-protector-strong -fPIE -D_FORTIFY_SOURCE=2 -fstack-clash-protection
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc -MMD -MP \
+PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
+ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc $(PQ_CFLAGS) -MMD -MP \
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
 LDFLAGS_H = -pie -Wl,-z,relro,-z,now,-z,noexecstack
-LIBS     = -lsqlite3 -lcrypto -lseccomp -lpthread
+LIBS     = -lsqlite3 -lpq -lcrypto -lseccomp -lpthread
 
 ifeq ($(SAN),1)
 BUILD    = build/asan
@@ -79,7 +80,7 @@ deps-test:
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_BIN     := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz_*.c))
-FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer -Isrc -DBRISK_VERSION='"fuzz"' \
+FUZZ_CFLAGS  = -std=gnu11 -g -O1 -fno-omit-frame-pointer -Isrc $(PQ_CFLAGS) -DBRISK_VERSION='"fuzz"' \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
 build/fuzz/%: fuzz/%.c $(SRC) $(wildcard src/*/*.h src/*.h)

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Run every test twice - normal build and ASan+UBSan build - and print the
-# totals as the last line: "N passed, N failed".
+# totals as the last line: "N passed, N failed". The black-box suite runs
+# twice per build: on SQLite, then on PostgreSQL (a throwaway cluster from
+# scripts/pg_cluster.sh, started once for the whole run and stopped at the
+# end, also on failure; BRISK_TEST_PG_URL=URL uses an existing server
+# instead, BRISK_TEST_NO_PG=1 skips PostgreSQL).
 #   tests/run_all.sh                 everything
 #   tests/run_all.sh --quick         normal build only
 #   tests/run_all.sh --unit-only --build DIR
@@ -52,6 +56,22 @@ run_suite() {
     return 0
 }
 
+# PostgreSQL for test_db_pg and the second black-box run
+pg_dir=""
+pg_url="${BRISK_TEST_PG_URL:-}"
+if [ -z "$pg_url" ] && [ "${BRISK_TEST_NO_PG:-0}" != 1 ]; then
+    pg_dir=$(mktemp -u /tmp/brisk-pg-run-XXXXXX)
+    trap 'bash scripts/pg_cluster.sh stop "$pg_dir" >/dev/null 2>&1 || true' EXIT
+    trap 'exit 130' INT TERM
+    echo "##### postgres: starting a throwaway cluster in $pg_dir"
+    if ! pg_url=$(bash scripts/pg_cluster.sh start "$pg_dir"); then
+        echo "PostgreSQL test cluster did not start"
+        pg_url=""
+        total_fail=$((total_fail + 1)); failed_suites+=("postgres-cluster")
+    fi
+fi
+export BRISK_TEST_PG_URL="$pg_url"
+
 for v in "${variants[@]}"; do
     if [ "$v" = asan ]; then
         mk=(make -s SAN=1); bdir=build/asan
@@ -77,6 +97,10 @@ for v in "${variants[@]}"; do
     fi
     if [ -f tests/blackbox/run.py ]; then
         run_suite "$v black-box" python3 tests/blackbox/run.py --binary "$bdir/brisk"
+        if [ -n "$pg_url" ]; then
+            run_suite "$v black-box postgres" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
+                --database-url "$pg_url"
+        fi
     fi
 done
 

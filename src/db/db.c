@@ -4,7 +4,7 @@
  * The database URL decides the backend:
  *   "sqlite:PATH", "sqlite://PATH" or a plain path      -> SQLite (sqlite.c)
  *   "postgres://...", "postgresql://..." or a libpq
- *   "key=value ..." connection string                   -> PostgreSQL (not built yet)
+ *   "key=value ..." connection string                   -> PostgreSQL (pg.c)
  * Anything of the form "scheme://..." with another scheme is refused. The URL
  * itself is never logged: a PostgreSQL URL may carry a password.
  */
@@ -59,8 +59,9 @@ static size_t url_scheme_len(const char *s)
 }
 
 /*
- * Decide the backend; for SQLite *out_path points into url. On failure
- * *out_err says why (never quoting more of the URL than its scheme).
+ * Decide the backend; *out_path is the SQLite file name (pointing into url)
+ * or the PostgreSQL connection string (url itself). On failure *out_err says
+ * why (never quoting more of the URL than its scheme).
  */
 static enum backend_kind classify_url(const char *url, const char **out_path, const char **out_err)
 {
@@ -78,8 +79,8 @@ static enum backend_kind classify_url(const char *url, const char **out_path, co
         path = url + strlen("sqlite:");
     } else if (has_prefix_ci(url, "postgres://") || has_prefix_ci(url, "postgresql://") ||
                looks_like_conninfo(url)) {
-        *out_err = "the postgresql backend is not built yet (use sqlite:PATH)";
-        return BACKEND_NONE;
+        *out_path = url;
+        return BACKEND_POSTGRES;
     } else if ((scheme = url_scheme_len(url)) != 0) {
         /* Only the scheme is quoted: the rest may hold credentials. */
         snprintf(msg, sizeof msg, "scheme \"%.*s\" is not supported (use sqlite: or postgres://)",
@@ -106,18 +107,29 @@ const char *db_url_check(const char *url)
 int db_migrate(const struct db_config *cfg)
 {
     const char *path = NULL, *err = NULL;
-    if (classify_url(cfg->url, &path, &err) == BACKEND_SQLITE)
+    switch (classify_url(cfg->url, &path, &err)) {
+    case BACKEND_SQLITE:
         return db__sqlite_migrate(path, cfg);
+    case BACKEND_POSTGRES:
+        return db__pg_migrate(path, cfg);
+    case BACKEND_NONE:
+        break;
+    }
     log_error("BRISK_DATABASE_URL: %s", err);
     return -1;
 }
 
 struct db *db_open(const struct db_config *cfg, struct loop *loop)
 {
-    (void)loop;
     const char *path = NULL, *err = NULL;
-    if (classify_url(cfg->url, &path, &err) == BACKEND_SQLITE)
+    switch (classify_url(cfg->url, &path, &err)) {
+    case BACKEND_SQLITE:
         return db__sqlite_open(path, cfg);
+    case BACKEND_POSTGRES:
+        return db__pg_open(path, cfg, loop);
+    case BACKEND_NONE:
+        break;
+    }
     log_error("BRISK_DATABASE_URL: %s", err);
     return NULL;
 }
@@ -177,8 +189,8 @@ void db_tick(struct db *db)
         db->ops->tick(db);
 }
 
-void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
-                     db_done_fn done, void *ctx)
+void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row, db_done_fn done,
+                     void *ctx)
 {
     db->ops->order_create(db, o, row, done, ctx);
 }

@@ -4,12 +4,14 @@ strict raw-socket HTTP/1.1 response reader.  Python 3 standard library only."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 
 # --------------------------------------------------------------------------
 # registry
@@ -85,6 +87,68 @@ SERVER_CONFIGS = {
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error", "ThreadSanitizer")
 
 
+# --------------------------------------------------------------------------
+# PostgreSQL mode (run.py --database-url URL)
+#
+# DATABASE_URL is the URL of a PostgreSQL server the suite may create databases
+# on (a superuser, e.g. scripts/pg_cluster.sh's). Every Server then gets its own
+# fresh database instead of a SQLite file: one per server profile, one per
+# test-started server; servers given the same db_path share one database (a
+# restart on "the same file"). Tests that name a SQLite URL themselves keep it.
+
+DATABASE_URL = None
+_pg_lock = threading.Lock()
+_pg_dbs = {}  # db_path or unique key -> database name
+_pg_seq = [0]
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+PG_CLUSTER = os.path.join(REPO, "scripts", "pg_cluster.sh")
+
+
+def pg_mode():
+    return bool(DATABASE_URL)
+
+
+def pg_url_with_db(url, dbname):
+    """`url` (postgres://...) naming database `dbname` instead."""
+    u = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + dbname, u.query, u.fragment))
+
+
+def psql(url, sql, timeout=60):
+    """Run SQL with psql on `url`; returns stdout (unaligned, tuples only). Raises TestFailure."""
+    exe = shutil.which("psql") or "/usr/bin/psql"
+    p = subprocess.run([exe, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        fail("psql %r: %s" % (sql[:80], p.stderr.decode("utf-8", "replace").strip()[-500:]))
+    return p.stdout.decode("utf-8", "replace")
+
+
+def pg_database(key=None):
+    """URL of a fresh database (or, for a key seen before, the same one)."""
+    with _pg_lock:
+        if key is not None and key in _pg_dbs:
+            return pg_url_with_db(DATABASE_URL, _pg_dbs[key])
+        _pg_seq[0] += 1
+        name = "bb_%d_%d" % (os.getpid(), _pg_seq[0])
+        _pg_dbs[key if key is not None else "#%d" % _pg_seq[0]] = name
+    psql(DATABASE_URL, "CREATE DATABASE %s" % name)
+    return pg_url_with_db(DATABASE_URL, name)
+
+
+def pg_drop_all():
+    """Drop every database the suite created (at the end of the run)."""
+    with _pg_lock:
+        names = list(_pg_dbs.values())
+        _pg_dbs.clear()
+    for name in names:
+        try:
+            psql(DATABASE_URL, "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -99,7 +163,8 @@ def base_env():
 
 
 class Server:
-    """One brisk process on a loopback port with its own SQLite file."""
+    """One brisk process on a loopback port with its own SQLite file (or, in
+    PostgreSQL mode, its own database; see DATABASE_URL)."""
 
     def __init__(self, binary, workdir, env=None, db_path=None, port=None, name="srv"):
         self.binary = binary
@@ -115,7 +180,12 @@ class Server:
     def start(self, wait=True, timeout=20.0):
         env = base_env()
         env["BRISK_ADDR"] = "127.0.0.1:%d" % self.port
-        env["BRISK_DATABASE_URL"] = "sqlite:%s" % self.db_path
+        if pg_mode():
+            if getattr(self, "db_url", None) is None:
+                self.db_url = pg_database(self.db_path)
+            env["BRISK_DATABASE_URL"] = self.db_url
+        else:
+            env["BRISK_DATABASE_URL"] = "sqlite:%s" % self.db_path
         env.update(self.extra_env)
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")

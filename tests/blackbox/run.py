@@ -2,10 +2,14 @@
 """brisk black-box suite.
 
     python3 tests/blackbox/run.py --binary build/brisk [-k substring] [-v] [-j N]
+                                  [--database-url postgres://...]
 
 Starts the real binary (one process per server configuration, plus the ones
 the process-level tests start themselves), drives it over raw sockets, stops it
-with SIGTERM and checks exit status 0 and a sanitizer-clean stderr.  Prints one
+with SIGTERM and checks exit status 0 and a sanitizer-clean stderr. Each server
+uses its own SQLite file or, with --database-url (a PostgreSQL superuser URL,
+e.g. from scripts/pg_cluster.sh), its own fresh PostgreSQL database; the
+PostgreSQL-only tests (test_pg_faults.py) run in that mode only.  Prints one
 line per failure and, as the last line, "N passed, N failed"."""
 
 import argparse
@@ -22,10 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 
-# every tests/blackbox/test_*.py module registers its tests with @harness.test
 _HERE = os.path.dirname(os.path.abspath(__file__))
-for _mod in sorted(f[:-3] for f in os.listdir(_HERE) if f.startswith("test_") and f.endswith(".py")):
-    __import__(_mod)
+
+
+def import_tests():
+    """Every tests/blackbox/test_*.py module registers its tests with @harness.test
+    (after the options are known: some register only in PostgreSQL mode)."""
+    for mod in sorted(f[:-3] for f in os.listdir(_HERE) if f.startswith("test_") and f.endswith(".py")):
+        __import__(mod)
 
 print_lock = threading.Lock()
 results = []  # (name, ok, reason, seconds)
@@ -123,7 +131,18 @@ def main():
     ap.add_argument("-v", action="store_true", help="print passing tests too")
     ap.add_argument("-j", type=int, default=6, help="server groups run in parallel")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    ap.add_argument("--database-url", default=None,
+                    help="PostgreSQL server URL: every server gets a fresh database there")
     args = ap.parse_args()
+    if args.database_url:
+        harness.DATABASE_URL = args.database_url
+        try:
+            harness.psql(args.database_url, "SELECT 1")
+        except harness.TestFailure as e:
+            print("FAIL setup: --database-url does not answer: %s" % e)
+            print("0 passed, 1 failed")
+            return 1
+    import_tests()
     binary = os.path.abspath(args.binary)
     if not os.access(binary, os.X_OK):
         print("FAIL setup: %s is not an executable" % binary)
@@ -157,6 +176,8 @@ def main():
         futs = [ex.submit(run_group, g, ts, binary, workdir, args.v) for g, ts in jobs]
         for f in futs:
             f.result()
+    if harness.pg_mode() and not args.keep:
+        harness.pg_drop_all()
     if args.keep:
         print("logs kept in %s" % workdir)
     else:

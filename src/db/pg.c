@@ -1,0 +1,1993 @@
+/*
+ * pg.c - the PostgreSQL backend of db.h.
+ *
+ * Each event-loop thread owns one handle (struct db_pg) with a few libpq
+ * connections (POOL_PER_LOOP) whose sockets are registered with that loop's
+ * epoll. Nothing on a loop thread ever waits for the network:
+ *
+ *   connect    PQconnectStartParams + PQconnectPoll, one poll per socket event
+ *              (state CS_CONNECTING); then non-blocking mode, pipeline mode,
+ *              and every statement of the serving path prepared at once
+ *              (PQsendPrepare, pipelined: queries may follow right behind).
+ *   query      PQsendQueryPrepared + PQpipelineSync: one Sync per query, so a
+ *              failing query aborts nothing but itself, and the queries of
+ *              concurrent requests share round trips (up to PIPELINE_MAX in
+ *              flight per connection, in order).
+ *   results    EPOLLIN -> PQconsumeInput, then PQisBusy/PQgetResult while a
+ *              whole result is buffered; EPOLLOUT (asked for only while libpq
+ *              holds unsent bytes) -> PQflush.
+ *
+ * A query's rows are handed to the caller only when its Sync came back: that
+ * is when PostgreSQL committed the implicit transaction, so a write is never
+ * reported DB_OK before its commit succeeded. Operations that find every
+ * connection busy wait in a bounded FIFO (QUEUE_MAX; beyond it DB_UNAVAILABLE
+ * at once). orders_process needs sign() to run in C between its SELECT ...
+ * FOR UPDATE SKIP LOCKED and its UPDATE, so it reserves a connection (no other
+ * query is sent on it until it ends): BEGIN + SELECT | sign | UPDATE + COMMIT,
+ * ROLLBACK on any failure. order_create is a single statement (CTEs check the
+ * user and the idempotency key), so it needs no reservation.
+ *
+ * Failures: a broken socket (read/write error, EOF, CONNECTION_BAD, EPOLLHUP),
+ * an unanswered query or a connection attempt older than the timeout
+ * (BRISK_DB_BUSY_TIMEOUT_MS, default 5 s; checked by db_tick) close that
+ * connection and fail everything sent on it with DB_UNAVAILABLE (the caller
+ * was told nothing succeeded; a write may still have committed, which is
+ * "unknown", never "acknowledged and lost"). While no connection is up or
+ * being set up, operations fail at once with DB_UNAVAILABLE. Each connection
+ * reconnects on its own, with exponential backoff (100 ms doubling to 5 s),
+ * driven by db_tick and by arriving operations (loop_now_ms is the clock).
+ *
+ * Re-entrancy: callbacks run from inside this file (socket events, db_tick)
+ * or, for immediate failures, from inside the db_* call; they may start new
+ * operations. A connection found broken meanwhile is only marked; it is
+ * closed, and its operations failed, when the outermost entry returns
+ * (enter/leave), so no PGconn is freed under a caller's feet.
+ *
+ * Start-up (db__pg_migrate) is blocking libpq on the main thread before any
+ * loop runs: pg_advisory_lock, then migrations_pg.h. URLs and passwords are
+ * never logged: log lines name host:port/dbname only.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include <libpq-fe.h>
+
+#include "base/compiler.h"
+#include "base/log.h"
+#include "db/db_int.h"
+#include "db/migrations_pg.h"
+#include "net/loop.h"
+
+#define POOL_PER_LOOP 2         /* connections per handle (per event-loop thread) */
+#define PIPELINE_MAX 128        /* queries in flight on one connection */
+#define QUEUE_MAX 4096          /* operations waiting for a connection, per handle */
+#define DEFAULT_TIMEOUT_MS 5000 /* queue wait, answer wait and connect limit */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define OP_FREE_MAX 256          /* operation structs kept for reuse */
+#define OP_HEAP_KEEP (64 * 1024) /* parameter buffers larger than this are not kept */
+#define MAX_PARAMS 8
+#define MAX_UNIT_RESULTS 3 /* results kept per unit (statements sent before one Sync) */
+#define ORDER_CREATE_RETRIES 5
+#define PROCESS_MAX 10000 /* orders claimed by one orders_process call at most */
+#define LABEL_MAX 160
+#define WHY_MAX 240
+
+/* PostgreSQL type OIDs of the parameters (pg_type.h is a server header). */
+#define OID_INT8 20
+#define OID_TEXT 25
+#define OID_INT8_ARRAY 1016
+#define OID_TEXT_ARRAY 1009
+
+_Static_assert(ARRAY_LEN(pg_migrations) > 0, "at least one migration");
+
+/* ---- statements ---- */
+
+enum stmt_id {
+    ST_PING,
+    ST_USER_INSERT,
+    ST_USER_GET,
+    ST_USER_UPDATE,
+    ST_USER_DELETE,
+    ST_USER_LIST,
+    ST_ORDER_CREATE,
+    ST_ORDER_GET,
+    ST_ORDER_LIST,
+    ST_PENDING_COUNT,
+    ST_BEGIN,
+    ST_CLAIM,
+    ST_MARK,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_COUNT
+};
+
+#define USER_COLS "id, name, email, floor(extract(epoch FROM created_at))::bigint AS created_s"
+#define USER_NCOLS 4
+#define ORDER_COLS                                                                                 \
+    "id, user_id, status, items, subtotal_cents, discount_cents, tax_cents, total_cents, "         \
+    "receipt, floor(extract(epoch FROM created_at))::bigint AS created_s, "                        \
+    "floor(extract(epoch FROM processed_at))::bigint AS processed_s"
+#define ORDER_NCOLS 11
+
+/*
+ * Every statement, prepared on each connection right after it connects. The
+ * name is the prepared statement's name; the types fix the parameters'
+ * types, so they can be sent in binary (int8 as 8 big-endian bytes, text as
+ * its bytes: no formatting, no NUL terminator, no copy to terminate a slice).
+ */
+static const struct stmt_def {
+    const char *name; /* also the operation name in log lines */
+    const char *sql;
+    int nparams;
+    unsigned int types[MAX_PARAMS];
+    int ncols;
+} stmt_defs[ST_COUNT] = {
+    [ST_PING] = {"ping", "SELECT 1", 0, {0}, 1},
+    [ST_USER_INSERT] = {"user_create",
+                        "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLS,
+                        2,
+                        {OID_TEXT, OID_TEXT},
+                        USER_NCOLS},
+    [ST_USER_GET] =
+        {"user_get", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, {OID_INT8}, USER_NCOLS},
+    /* A NULL parameter keeps the column: the caller passes only what changes. */
+    [ST_USER_UPDATE] = {"user_update",
+                        "UPDATE users SET name = coalesce($2, name), email = coalesce($3, email) "
+                        "WHERE id = $1 RETURNING " USER_COLS,
+                        3,
+                        {OID_INT8, OID_TEXT, OID_TEXT},
+                        USER_NCOLS},
+    /* The orders foreign key refuses the delete of a user with orders (23503). */
+    [ST_USER_DELETE] = {"user_delete", "DELETE FROM users WHERE id = $1", 1, {OID_INT8}, 0},
+    [ST_USER_LIST] = {"user_list",
+                      "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+                      2,
+                      {OID_INT8, OID_INT8},
+                      USER_NCOLS},
+    /*
+     * One statement, one implicit transaction. First column: 'i' inserted,
+     * 'e' the key exists (request_hash last, compared in C), 'n' no such
+     * user (checked first, as the SQLite backend does). No row at all: the
+     * key is being inserted by a concurrent transaction that committed after
+     * this statement's snapshot (ON CONFLICT waited for it, then did
+     * nothing): the caller runs the statement again and sees that order.
+     */
+    [ST_ORDER_CREATE] = {"order_create",
+                         "WITH u AS (SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS ok), "
+                         "existing AS (SELECT " ORDER_COLS ", request_hash FROM orders "
+                         "  WHERE idempotency_key = $7 AND (SELECT ok FROM u)), "
+                         "ins AS (INSERT INTO orders (user_id, items, subtotal_cents, "
+                         "  discount_cents, tax_cents, total_cents, idempotency_key, request_hash) "
+                         "  SELECT $1, $2, $3, $4, $5, $6, $7, $8 "
+                         "  WHERE (SELECT ok FROM u) AND NOT EXISTS (SELECT 1 FROM existing) "
+                         "  ON CONFLICT (idempotency_key) DO NOTHING "
+                         "  RETURNING " ORDER_COLS ", request_hash) "
+                         "SELECT 'i' AS k, * FROM ins "
+                         "UNION ALL SELECT 'e', * FROM existing "
+                         "UNION ALL SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                         "  NULL, NULL, NULL, NULL FROM u WHERE NOT u.ok",
+                         8,
+                         {OID_INT8, OID_TEXT, OID_INT8, OID_INT8, OID_INT8, OID_INT8, OID_TEXT,
+                          OID_TEXT},
+                         ORDER_NCOLS + 2},
+    [ST_ORDER_GET] = {"order_get",
+                      "SELECT " ORDER_COLS " FROM orders WHERE id = $1",
+                      1,
+                      {OID_INT8},
+                      ORDER_NCOLS},
+    /*
+     * The user check and the page in one statement: no row means no such
+     * user; a row of NULLs means a user without (more) orders.
+     */
+    [ST_ORDER_LIST] = {"order_list",
+                       "SELECT o.* FROM users u LEFT JOIN LATERAL (SELECT " ORDER_COLS
+                       " FROM orders WHERE user_id = u.id AND id > $2 ORDER BY id LIMIT $3) o "
+                       "ON true WHERE u.id = $1 ORDER BY o.id",
+                       3,
+                       {OID_INT8, OID_INT8, OID_INT8},
+                       ORDER_NCOLS},
+    /* Served by the partial index orders_pending_idx. */
+    [ST_PENDING_COUNT] =
+        {"orders_pending", "SELECT count(*) FROM orders WHERE status = 'pending'", 0, {0}, 1},
+    [ST_BEGIN] = {"begin", "BEGIN", 0, {0}, 0},
+    /* Rows another transaction holds are skipped, not waited for: concurrent claimers
+     * (other loops, other processes) each get different orders. */
+    [ST_CLAIM] = {"orders_process",
+                  "SELECT " ORDER_COLS " FROM orders WHERE status = 'pending' ORDER BY id "
+                  "LIMIT $1 FOR UPDATE SKIP LOCKED",
+                  1,
+                  {OID_INT8},
+                  ORDER_NCOLS},
+    /* Parameters in text form: '{1,2}' and '{hex,hex}'. */
+    [ST_MARK] =
+        {"order_mark",
+         "UPDATE orders SET status = 'processed', receipt = r.receipt, processed_at = now() "
+         "FROM unnest($1::bigint[], $2::text[]) AS r(id, receipt) "
+         "WHERE orders.id = r.id AND orders.status = 'pending'",
+         2,
+         {OID_INT8_ARRAY, OID_TEXT_ARRAY},
+         0},
+    [ST_COMMIT] = {"commit", "COMMIT", 0, {0}, 0},
+    [ST_ROLLBACK] = {"rollback", "ROLLBACK", 0, {0}, 0},
+};
+
+/* ---- handle, connections, operations ---- */
+
+enum op_kind {
+    OP_PREPARE, /* internal: the PQsendPrepare batch of a new connection */
+    OP_PING,
+    OP_USER, /* create, get, update: one user row */
+    OP_USER_DELETE,
+    OP_USER_LIST,
+    OP_ORDER_CREATE,
+    OP_ORDER_GET,
+    OP_ORDER_LIST,
+    OP_PENDING,
+    OP_PROCESS /* a transaction on a reserved connection */
+};
+
+enum tx_step { TX_CLAIM, TX_MARK, TX_COMMIT, TX_ROLLBACK };
+
+/*
+ * One operation, from the db_* call to its done callback. Parameters are
+ * copied in (the caller's slices need not outlive the call); structs and
+ * their parameter buffers are reused through the handle's free list.
+ */
+struct pg_op {
+    struct pg_op *next; /* in the wait queue or a connection's sent list */
+    struct pg_conn *conn;
+    enum op_kind kind;
+    enum stmt_id stmt;
+    enum tx_step step;
+    int nstmt;      /* statements in the unit in flight (before its Sync) */
+    int retries;    /* order_create re-runs */
+    bool in_flight; /* in a sent list */
+    PGresult *res[MAX_UNIT_RESULTS];
+    PGresult *err;      /* the unit's first error */
+    bool aborted;       /* a statement of the unit failed or was skipped */
+    uint64_t queued_ms; /* when the db_* call was made */
+    uint64_t sent_ms;   /* when the unit in flight was sent */
+    void *ctx;
+    db_user_fn user_row;
+    db_order_fn order_row;
+    db_done_fn done;
+    db_count_fn count_done;
+    db_sign_fn sign;
+    int max;
+    int64_t count;
+    enum db_status tx_status; /* why a transaction is being rolled back */
+
+    int nparams;
+    const char *pv[MAX_PARAMS];
+    int pl[MAX_PARAMS];
+    int pf[MAX_PARAMS];
+    char *pbase; /* inl or heap */
+    size_t plen, pcap;
+    char *heap;
+    size_t heap_cap;
+    char inl[320];
+};
+
+enum conn_state { CS_DOWN, CS_CONNECTING, CS_READY };
+
+struct pg_conn {
+    struct loop_io io; /* first: the loop hands us this pointer */
+    struct db_pg *pg;
+    int index;
+    PGconn *conn;
+    enum conn_state state;
+    bool registered; /* io.fd is in the loop's epoll set */
+    uint32_t events; /* the registered mask */
+    bool broken;     /* to be closed by leave() */
+    bool recheck;    /* libpq may hold input read while sending: look at it in leave() */
+    bool prepared;   /* the statements were prepared: "up" */
+    struct pg_op *sent_head, *sent_tail;
+    int nsent;
+    int rd_stmt;            /* statement of sent_head whose results are being read */
+    struct pg_op *reserved; /* a transaction owning this connection */
+    bool tx_running;        /* ...which has started (it is then in the sent list) */
+    uint64_t started_ms;    /* connection attempt began */
+    uint64_t retry_at_ms;   /* next attempt, while CS_DOWN */
+    uint64_t backoff_ms;
+    uint64_t epoch;    /* g_connect_epoch when it went down */
+    char why[WHY_MAX]; /* why it broke */
+};
+
+struct db_pg {
+    struct db base; /* first: db.c sees only this */
+    struct loop *loop;
+    char label[LABEL_MAX]; /* host:port/dbname for log lines, never the URL */
+    char *conninfo;
+    struct pg_conn conns[POOL_PER_LOOP];
+    struct pg_op *q_head, *q_tail; /* waiting simple operations */
+    int nq;
+    struct pg_op *txq_head, *txq_tail; /* waiting orders_process calls */
+    int ntxq;
+    struct pg_op *free_ops;
+    int nfree;
+    int busy;  /* caller operations not finished yet */
+    int depth; /* enter/leave nesting */
+    uint64_t timeout_ms;
+    bool closing;
+    bool failing;                  /* an outage was logged; nothing connected since */
+    unsigned long failed_attempts; /* not logged one by one while failing */
+    unsigned long refused;         /* queue-full refusals since the last log line */
+    uint64_t refused_logged_ms;
+};
+
+/*
+ * Bumped whenever any handle of the process gets a connection ready. Each
+ * loop backs off on its own; once one of them reaches the database again,
+ * the others try at once instead of sleeping out their backoff (up to 5 s of
+ * needless 503s on some loops after an outage).
+ */
+static atomic_uint_fast64_t g_connect_epoch;
+
+static struct db_pg *to_pg(struct db *db)
+{
+    return container_of(db, struct db_pg, base);
+}
+
+static const struct db_pg *to_pg_const(const struct db *db)
+{
+    return container_of(db, const struct db_pg, base);
+}
+
+static uint64_t now_ms(const struct db_pg *pg)
+{
+    return loop_now_ms(pg->loop);
+}
+
+/* ---- small helpers ---- */
+
+/* Copy libpq's (possibly multi-line) message into out as one line. */
+static void one_line(char *out, size_t cap, const char *msg)
+{
+    size_t n = 0;
+    bool space = false;
+    if (!msg)
+        msg = "";
+    for (const char *p = msg; *p && n + 1 < cap; p++) {
+        char ch = *p;
+        if (ch == '\n' || ch == '\r' || ch == '\t') {
+            space = n > 0;
+            continue;
+        }
+        if (space && n + 2 < cap) {
+            out[n++] = ' ';
+        }
+        space = false;
+        out[n++] = ch;
+    }
+    out[n] = '\0';
+}
+
+/* A signed decimal integer of exactly len bytes. */
+static bool parse_i64(const char *p, int len, int64_t *out)
+{
+    bool neg = false;
+    uint64_t v = 0;
+    int i = 0;
+    if (len > 0 && p[0] == '-') {
+        neg = true;
+        i = 1;
+    }
+    if (i >= len || len - i > 19)
+        return false;
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    if (v > (uint64_t)INT64_MAX)
+        return false;
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return true;
+}
+
+static struct str value_str(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return STR_NULL;
+    return (struct str){PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col)};
+}
+
+static bool value_i64(const PGresult *r, int row, int col, int64_t *out)
+{
+    return !PQgetisnull(r, row, col) &&
+           parse_i64(PQgetvalue(r, row, col), PQgetlength(r, row, col), out);
+}
+
+/*
+ * "host:port/dbname" from the connection string, for log lines (libpq's
+ * defaults where it names none). Returns 0, or -1 when the string does not
+ * parse; libpq's message is not repeated since it may quote the string.
+ */
+static int make_label(const char *conninfo, char *out, size_t cap)
+{
+    char *err = NULL;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *dbname = NULL, *user = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+
+    if (!opts) {
+        PQfreemem(err);
+        return -1;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            dbname = o->val;
+        else if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+    }
+    snprintf(out, cap, "%s:%s/%s",
+             host       ? host
+             : hostaddr ? hostaddr
+                        : "localhost",
+             port ? port : "5432",
+             dbname ? dbname
+             : user ? user
+                    : "-");
+    PQconninfoFree(opts);
+    return 0;
+}
+
+/* PostgreSQL's notices and warnings go to our log, not to libpq's default stderr printer. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    const char *label = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    char msg[WHY_MAX];
+    one_line(msg, sizeof msg, PQresultErrorMessage(res));
+    if (sev && strcmp(sev, "WARNING") == 0)
+        log_warn("db postgres %s: %s", label, msg);
+    else
+        log_debug("db postgres %s: %s", label, msg);
+}
+
+/*
+ * Keywords given to libpq ahead of the user's string: later keywords win, and
+ * the string is expanded in place of "dbname", so whatever it sets itself
+ * overrides these defaults. connect_timeout only bounds blocking connects (the
+ * migration); the loop enforces its own limit. gssencmode: libpq's default
+ * "prefer" asks Kerberos for credentials on every TCP connect (config files,
+ * getuid(); outside the sandbox's allowlist): GSS encryption is opt-in here,
+ * gssencmode=prefer|require in the URL turns it on.
+ */
+static const char *const conn_keys[] = {
+    "application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "gssencmode",      "dbname",          NULL};
+
+static void conn_values(const char *conninfo, const char *vals[ARRAY_LEN(conn_keys)])
+{
+    vals[0] = "brisk";
+    vals[1] = "10";
+    vals[2] = "30";
+    vals[3] = "10";
+    vals[4] = "3";
+    vals[5] = "disable";
+    vals[6] = conninfo;
+    vals[7] = NULL;
+}
+
+/* ---- operations: allocation, parameters, completion ---- */
+
+static struct pg_op *op_new(struct db_pg *pg, enum op_kind kind, void *ctx)
+{
+    struct pg_op *op = pg->free_ops;
+    if (op) {
+        pg->free_ops = op->next;
+        pg->nfree--;
+    } else {
+        op = calloc(1, sizeof *op);
+        if (!op)
+            log_fatal("out of memory");
+    }
+    char *heap = op->heap;
+    size_t heap_cap = op->heap_cap;
+    memset(op, 0, offsetof(struct pg_op, inl));
+    op->heap = heap;
+    op->heap_cap = heap_cap;
+    op->kind = kind;
+    op->ctx = ctx;
+    op->queued_ms = now_ms(pg);
+    if (kind != OP_PREPARE)
+        pg->busy++;
+    return op;
+}
+
+static void op_clear_results(struct pg_op *op)
+{
+    for (int i = 0; i < MAX_UNIT_RESULTS; i++) {
+        PQclear(op->res[i]); /* NULL is a no-op */
+        op->res[i] = NULL;
+    }
+    PQclear(op->err);
+    op->err = NULL;
+    op->aborted = false;
+}
+
+static void op_free(struct db_pg *pg, struct pg_op *op)
+{
+    op_clear_results(op);
+    if (pg->nfree >= OP_FREE_MAX || pg->closing) {
+        free(op->heap);
+        free(op);
+        return;
+    }
+    if (op->heap_cap > OP_HEAP_KEEP) {
+        free(op->heap);
+        op->heap = NULL;
+        op->heap_cap = 0;
+    }
+    op->next = pg->free_ops;
+    pg->free_ops = op;
+    pg->nfree++;
+}
+
+/* Make room for n bytes of parameters (all of them: pointers into it must not move). */
+static void params_reserve(struct pg_op *op, size_t n)
+{
+    op->nparams = 0;
+    op->plen = 0;
+    if (n <= sizeof op->inl) {
+        op->pbase = op->inl;
+        op->pcap = sizeof op->inl;
+        return;
+    }
+    if (op->heap_cap < n) {
+        free(op->heap);
+        op->heap = malloc(n);
+        if (!op->heap)
+            log_fatal("out of memory");
+        op->heap_cap = n;
+    }
+    op->pbase = op->heap;
+    op->pcap = op->heap_cap;
+}
+
+/* Append a parameter: p == NULL is SQL NULL; format 1 binary, 0 text (NUL-terminated here). */
+static void param_add(struct pg_op *op, const void *p, size_t n, int format)
+{
+    int i = op->nparams++;
+    if (!p) {
+        op->pv[i] = NULL;
+        op->pl[i] = 0;
+        op->pf[i] = format;
+        return;
+    }
+    char *dst = op->pbase + op->plen;
+    if (n)
+        memcpy(dst, p, n);
+    op->plen += n;
+    if (format == 0)
+        op->pbase[op->plen++] = '\0';
+    op->pv[i] = dst;
+    op->pl[i] = (int)n;
+    op->pf[i] = format;
+}
+
+static void param_i64(struct pg_op *op, int64_t v)
+{
+    unsigned char b[8];
+    uint64_t u = (uint64_t)v;
+    for (int i = 7; i >= 0; i--) {
+        b[i] = (unsigned char)(u & 0xff);
+        u >>= 8;
+    }
+    param_add(op, b, sizeof b, 1);
+}
+
+static void param_str(struct pg_op *op, struct str s)
+{
+    param_add(op, s.ptr, s.ptr ? s.len : 0, 1);
+}
+
+/*
+ * The end of every caller operation: the done callback, once. The struct is
+ * recycled first, so the callback may start new operations with it.
+ */
+static void op_finish(struct db_pg *pg, struct pg_op *op, enum db_status st)
+{
+    enum op_kind kind = op->kind;
+    void *ctx = op->ctx;
+    db_done_fn done = op->done;
+    db_count_fn count_done = op->count_done;
+    int64_t count = st == DB_OK ? op->count : 0;
+
+    op_free(pg, op);
+    if (kind == OP_PREPARE)
+        return;
+    pg->busy--;
+    if (kind == OP_PENDING || kind == OP_PROCESS)
+        count_done(ctx, st, count);
+    else
+        done(ctx, st);
+}
+
+/* ---- queues ---- */
+
+static void q_push(struct pg_op **head, struct pg_op **tail, int *n, struct pg_op *op)
+{
+    op->next = NULL;
+    if (*tail)
+        (*tail)->next = op;
+    else
+        *head = op;
+    *tail = op;
+    (*n)++;
+}
+
+static void q_push_front(struct pg_op **head, struct pg_op **tail, int *n, struct pg_op *op)
+{
+    op->next = *head;
+    *head = op;
+    if (!*tail)
+        *tail = op;
+    (*n)++;
+}
+
+static struct pg_op *q_pop(struct pg_op **head, struct pg_op **tail, int *n)
+{
+    struct pg_op *op = *head;
+    if (op) {
+        *head = op->next;
+        if (!*head)
+            *tail = NULL;
+        op->next = NULL;
+        (*n)--;
+    }
+    return op;
+}
+
+/* ---- connections ---- */
+
+static void conn_break(struct pg_conn *c, const char *why)
+{
+    if (c->broken)
+        return;
+    c->broken = true;
+    one_line(c->why, sizeof c->why, why);
+}
+
+static bool conn_ready(const struct pg_conn *c)
+{
+    return c->state == CS_READY && !c->broken;
+}
+
+/* A connection is up or being set up: operations may wait for it. */
+static bool any_usable(const struct db_pg *pg)
+{
+    for (int i = 0; i < POOL_PER_LOOP; i++) {
+        const struct pg_conn *c = &pg->conns[i];
+        if (!c->broken && c->state != CS_DOWN)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Register the socket libpq currently uses for `events`. libpq may replace
+ * the socket while connecting (another address, SSL refused): the old one is
+ * closed by then, which already removed it from epoll, so it is never
+ * touched again (its number may belong to someone else by now).
+ */
+static void conn_watch(struct pg_conn *c, uint32_t events)
+{
+    struct db_pg *pg = c->pg;
+    int fd = PQsocket(c->conn);
+
+    if (fd < 0) {
+        conn_break(c, "no socket");
+        return;
+    }
+    if (c->registered && fd == c->io.fd) {
+        if (events == c->events)
+            return;
+        if (loop_mod(pg->loop, &c->io, events) == 0) {
+            c->events = events;
+            return;
+        }
+        if (errno != ENOENT) {
+            conn_break(c, "epoll_ctl(MOD) failed");
+            return;
+        }
+    }
+    c->io.fd = fd;
+    if (loop_add(pg->loop, &c->io, events) != 0) {
+        c->registered = false;
+        conn_break(c, "epoll_ctl(ADD) failed");
+        return;
+    }
+    c->registered = true;
+    c->events = events;
+}
+
+/* Ask for EPOLLOUT only while libpq holds bytes it could not send yet. */
+static void conn_update_events(struct pg_conn *c)
+{
+    if (c->broken)
+        return;
+    int f = PQflush(c->conn);
+    if (f < 0) {
+        conn_break(c, PQerrorMessage(c->conn));
+        return;
+    }
+    conn_watch(c, EPOLLIN | (f ? EPOLLOUT : 0u));
+}
+
+static void conn_start(struct pg_conn *c)
+{
+    struct db_pg *pg = c->pg;
+    const char *vals[ARRAY_LEN(conn_keys)];
+
+    conn_values(pg->conninfo, vals);
+    c->conn = PQconnectStartParams(conn_keys, vals, 1);
+    if (!c->conn)
+        log_fatal("out of memory");
+    c->state = CS_CONNECTING;
+    c->started_ms = now_ms(pg);
+    c->broken = false;
+    c->prepared = false;
+    c->registered = false;
+    c->events = 0;
+    c->io.fd = -1;
+    if (PQstatus(c->conn) == CONNECTION_BAD) {
+        conn_break(c, PQerrorMessage(c->conn));
+        return;
+    }
+    /* PQconnectStart already began the (non-blocking) connect: wait until writable. */
+    conn_watch(c, EPOLLOUT);
+}
+
+/* Start the connections whose backoff has passed. */
+static void maybe_reconnect(struct db_pg *pg)
+{
+    if (pg->closing)
+        return;
+    uint64_t now = now_ms(pg);
+    for (int i = 0; i < POOL_PER_LOOP; i++) {
+        struct pg_conn *c = &pg->conns[i];
+        if (c->state == CS_DOWN && !c->broken &&
+            (now >= c->retry_at_ms || atomic_load(&g_connect_epoch) != c->epoch))
+            conn_start(c);
+    }
+}
+
+/* Start of a unit (statements + one Sync) of op on c: it joins c's in-order sent list. */
+static void unit_begin(struct pg_conn *c, struct pg_op *op, int nstmt)
+{
+    op->nstmt = nstmt;
+    op->sent_ms = now_ms(c->pg);
+    op->conn = c;
+    op->in_flight = true;
+    op->next = NULL;
+    if (c->sent_tail)
+        c->sent_tail->next = op;
+    else
+        c->sent_head = op;
+    c->sent_tail = op;
+    c->nsent++;
+}
+
+static bool send_prepared(struct pg_conn *c, enum stmt_id id, const struct pg_op *op)
+{
+    const struct stmt_def *def = &stmt_defs[id];
+    if (!op || op->nparams == 0)
+        return PQsendQueryPrepared(c->conn, def->name, 0, NULL, NULL, NULL, 0) == 1;
+    return PQsendQueryPrepared(c->conn, def->name, op->nparams, op->pv, op->pl, op->pf, 0) == 1;
+}
+
+/*
+ * Finish a unit with its Sync and push it out. When the socket buffer is full,
+ * libpq reads whatever the server sent meanwhile into its own buffer (so the
+ * two sides cannot deadlock): epoll will not report those bytes again, so
+ * leave() looks at the connection once more (recheck).
+ */
+static void unit_end(struct pg_conn *c, bool ok)
+{
+    if (!ok || PQpipelineSync(c->conn) != 1) {
+        conn_break(c, PQerrorMessage(c->conn));
+        return;
+    }
+    c->recheck = true;
+    conn_update_events(c);
+}
+
+static void send_simple(struct pg_conn *c, struct pg_op *op)
+{
+    unit_begin(c, op, 1);
+    unit_end(c, send_prepared(c, op->stmt, op));
+}
+
+static void tx_begin(struct pg_conn *c);
+
+/*
+ * Hand waiting operations to connections: transactions first (each reserves
+ * a whole connection; at least one connection stays for everything else when
+ * there are two or more), then simple operations to the least loaded
+ * connection with pipeline room.
+ */
+static void dispatch(struct db_pg *pg)
+{
+    while (pg->txq_head) {
+        struct pg_conn *best = NULL;
+        int nready = 0, nreserved = 0;
+        for (int i = 0; i < POOL_PER_LOOP; i++) {
+            struct pg_conn *c = &pg->conns[i];
+            if (!conn_ready(c))
+                continue;
+            nready++;
+            if (c->reserved)
+                nreserved++;
+            else if (!best || c->nsent < best->nsent)
+                best = c;
+        }
+        if (!best || nreserved >= (nready > 1 ? nready - 1 : 1))
+            break;
+        struct pg_op *op = q_pop(&pg->txq_head, &pg->txq_tail, &pg->ntxq);
+        best->reserved = op;
+        op->conn = best;
+        if (best->nsent == 0)
+            tx_begin(best);
+        /* else it starts when best's last query in flight is answered */
+    }
+    while (pg->q_head) {
+        struct pg_conn *best = NULL;
+        for (int i = 0; i < POOL_PER_LOOP; i++) {
+            struct pg_conn *c = &pg->conns[i];
+            if (conn_ready(c) && !c->reserved && c->nsent < PIPELINE_MAX &&
+                (!best || c->nsent < best->nsent))
+                best = c;
+        }
+        if (!best)
+            break;
+        send_simple(best, q_pop(&pg->q_head, &pg->q_tail, &pg->nq));
+    }
+}
+
+/* Connected: non-blocking pipeline mode, then prepare everything in one pipelined batch. */
+static void conn_established(struct pg_conn *c)
+{
+    struct db_pg *pg = c->pg;
+
+    PQsetNoticeReceiver(c->conn, on_notice, pg->label);
+    if (PQsetnonblocking(c->conn, 1) != 0 || PQenterPipelineMode(c->conn) != 1) {
+        conn_break(c, PQerrorMessage(c->conn));
+        return;
+    }
+    c->state = CS_READY;
+    c->rd_stmt = 0;
+    struct pg_op *op = op_new(pg, OP_PREPARE, NULL);
+    unit_begin(c, op, ST_COUNT);
+    bool ok = true;
+    for (int i = 0; i < ST_COUNT && ok; i++) {
+        const struct stmt_def *def = &stmt_defs[i];
+        ok = PQsendPrepare(c->conn, def->name, def->sql, def->nparams,
+                           def->nparams ? def->types : NULL) == 1;
+    }
+    unit_end(c, ok);
+    dispatch(pg);
+}
+
+static void conn_poll(struct pg_conn *c)
+{
+    switch (PQconnectPoll(c->conn)) {
+    case PGRES_POLLING_READING:
+        conn_watch(c, EPOLLIN);
+        break;
+    case PGRES_POLLING_WRITING:
+        conn_watch(c, EPOLLOUT);
+        break;
+    case PGRES_POLLING_OK:
+        conn_established(c);
+        break;
+    default:
+        conn_break(c, PQerrorMessage(c->conn));
+        break;
+    }
+}
+
+/*
+ * Close a broken connection and fail what it carried; it reconnects after its
+ * backoff. Runs from leave() only (or db_close), never under a callback of
+ * this connection.
+ */
+static void conn_teardown(struct pg_conn *c)
+{
+    struct db_pg *pg = c->pg;
+    bool was_up = c->state == CS_READY && c->prepared;
+    struct pg_op *sent = c->sent_head;
+    struct pg_op *reserved = c->tx_running ? NULL : c->reserved; /* running: in `sent` */
+
+    c->sent_head = c->sent_tail = NULL;
+    c->nsent = 0;
+    c->reserved = NULL;
+    c->tx_running = false;
+    if (c->conn) {
+        if (c->registered && c->io.fd >= 0 && PQsocket(c->conn) == c->io.fd)
+            loop_del(pg->loop, &c->io);
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    c->registered = false;
+    c->io.fd = -1;
+    c->events = 0;
+    c->state = CS_DOWN;
+    c->broken = false;
+    c->prepared = false;
+    c->rd_stmt = 0;
+    c->retry_at_ms = now_ms(pg) + c->backoff_ms;
+    c->epoch = atomic_load(&g_connect_epoch);
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+
+    if (!pg->closing) {
+        if (pg->failing) {
+            pg->failed_attempts++;
+        } else if (was_up) {
+            log_warn("db postgres %s: connection %d lost: %s", pg->label, c->index, c->why);
+            pg->failing = true;
+            pg->failed_attempts = 0;
+        } else {
+            log_error("db postgres %s: cannot connect: %s", pg->label, c->why);
+            pg->failing = true;
+            pg->failed_attempts = 0;
+        }
+    }
+    while (sent) {
+        struct pg_op *op = sent;
+        sent = op->next;
+        op->next = NULL;
+        op->in_flight = false;
+        op->conn = NULL;
+        op_finish(pg, op, DB_UNAVAILABLE);
+    }
+    if (reserved)
+        op_finish(pg, reserved, DB_UNAVAILABLE);
+}
+
+/* Fail every waiting operation (no connection left to wait for, or closing). */
+static void fail_queues(struct db_pg *pg)
+{
+    struct pg_op *op;
+    while ((op = q_pop(&pg->q_head, &pg->q_tail, &pg->nq)))
+        op_finish(pg, op, DB_UNAVAILABLE);
+    while ((op = q_pop(&pg->txq_head, &pg->txq_tail, &pg->ntxq)))
+        op_finish(pg, op, DB_UNAVAILABLE);
+}
+
+static void enter(struct db_pg *pg)
+{
+    pg->depth++;
+}
+
+static void conn_read(struct pg_conn *c);
+
+/* Results libpq buffered while we were sending (see unit_end). Returns true if it read any. */
+static bool conn_recheck(struct pg_conn *c)
+{
+    if (!c->recheck)
+        return false;
+    c->recheck = false;
+    if (c->broken || c->state != CS_READY || !c->sent_head || PQisBusy(c->conn))
+        return false;
+    conn_read(c);
+    conn_update_events(c);
+    dispatch(c->pg);
+    return true;
+}
+
+/*
+ * Leave an entry point. The outermost one closes broken connections and, if
+ * none is left up or connecting, fails the waiting operations; callbacks run
+ * from here may break more connections, hence the loop.
+ */
+static void leave(struct db_pg *pg)
+{
+    if (pg->depth > 1) {
+        pg->depth--;
+        return;
+    }
+    for (;;) {
+        struct pg_conn *c = NULL;
+        for (int i = 0; i < POOL_PER_LOOP && !c; i++) {
+            if (pg->conns[i].broken)
+                c = &pg->conns[i];
+        }
+        if (c) {
+            conn_teardown(c);
+            continue;
+        }
+        bool again = false;
+        for (int i = 0; i < POOL_PER_LOOP; i++)
+            again |= conn_recheck(&pg->conns[i]);
+        if (again)
+            continue;
+        if ((pg->q_head || pg->txq_head) && !any_usable(pg)) {
+            maybe_reconnect(pg);
+            if (!any_usable(pg)) {
+                fail_queues(pg);
+                continue;
+            }
+        }
+        break;
+    }
+    pg->depth = 0;
+}
+
+/* ---- results ---- */
+
+/*
+ * The status of a failed unit, logged unless it is an expected outcome
+ * (conflict, has-children, outage). SQLSTATEs: 23505 unique_violation,
+ * 23503 foreign_key_violation, class 08 connection exceptions, 57P0x
+ * shutdown/crash, 53 resources, 40001/40P01 serialization/deadlock,
+ * 55P03 lock_not_available, 57014 query_canceled: all transient.
+ */
+static enum db_status unit_error(struct pg_conn *c, struct pg_op *op, const char *what)
+{
+    struct db_pg *pg = c->pg;
+    char msg[WHY_MAX];
+    const char *state = op->err ? PQresultErrorField(op->err, PG_DIAG_SQLSTATE) : NULL;
+
+    if (!state) {
+        log_error("db postgres %s: %s failed without an error", pg->label, what);
+        return DB_ERROR;
+    }
+    if (strcmp(state, "23505") == 0 && op->kind == OP_USER)
+        return DB_CONFLICT; /* the only unique index besides the id is lower(email) */
+    if (strcmp(state, "23503") == 0 && op->kind == OP_USER_DELETE)
+        return DB_HAS_CHILDREN; /* orders is the only table referencing users */
+    if (strcmp(state, "23503") == 0 && op->kind == OP_ORDER_CREATE)
+        return DB_NOT_FOUND; /* the user was deleted concurrently */
+    one_line(msg, sizeof msg, PQresultErrorField(op->err, PG_DIAG_MESSAGE_PRIMARY));
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+        strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 ||
+        strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0) {
+        log_warn("db postgres %s: %s: database unavailable: %s (SQLSTATE %s)", pg->label, what, msg,
+                 state);
+        return DB_UNAVAILABLE;
+    }
+    log_error("db postgres %s: %s failed: %s (SQLSTATE %s)", pg->label, what, msg, state);
+    /* a prepared statement missing or stale: start over on a fresh connection */
+    if (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0)
+        conn_break(c, msg);
+    return DB_ERROR;
+}
+
+/* The one result a single-statement unit must have, with the expected shape. */
+static const PGresult *unit_result(struct pg_conn *c, struct pg_op *op, int i, enum stmt_id id)
+{
+    const PGresult *r = op->res[i];
+    const struct stmt_def *def = &stmt_defs[id];
+    if (!r || PQnfields(r) != def->ncols) {
+        log_error("db postgres %s: %s: result has %d columns, expected %d", c->pg->label, def->name,
+                  r ? PQnfields(r) : -1, def->ncols);
+        return NULL;
+    }
+    return r;
+}
+
+static enum db_status read_user(struct pg_conn *c, const PGresult *r, int row, const char *what,
+                                struct db_user *out)
+{
+    out->name = value_str(r, row, 1);
+    out->email = value_str(r, row, 2);
+    if (!value_i64(r, row, 0, &out->id) || !value_i64(r, row, 3, &out->created_at) ||
+        !out->name.ptr || !out->email.ptr) {
+        log_error("db postgres %s: %s: malformed user row", c->pg->label, what);
+        return DB_ERROR;
+    }
+    return DB_OK;
+}
+
+/* ORDER_COLS starting at column `base`. Text points into r. */
+static enum db_status read_order(struct pg_conn *c, const PGresult *r, int row, int base,
+                                 const char *what, struct db_order *out)
+{
+    struct str status = value_str(r, row, base + 2);
+
+    memset(out, 0, sizeof *out);
+    out->items = value_str(r, row, base + 3);
+    out->receipt = value_str(r, row, base + 8);
+    out->processed = str_eq(status, STR_LIT("processed"));
+    if (!value_i64(r, row, base, &out->id) || !value_i64(r, row, base + 1, &out->user_id) ||
+        !status.ptr || !out->items.ptr || !value_i64(r, row, base + 4, &out->subtotal_cents) ||
+        !value_i64(r, row, base + 5, &out->discount_cents) ||
+        !value_i64(r, row, base + 6, &out->tax_cents) ||
+        !value_i64(r, row, base + 7, &out->total_cents) ||
+        !value_i64(r, row, base + 9, &out->created_at) ||
+        (!PQgetisnull(r, row, base + 10) && !value_i64(r, row, base + 10, &out->processed_at)) ||
+        out->processed != (out->receipt.ptr != NULL && out->processed_at != 0)) {
+        log_error("db postgres %s: %s: malformed order row", c->pg->label, what);
+        return DB_ERROR;
+    }
+    return DB_OK;
+}
+
+static enum db_status done_user(struct pg_conn *c, struct pg_op *op)
+{
+    const char *what = stmt_defs[op->stmt].name;
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    struct db_user u;
+    enum db_status st;
+
+    if (!r)
+        return DB_ERROR;
+    if (PQntuples(r) == 0) {
+        if (op->stmt != ST_USER_INSERT)
+            return DB_NOT_FOUND;
+        log_error("db postgres %s: %s: INSERT RETURNING gave no row", c->pg->label, what);
+        return DB_ERROR;
+    }
+    st = read_user(c, r, 0, what, &u);
+    if (st == DB_OK && op->user_row)
+        op->user_row(op->ctx, &u);
+    return st;
+}
+
+static enum db_status done_user_list(struct pg_conn *c, struct pg_op *op)
+{
+    const char *what = stmt_defs[op->stmt].name;
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    if (!r)
+        return DB_ERROR;
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++) {
+        struct db_user u;
+        if (read_user(c, r, i, what, &u) != DB_OK)
+            return DB_ERROR;
+        if (op->user_row)
+            op->user_row(op->ctx, &u);
+    }
+    return DB_OK;
+}
+
+static enum db_status done_order_get(struct pg_conn *c, struct pg_op *op)
+{
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    struct db_order o;
+    if (!r)
+        return DB_ERROR;
+    if (PQntuples(r) == 0)
+        return DB_NOT_FOUND;
+    if (read_order(c, r, 0, 0, stmt_defs[op->stmt].name, &o) != DB_OK)
+        return DB_ERROR;
+    if (op->order_row)
+        op->order_row(op->ctx, &o);
+    return DB_OK;
+}
+
+static enum db_status done_order_list(struct pg_conn *c, struct pg_op *op)
+{
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    if (!r)
+        return DB_ERROR;
+    int n = PQntuples(r);
+    if (n == 0)
+        return DB_NOT_FOUND;
+    for (int i = 0; i < n; i++) {
+        struct db_order o;
+        if (PQgetisnull(r, i, 0))
+            continue; /* the user exists and has no (more) orders */
+        if (read_order(c, r, i, 0, stmt_defs[op->stmt].name, &o) != DB_OK)
+            return DB_ERROR;
+        if (op->order_row)
+            op->order_row(op->ctx, &o);
+    }
+    return DB_OK;
+}
+
+/* Returns -1 when the operation was queued again (a concurrent idempotent insert). */
+static int done_order_create(struct pg_conn *c, struct pg_op *op, enum db_status *out)
+{
+    struct db_pg *pg = c->pg;
+    const char *what = stmt_defs[op->stmt].name;
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    struct db_order o;
+
+    *out = DB_ERROR;
+    if (!r)
+        return 0;
+    if (PQntuples(r) == 0) {
+        if (op->retries++ < ORDER_CREATE_RETRIES) {
+            op_clear_results(op);
+            q_push_front(&pg->q_head, &pg->q_tail, &pg->nq, op);
+            return -1;
+        }
+        log_error("db postgres %s: %s: idempotency key still contended after %d tries", pg->label,
+                  what, ORDER_CREATE_RETRIES + 1);
+        return 0;
+    }
+    struct str kind = value_str(r, 0, 0);
+    if (str_eq(kind, STR_LIT("n"))) {
+        *out = DB_NOT_FOUND;
+        return 0;
+    }
+    if (read_order(c, r, 0, 1, what, &o) != DB_OK)
+        return 0;
+    if (str_eq(kind, STR_LIT("e"))) {
+        /* parameter 8 (index 7) is the request hash, stored as sent */
+        struct str stored = value_str(r, 0, ORDER_NCOLS + 1);
+        struct str hash = {op->pv[7], op->pv[7] ? (size_t)op->pl[7] : 0};
+        if (!stored.ptr || !hash.ptr || !str_eq(stored, hash)) {
+            *out = DB_KEY_REUSED;
+            return 0;
+        }
+        *out = DB_REPLAYED;
+    } else {
+        *out = DB_OK;
+    }
+    if (op->order_row)
+        op->order_row(op->ctx, &o);
+    return 0;
+}
+
+/* ---- orders_process: a transaction on a reserved connection ---- */
+
+static void tx_rollback(struct pg_conn *c, struct pg_op *op, enum db_status why)
+{
+    op->tx_status = why;
+    op->step = TX_ROLLBACK;
+    op_clear_results(op);
+    unit_begin(c, op, 1);
+    unit_end(c, send_prepared(c, ST_ROLLBACK, NULL));
+}
+
+static void tx_end(struct pg_conn *c, struct pg_op *op, enum db_status st, int64_t count)
+{
+    c->reserved = NULL;
+    c->tx_running = false;
+    op->count = count;
+    op_finish(c->pg, op, st);
+}
+
+/* The reserved connection has nothing else in flight: BEGIN + claim, one round trip. */
+static void tx_begin(struct pg_conn *c)
+{
+    struct pg_op *op = c->reserved;
+    c->tx_running = true;
+    op->step = TX_CLAIM;
+    params_reserve(op, 8);
+    param_i64(op, op->max);
+    unit_begin(c, op, 2);
+    unit_end(c, send_prepared(c, ST_BEGIN, NULL) && send_prepared(c, ST_CLAIM, op));
+}
+
+static bool is_receipt(const char r[65])
+{
+    for (int i = 0; i < 64; i++) {
+        if (!((r[i] >= '0' && r[i] <= '9') || (r[i] >= 'a' && r[i] <= 'f')))
+            return false;
+    }
+    return r[64] == '\0';
+}
+
+/* Claimed rows in hand: sign each, then UPDATE + COMMIT in one round trip. */
+static void tx_claimed(struct pg_conn *c, struct pg_op *op)
+{
+    struct db_pg *pg = c->pg;
+    const char *what = stmt_defs[ST_CLAIM].name;
+    const PGresult *r = unit_result(c, op, 1, ST_CLAIM);
+    char receipt[65];
+    int nsigned = 0;
+
+    if (!r) {
+        tx_rollback(c, op, DB_ERROR);
+        return;
+    }
+    int n = PQntuples(r);
+    /* '{' ids '}' NUL '{' receipts '}' NUL; an id is at most 20 characters + ',' */
+    size_t need = (size_t)n * 21 + 3 + (size_t)n * 65 + 3;
+    params_reserve(op, need);
+    char *ids = op->pbase, *rcp;
+    size_t ilen = 0, rlen = 0;
+    ids[ilen++] = '{';
+    rcp = ids + (size_t)n * 21 + 3;
+    rcp[rlen++] = '{';
+    for (int i = 0; i < n; i++) {
+        struct db_order o;
+        if (read_order(c, r, i, 0, what, &o) != DB_OK) {
+            tx_rollback(c, op, DB_ERROR);
+            return;
+        }
+        memset(receipt, 0, sizeof receipt);
+        if (op->sign(op->ctx, &o, receipt) != 0)
+            continue; /* stays pending; the signer logged why */
+        receipt[64] = '\0';
+        if (!is_receipt(receipt)) {
+            log_error("db postgres %s: %s: order %" PRId64 ": the signer gave a malformed receipt",
+                      pg->label, what, o.id);
+            continue;
+        }
+        if (nsigned++) {
+            ids[ilen++] = ',';
+            rcp[rlen++] = ',';
+        }
+        ilen += (size_t)snprintf(ids + ilen, 21, "%" PRId64, o.id);
+        memcpy(rcp + rlen, receipt, 64);
+        rlen += 64;
+    }
+    ids[ilen++] = '}';
+    ids[ilen] = '\0';
+    rcp[rlen++] = '}';
+    rcp[rlen] = '\0';
+    op_clear_results(op);
+    if (nsigned == 0) {
+        op->step = TX_COMMIT;
+        unit_begin(c, op, 1);
+        unit_end(c, send_prepared(c, ST_COMMIT, NULL));
+        return;
+    }
+    op->nparams = 2;
+    op->pv[0] = ids;
+    op->pl[0] = (int)ilen;
+    op->pf[0] = 0;
+    op->pv[1] = rcp;
+    op->pl[1] = (int)rlen;
+    op->pf[1] = 0;
+    op->step = TX_MARK;
+    unit_begin(c, op, 2);
+    unit_end(c, send_prepared(c, ST_MARK, op) && send_prepared(c, ST_COMMIT, NULL));
+}
+
+static void tx_unit_done(struct pg_conn *c, struct pg_op *op)
+{
+    const char *what = stmt_defs[ST_CLAIM].name;
+
+    if (op->step == TX_ROLLBACK) {
+        if (op->aborted) {
+            conn_break(c, "ROLLBACK failed");
+            tx_end(c, op, op->tx_status, 0);
+            return;
+        }
+        tx_end(c, op, op->tx_status, 0);
+        return;
+    }
+    if (op->aborted) {
+        tx_rollback(c, op, unit_error(c, op, what));
+        return;
+    }
+    switch (op->step) {
+    case TX_CLAIM:
+        tx_claimed(c, op);
+        return;
+    case TX_MARK: {
+        int64_t n = 0;
+        const char *tuples = op->res[0] ? PQcmdTuples(op->res[0]) : "";
+        const char *commit = op->res[1] ? PQcmdStatus(op->res[1]) : "";
+        if (!parse_i64(tuples, (int)strlen(tuples), &n) || strcmp(commit, "COMMIT") != 0) {
+            log_error("db postgres %s: %s: unexpected answer to UPDATE/COMMIT (%s, %s)",
+                      c->pg->label, what, tuples, commit);
+            tx_end(c, op, DB_ERROR, 0);
+            return;
+        }
+        tx_end(c, op, DB_OK, n);
+        return;
+    }
+    case TX_COMMIT:
+        tx_end(c, op, DB_OK, 0);
+        return;
+    case TX_ROLLBACK:
+        break;
+    }
+}
+
+/* ---- reading a connection ---- */
+
+/* The Sync of op's unit arrived: everything it sent is final. */
+static void unit_done(struct pg_conn *c, struct pg_op *op)
+{
+    struct db_pg *pg = c->pg;
+    enum db_status st = DB_ERROR;
+
+    if (op->kind == OP_PROCESS) {
+        tx_unit_done(c, op);
+        return;
+    }
+    if (op->kind == OP_PREPARE) {
+        if (op->aborted) {
+            char msg[WHY_MAX];
+            one_line(msg, sizeof msg, op->err ? PQresultErrorMessage(op->err) : "aborted");
+            log_error("db postgres %s: preparing statements failed (have migrations run?): %s",
+                      pg->label, msg);
+            conn_break(c, "preparing statements failed");
+        } else {
+            c->prepared = true;
+            c->backoff_ms = BACKOFF_MIN_MS;
+            atomic_fetch_add(&g_connect_epoch, 1);
+            if (pg->failing) {
+                log_info("db postgres %s: connected again (%lu more failures were not logged)",
+                         pg->label, pg->failed_attempts);
+                pg->failing = false;
+                pg->failed_attempts = 0;
+            }
+        }
+        op_finish(pg, op, DB_OK);
+        return;
+    }
+    if (op->aborted) {
+        op_finish(pg, op, unit_error(c, op, stmt_defs[op->stmt].name));
+        return;
+    }
+    switch (op->kind) {
+    case OP_PING:
+        st = DB_OK;
+        break;
+    case OP_USER:
+        st = done_user(c, op);
+        break;
+    case OP_USER_DELETE: {
+        const char *t = op->res[0] ? PQcmdTuples(op->res[0]) : "";
+        st = strcmp(t, "0") == 0 ? DB_NOT_FOUND : t[0] ? DB_OK : DB_ERROR;
+        break;
+    }
+    case OP_USER_LIST:
+        st = done_user_list(c, op);
+        break;
+    case OP_ORDER_CREATE:
+        if (done_order_create(c, op, &st) < 0)
+            return; /* queued again */
+        break;
+    case OP_ORDER_GET:
+        st = done_order_get(c, op);
+        break;
+    case OP_ORDER_LIST:
+        st = done_order_list(c, op);
+        break;
+    case OP_PENDING: {
+        const PGresult *r = unit_result(c, op, 0, op->stmt);
+        st = r && PQntuples(r) == 1 && value_i64(r, 0, 0, &op->count) ? DB_OK : DB_ERROR;
+        break;
+    }
+    default:
+        break;
+    }
+    op_finish(pg, op, st);
+}
+
+/*
+ * Take every complete result libpq has buffered. Per unit: for each
+ * statement its results then a NULL; an error skips the rest of the unit
+ * (PGRES_PIPELINE_ABORTED each); then PGRES_PIPELINE_SYNC.
+ */
+static void conn_read(struct pg_conn *c)
+{
+    struct pg_op *op;
+
+    while ((op = c->sent_head) && !c->broken) {
+        if (PQisBusy(c->conn))
+            break;
+        PGresult *r = PQgetResult(c->conn);
+        if (c->rd_stmt < op->nstmt) {
+            if (!r) {
+                c->rd_stmt++;
+                continue;
+            }
+            switch (PQresultStatus(r)) {
+            case PGRES_TUPLES_OK:
+            case PGRES_COMMAND_OK:
+                if (c->rd_stmt < MAX_UNIT_RESULTS && !op->res[c->rd_stmt]) {
+                    op->res[c->rd_stmt] = r;
+                    r = NULL;
+                }
+                break;
+            case PGRES_FATAL_ERROR:
+                op->aborted = true;
+                if (!op->err) {
+                    op->err = r;
+                    r = NULL;
+                }
+                break;
+            case PGRES_PIPELINE_ABORTED:
+                op->aborted = true;
+                break;
+            default:
+                conn_break(c, "unexpected result in the pipeline");
+                break;
+            }
+            PQclear(r);
+            continue;
+        }
+        if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+            conn_break(c, r ? PQresultErrorMessage(r) : "pipeline out of step");
+            PQclear(r);
+            break;
+        }
+        PQclear(r);
+        c->sent_head = op->next;
+        if (!c->sent_head)
+            c->sent_tail = NULL;
+        c->nsent--;
+        c->rd_stmt = 0;
+        op->next = NULL;
+        op->in_flight = false;
+        unit_done(c, op);
+        if (c->reserved && !c->tx_running && c->nsent == 0 && !c->broken)
+            tx_begin(c);
+    }
+}
+
+static void conn_on_event(struct loop_io *io, uint32_t events)
+{
+    struct pg_conn *c = container_of(io, struct pg_conn, io);
+    struct db_pg *pg = c->pg;
+
+    enter(pg);
+    if (c->broken || !c->conn) {
+        /* closed at leave() */
+    } else if (c->state == CS_CONNECTING) {
+        conn_poll(c);
+    } else if (c->state == CS_READY) {
+        if (events & EPOLLOUT) {
+            if (PQflush(c->conn) < 0)
+                conn_break(c, PQerrorMessage(c->conn));
+            c->recheck = true; /* the flush may have read input (see unit_end) */
+        }
+        if (!c->broken && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+            /* read what arrived before an EOF: answers already complete stay valid */
+            bool ok = PQconsumeInput(c->conn) == 1;
+            conn_read(c);
+            if (!ok)
+                conn_break(c, PQerrorMessage(c->conn));
+            else if (events & (EPOLLHUP | EPOLLERR))
+                conn_break(c, "connection closed");
+            else if (PQstatus(c->conn) == CONNECTION_BAD)
+                conn_break(c, PQerrorMessage(c->conn));
+        }
+        conn_update_events(c);
+        dispatch(pg);
+    }
+    leave(pg);
+}
+
+/* ---- the operations of db.h ---- */
+
+/* Queue op (or fail it at once when nothing can serve it) and send what can be sent. */
+static void submit(struct db_pg *pg, struct pg_op *op)
+{
+    enter(pg);
+    maybe_reconnect(pg);
+    if (pg->closing || !any_usable(pg)) {
+        op_finish(pg, op, DB_UNAVAILABLE);
+    } else if (pg->nq + pg->ntxq >= QUEUE_MAX) {
+        uint64_t now = now_ms(pg);
+        if (now - pg->refused_logged_ms >= 10000) {
+            log_warn("db postgres %s: %d operations waiting: refusing more (%lu refused before)",
+                     pg->label, pg->nq + pg->ntxq, pg->refused);
+            pg->refused_logged_ms = now;
+            pg->refused = 0;
+        } else {
+            pg->refused++;
+        }
+        op_finish(pg, op, DB_UNAVAILABLE);
+    } else {
+        if (op->kind == OP_PROCESS)
+            q_push(&pg->txq_head, &pg->txq_tail, &pg->ntxq, op);
+        else
+            q_push(&pg->q_head, &pg->q_tail, &pg->nq, op);
+        dispatch(pg);
+    }
+    leave(pg);
+}
+
+static struct pg_op *simple_op(struct db_pg *pg, enum op_kind kind, enum stmt_id stmt,
+                               db_done_fn done, void *ctx)
+{
+    struct pg_op *op = op_new(pg, kind, ctx);
+    op->stmt = stmt;
+    op->done = done;
+    return op;
+}
+
+static void pg_ping(struct db *db, db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_PING, ST_PING, done, ctx);
+    params_reserve(op, 0);
+    submit(pg, op);
+}
+
+static void pg_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
+                           db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_USER, ST_USER_INSERT, done, ctx);
+    op->user_row = row;
+    params_reserve(op, name.len + email.len);
+    param_str(op, name);
+    param_str(op, email);
+    submit(pg, op);
+}
+
+static void pg_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_USER, ST_USER_GET, done, ctx);
+    op->user_row = row;
+    params_reserve(op, 8);
+    param_i64(op, id);
+    submit(pg, op);
+}
+
+static void pg_user_update(struct db *db, int64_t id, struct str name, struct str email,
+                           db_user_fn row, db_done_fn done, void *ctx)
+{
+    if (!name.ptr && !email.ptr) {
+        /* nothing to change: answer with the current row, as SQLite does */
+        pg_user_get(db, id, row, done, ctx);
+        return;
+    }
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_USER, ST_USER_UPDATE, done, ctx);
+    op->user_row = row;
+    params_reserve(op, 8 + (name.ptr ? name.len : 0) + (email.ptr ? email.len : 0));
+    param_i64(op, id);
+    param_str(op, name);
+    param_str(op, email);
+    submit(pg, op);
+}
+
+static void pg_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_USER_DELETE, ST_USER_DELETE, done, ctx);
+    params_reserve(op, 8);
+    param_i64(op, id);
+    submit(pg, op);
+}
+
+static void pg_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
+                         void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_USER_LIST, ST_USER_LIST, done, ctx);
+    op->user_row = row;
+    params_reserve(op, 16);
+    param_i64(op, after);
+    param_i64(op, limit > 0 ? limit : 0); /* a negative LIMIT is an error in PostgreSQL */
+    submit(pg, op);
+}
+
+static void pg_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
+                            db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_ORDER_CREATE, ST_ORDER_CREATE, done, ctx);
+    bool keyed = o->idempotency_key.ptr != NULL;
+    op->order_row = row;
+    params_reserve(op, 5 * 8 + o->items.len +
+                           (keyed ? o->idempotency_key.len + o->request_hash.len : 0));
+    param_i64(op, o->user_id);
+    param_str(op, o->items.ptr ? o->items : STR_LIT(""));
+    param_i64(op, o->subtotal_cents);
+    param_i64(op, o->discount_cents);
+    param_i64(op, o->tax_cents);
+    param_i64(op, o->total_cents);
+    param_str(op, keyed ? o->idempotency_key : STR_NULL);
+    param_str(op, keyed ? o->request_hash : STR_NULL);
+    submit(pg, op);
+}
+
+static void pg_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_ORDER_GET, ST_ORDER_GET, done, ctx);
+    op->order_row = row;
+    params_reserve(op, 8);
+    param_i64(op, id);
+    submit(pg, op);
+}
+
+static void pg_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
+                          db_done_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = simple_op(pg, OP_ORDER_LIST, ST_ORDER_LIST, done, ctx);
+    op->order_row = row;
+    params_reserve(op, 24);
+    param_i64(op, user_id);
+    param_i64(op, after);
+    param_i64(op, limit > 0 ? limit : 0);
+    submit(pg, op);
+}
+
+static void pg_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = op_new(pg, OP_PROCESS, ctx);
+    op->stmt = ST_CLAIM;
+    op->sign = sign;
+    op->count_done = done;
+    if (max <= 0) {
+        /* nothing to claim: no transaction either */
+        op_finish(pg, op, DB_OK);
+        return;
+    }
+    op->max = max > PROCESS_MAX ? PROCESS_MAX : max;
+    submit(pg, op);
+}
+
+static void pg_orders_pending(struct db *db, db_count_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = op_new(pg, OP_PENDING, ctx);
+    op->stmt = ST_PENDING_COUNT;
+    op->count_done = done;
+    params_reserve(op, 0);
+    submit(pg, op);
+}
+
+/* ---- housekeeping ---- */
+
+static void expire_queue(struct db_pg *pg, struct pg_op **head, struct pg_op **tail, int *n,
+                         uint64_t now)
+{
+    while (*head && now - (*head)->queued_ms >= pg->timeout_ms) {
+        struct pg_op *op = q_pop(head, tail, n);
+        op_finish(pg, op, DB_UNAVAILABLE);
+    }
+}
+
+/*
+ * About once per second: operations waiting past the timeout fail; a
+ * connection whose oldest query has no answer within the timeout, or whose
+ * connection attempt takes longer, is closed (its operations fail); due
+ * reconnections start.
+ */
+static void pg_tick(struct db *db)
+{
+    struct db_pg *pg = to_pg(db);
+    char why[WHY_MAX];
+
+    enter(pg);
+    uint64_t now = now_ms(pg);
+    expire_queue(pg, &pg->q_head, &pg->q_tail, &pg->nq, now);
+    expire_queue(pg, &pg->txq_head, &pg->txq_tail, &pg->ntxq, now);
+    for (int i = 0; i < POOL_PER_LOOP; i++) {
+        struct pg_conn *c = &pg->conns[i];
+        if (c->broken)
+            continue;
+        if (c->state == CS_CONNECTING && now - c->started_ms >= pg->timeout_ms) {
+            snprintf(why, sizeof why, "connection attempt timed out after %" PRIu64 " ms",
+                     pg->timeout_ms);
+            conn_break(c, why);
+        } else if (c->state == CS_READY && c->sent_head &&
+                   now - c->sent_head->sent_ms >= pg->timeout_ms) {
+            snprintf(why, sizeof why, "no answer within %" PRIu64 " ms", pg->timeout_ms);
+            conn_break(c, why);
+        }
+    }
+    maybe_reconnect(pg);
+    leave(pg);
+}
+
+static void pg_stats(const struct db *db, struct db_stats *out)
+{
+    const struct db_pg *pg = to_pg_const(db);
+    out->connections = 0;
+    for (int i = 0; i < POOL_PER_LOOP; i++)
+        out->connections += conn_ready(&pg->conns[i]) && pg->conns[i].prepared;
+    out->busy = pg->busy;
+}
+
+/* Every operation still open gets DB_UNAVAILABLE; then everything is freed. */
+static void pg_close(struct db *db)
+{
+    struct db_pg *pg = to_pg(db);
+
+    pg->closing = true;
+    pg->depth++;
+    for (int i = 0; i < POOL_PER_LOOP; i++) {
+        struct pg_conn *c = &pg->conns[i];
+        if (c->conn || c->sent_head || c->reserved)
+            conn_teardown(c);
+    }
+    fail_queues(pg);
+    while (pg->free_ops) {
+        struct pg_op *op = pg->free_ops;
+        pg->free_ops = op->next;
+        free(op->heap);
+        free(op);
+    }
+    free(pg->conninfo);
+    free(pg);
+}
+
+static const struct db_ops pg_ops = {
+    .name = "postgres",
+    .close = pg_close,
+    .ping = pg_ping,
+    .user_create = pg_user_create,
+    .user_get = pg_user_get,
+    .user_update = pg_user_update,
+    .user_delete = pg_user_delete,
+    .user_list = pg_user_list,
+    .stats = pg_stats,
+    .tick = pg_tick,
+    .order_create = pg_order_create,
+    .order_get = pg_order_get,
+    .order_list = pg_order_list,
+    .orders_process = pg_orders_process,
+    .orders_pending = pg_orders_pending,
+};
+
+struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct loop *loop)
+{
+    char label[LABEL_MAX];
+
+    if (!loop) {
+        log_error("db postgres: a handle needs an event loop");
+        return NULL;
+    }
+    if (make_label(conninfo, label, sizeof label)) {
+        log_error("db postgres: BRISK_DATABASE_URL is not a valid PostgreSQL connection string");
+        return NULL;
+    }
+    struct db_pg *pg = calloc(1, sizeof *pg);
+    if (!pg)
+        log_fatal("out of memory");
+    pg->base.ops = &pg_ops;
+    pg->loop = loop;
+    memcpy(pg->label, label, sizeof label);
+    pg->conninfo = strdup(conninfo);
+    if (!pg->conninfo)
+        log_fatal("out of memory");
+    pg->timeout_ms = cfg->busy_timeout_ms > 0 ? (uint64_t)cfg->busy_timeout_ms : DEFAULT_TIMEOUT_MS;
+    for (int i = 0; i < POOL_PER_LOOP; i++) {
+        struct pg_conn *c = &pg->conns[i];
+        c->io.on_event = conn_on_event;
+        c->io.fd = -1;
+        c->pg = pg;
+        c->index = i;
+        c->state = CS_DOWN;
+        c->backoff_ms = BACKOFF_MIN_MS;
+    }
+    /* Start connecting now; operations arriving meanwhile wait for the connections. */
+    enter(pg);
+    maybe_reconnect(pg);
+    leave(pg);
+    return &pg->base;
+}
+
+/* ---- db_migrate: blocking, at start-up ---- */
+
+/* Run sql; 0 when it returned `want`, else -1 after logging. */
+static int exec_want(PGconn *c, const char *label, const char *what, const char *sql,
+                     ExecStatusType want)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) == want) {
+        PQclear(r);
+        return 0;
+    }
+    char msg[WHY_MAX];
+    one_line(msg, sizeof msg, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    log_error("db postgres %s: %s failed: %s", label, what, msg);
+    PQclear(r);
+    return -1;
+}
+
+/* SELECT with one integer parameter: 1 row found, 0 none, -1 error (logged). */
+static int query_has_row(PGconn *c, const char *label, const char *what, const char *sql, int v)
+{
+    char num[16];
+    const char *vals[1] = {num};
+    snprintf(num, sizeof num, "%d", v);
+    PGresult *r = PQexecParams(c, sql, 1, NULL, vals, NULL, NULL, 0);
+    int rc = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        rc = PQntuples(r) > 0;
+    } else if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+        rc = 0;
+    } else {
+        char msg[WHY_MAX];
+        one_line(msg, sizeof msg, PQresultErrorMessage(r));
+        log_error("db postgres %s: %s failed: %s", label, what, msg);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int apply_migration(PGconn *c, const char *label, const struct pg_migration *m)
+{
+    int have;
+
+    if (exec_want(c, label, "BEGIN (migrations)", "BEGIN", PGRES_COMMAND_OK))
+        return -1;
+    have = query_has_row(c, label, "read schema_migrations",
+                         "SELECT 1 FROM schema_migrations WHERE version = $1", m->version);
+    if (have < 0)
+        goto out_rollback;
+    if (!have) {
+        if (exec_want(c, label, m->name, m->sql, PGRES_COMMAND_OK))
+            goto out_rollback;
+        if (query_has_row(c, label, "record migration",
+                          "INSERT INTO schema_migrations (version) VALUES ($1)", m->version) < 0)
+            goto out_rollback;
+    }
+    if (exec_want(c, label, "COMMIT (migrations)", "COMMIT", PGRES_COMMAND_OK))
+        goto out_rollback;
+    if (!have)
+        log_info("db postgres %s: applied migration %d (%s)", label, m->version, m->name);
+    return 0;
+
+out_rollback:
+    PQclear(PQexec(c, "ROLLBACK"));
+    return -1;
+}
+
+int db__pg_migrate(const char *conninfo, const struct db_config *cfg)
+{
+    char label[LABEL_MAX];
+    const char *vals[ARRAY_LEN(conn_keys)];
+    int rc = -1;
+
+    (void)cfg;
+    for (size_t i = 0; i < ARRAY_LEN(pg_migrations); i++) {
+        if (pg_migrations[i].version != (int)i + 1) {
+            log_error("db postgres: migration table out of order at index %zu", i);
+            return -1;
+        }
+    }
+    if (make_label(conninfo, label, sizeof label)) {
+        log_error("db postgres: BRISK_DATABASE_URL is not a valid PostgreSQL connection string");
+        return -1;
+    }
+    conn_values(conninfo, vals);
+    PGconn *c = PQconnectdbParams(conn_keys, vals, 1);
+    if (!c)
+        log_fatal("out of memory");
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[WHY_MAX];
+        one_line(msg, sizeof msg, PQerrorMessage(c));
+        log_error("db postgres %s: cannot connect: %s", label, msg);
+        goto out_finish;
+    }
+    PQsetNoticeReceiver(c, on_notice, label);
+    /* Session lock: a second process waits here until the first is done (or gone). */
+    if (exec_want(c, label, "taking the migration lock",
+                  "SELECT pg_advisory_lock(" PG_MIGRATION_LOCK ")", PGRES_TUPLES_OK))
+        goto out_finish;
+    if (exec_want(c, label, "create schema_migrations",
+                  "CREATE TABLE IF NOT EXISTS schema_migrations (\n"
+                  "    version integer PRIMARY KEY,\n"
+                  "    applied_at timestamptz NOT NULL DEFAULT now()\n"
+                  ")",
+                  PGRES_COMMAND_OK))
+        goto out_unlock;
+    for (size_t i = 0; i < ARRAY_LEN(pg_migrations); i++) {
+        if (apply_migration(c, label, &pg_migrations[i]))
+            goto out_unlock;
+    }
+    PGresult *r = PQexec(c, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+    int64_t latest = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && value_i64(r, 0, 0, &latest) &&
+        latest > (int64_t)ARRAY_LEN(pg_migrations))
+        log_warn("db postgres %s: schema version %" PRId64 " is newer than this build knows (%zu)",
+                 label, latest, ARRAY_LEN(pg_migrations));
+    PQclear(r);
+    rc = 0;
+
+out_unlock:
+    PQclear(PQexec(c, "SELECT pg_advisory_unlock(" PG_MIGRATION_LOCK ")"));
+out_finish:
+    PQfinish(c);
+    return rc;
+}

@@ -1,0 +1,322 @@
+"""PostgreSQL faults (registered only when run.py has --database-url).
+
+- PostgreSQL crashes under load and comes back: requests get 503 "database
+  unavailable" within a bounded time, /health stays 200, /ready says 503, and
+  brisk recovers by itself (no restart): /ready 200, writes succeed, and no
+  write that was acknowledged (201) is lost.
+- Two brisk processes on one database, one SIGKILLed while the background
+  workers process orders: afterwards every order is processed exactly once,
+  with the receipt the API defines.
+- Several processes migrating one fresh database at once.
+- Passwords in the URL never reach the log.
+
+The outage test runs its own throwaway cluster (scripts/pg_cluster.sh in a
+private directory) so that stopping it disturbs no other test."""
+
+import hashlib
+import hmac
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import harness
+from harness import check, eq, expect_error, fail, request, test, uniq
+
+RECEIPT_KEY = "pg-faults-receipt-key"
+
+
+def _cluster(cmd, d, timeout=120):
+    p = subprocess.run(["bash", harness.PG_CLUSTER, cmd, d], capture_output=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        fail("pg_cluster.sh %s: %s" % (cmd, p.stderr.decode("utf-8", "replace")[-800:]))
+    return p.stdout.decode().strip()
+
+
+def _wait(pred, timeout, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def _status(port, method, path, body=None, timeout=15):
+    try:
+        return request(port, method, path, body, timeout=timeout, check_common=False).status
+    except Exception:  # noqa: BLE001
+        return None
+
+
+if harness.pg_mode():
+
+    @test(server=None)
+    def outage_and_recovery(ctx):
+        d = "/tmp/brisk-pgf-%d-%s" % (os.getpid(), uniq("c"))
+        url = _cluster("start", d)
+        srv = None
+        try:
+            srv = ctx.new_server(env={"BRISK_THREADS": "2", "BRISK_DATABASE_URL": url,
+                                      "BRISK_DB_BUSY_TIMEOUT_MS": "2000"}, name="outage").start()
+            eq(request(srv.port, "GET", "/ready").status, 200, "ready before the outage")
+
+            acked = []  # users answered 201
+            durations = []  # (seconds, status) of every request during the run
+            lock = threading.Lock()
+            stop = threading.Event()
+
+            def load(k):
+                while not stop.is_set():
+                    mail = "%s@example.com" % uniq("out%d-" % k)
+                    t0 = time.time()
+                    try:
+                        r = request(srv.port, "POST", "/users", {"name": "Load", "email": mail},
+                                    timeout=20)
+                    except harness.TestFailure as e:
+                        with lock:
+                            durations.append((time.time() - t0, str(e)))
+                        continue
+                    with lock:
+                        durations.append((time.time() - t0, r.status))
+                        if r.status == 201:
+                            acked.append(r.json())
+                        elif r.status != 503:
+                            durations.append((0, "unexpected %d %r" % (r.status, r.body[:200])))
+                        else:
+                            j = r.json()
+                            if j != {"error": "database unavailable"}:
+                                durations.append((0, "503 body %r" % r.body[:200]))
+                    if r.status == 503:
+                        time.sleep(0.02)
+
+            threads = [threading.Thread(target=load, args=(k,), daemon=True) for k in range(4)]
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+            with lock:
+                before = len(acked)
+            check(before > 0, "no write succeeded before the outage")
+
+            # crash PostgreSQL (immediate stop: no checkpoint, like a kill)
+            t_down = time.time()
+            _cluster("crash", d)
+            check(_wait(lambda: _status(srv.port, "GET", "/ready") == 503, 10),
+                  "/ready did not turn 503 within 10 s of the crash")
+            ready_after = time.time() - t_down
+            r = request(srv.port, "GET", "/ready")
+            expect_error(r, 503, "database unavailable")
+            r = request(srv.port, "GET", "/health")
+            eq((r.status, r.body), (200, b"ok"), "/health during the outage")
+            r = request(srv.port, "GET", "/users/1", timeout=15)
+            expect_error(r, 503, "database unavailable")
+            time.sleep(2.0)
+
+            # back up on the same port and data: brisk reconnects by itself
+            _cluster("start", d)
+            t_up = time.time()
+            check(_wait(lambda: _status(srv.port, "GET", "/ready") == 200, 20, 0.2),
+                  "/ready not 200 within 20 s of PostgreSQL coming back")
+            recovered = time.time() - t_up
+            # every loop (new connections spread over them) is back within a few seconds
+            check(_wait(lambda: all(_status(srv.port, "GET", "/ready") == 200 for _ in range(10)), 8, 0.2),
+                  "some loops still answer 503 %.1f s after the first /ready 200" % (time.time() - t_up - recovered))
+            time.sleep(0.5)
+            stop.set()
+            for t in threads:
+                t.join(30)
+            r = request(srv.port, "POST", "/users", {"name": "After", "email": "%s@example.com" % uniq("aft")})
+            eq(r.status, 201, "write after recovery (%r)" % r.body[:200])
+
+            with lock:
+                bad = [x for x in durations if not isinstance(x[1], int)]
+                slow = [x for x in durations if x[0] > 8]
+                n503 = sum(1 for x in durations if x[1] == 503)
+                users = list(acked)
+            check(not bad, "unexpected answers: %r" % bad[:5])
+            check(not slow, "%d requests took longer than 8 s: %r" % (len(slow), slow[:5]))
+            check(n503 > 0, "no request saw 503 during the outage")
+            check(len(users) > before, "no write succeeded after the outage")
+            # no acknowledged write lost
+            lost = []
+            for u in users:
+                g = request(srv.port, "GET", "/users/%d" % u["id"])
+                if g.status != 200 or g.json() != u:
+                    lost.append((u["id"], g.status))
+            check(not lost, "%d of %d acknowledged users lost or changed: %r" % (len(lost), len(users), lost[:5]))
+            check(ready_after < 10 and recovered < 20, "timings %.1f %.1f" % (ready_after, recovered))
+            reason = srv.stop()
+            check(reason is None, reason or "")
+        finally:
+            if srv:
+                srv.kill()
+            _cluster("stop", d)
+
+    def _receipt(order):
+        lines = ",".join("%s:%d:%d" % (it["sku"], it["quantity"], it["unit_price_cents"])
+                         for it in order["items"])
+        msg = "%d|%d|%s|%d" % (order["id"], order["user_id"], lines, order["total_cents"])
+        return hmac.new(RECEIPT_KEY.encode(), msg.encode(), hashlib.sha256).hexdigest()
+
+    @test(server=None)
+    def two_processes_sigkill_exactly_once(ctx):
+        url = harness.pg_database()
+        env = {"BRISK_THREADS": "2", "BRISK_DATABASE_URL": url, "BRISK_BG_WORKERS": "2",
+               "BRISK_RECEIPT_KEY": RECEIPT_KEY}
+        a = ctx.new_server(env=env, name="pk-a").start()
+        b = ctx.new_server(env=env, name="pk-b").start()
+        c = None
+        try:
+            users = [request(a.port, "POST", "/users", {"name": "K%d" % i, "email": "%s@example.com" % uniq("pk")}).json()
+                     for i in range(5)]
+            created = []
+            lock = threading.Lock()
+            errors = []
+
+            def make(port, n, k):
+                for i in range(n):
+                    u = users[(i + k) % len(users)]
+                    items = [{"sku": "S-%d" % j, "quantity": 1 + (i + j) % 3, "unit_price_cents": 1999 + 7 * i}
+                             for j in range(1 + i % 4)]
+                    try:
+                        r = request(port, "POST", "/orders", {"user_id": u["id"], "items": items}, timeout=20)
+                    except harness.TestFailure as e:
+                        if port != a.port:
+                            with lock:
+                                errors.append(str(e))
+                        return
+                    with lock:
+                        if r.status == 201:
+                            created.append(r.json())
+                        elif port != a.port:
+                            errors.append("%d %r" % (r.status, r.body[:200]))
+
+            ts = [threading.Thread(target=make, args=(p, 250, k), daemon=True)
+                  for k, p in enumerate([a.port, a.port, b.port, b.port])]
+            for t in ts:
+                t.start()
+            # kill A while it creates and processes
+            _wait(lambda: len(created) >= 300, 30)
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(10)
+            for t in ts:
+                t.join(60)
+            check(not errors, "requests to the surviving process failed: %r" % errors[:5])
+            # a restarted A shares the work again
+            c = ctx.new_server(env=env, name="pk-c").start()
+
+            def pending():
+                return int(harness.psql(url, "SELECT count(*) FROM orders WHERE status = 'pending'").strip())
+
+            check(_wait(lambda: pending() == 0, 60, 0.3), "orders still pending after 60 s: %d" % pending())
+            rows = harness.psql(url, "SELECT count(*), count(receipt), count(processed_at) FROM orders "
+                                     "WHERE status = 'processed'").strip()
+            total = int(harness.psql(url, "SELECT count(*) FROM orders").strip())
+            eq(rows, "%d|%d|%d" % (total, total, total), "processed, receipt, processed_at counts")
+            check(total >= len(created), "acknowledged orders lost: %d stored, %d acknowledged" % (total, len(created)))
+            wrong = []
+            for o in created:
+                r = request(b.port, "GET", "/orders/%d" % o["id"])
+                if r.status != 200:
+                    wrong.append((o["id"], r.status))
+                    continue
+                got = r.json()
+                if got["status"] != "processed" or got["receipt"] != _receipt(got) or got["processed_at"] is None:
+                    wrong.append((o["id"], got["status"], got["receipt"]))
+                for k in ("user_id", "items", "subtotal_cents", "total_cents", "created_at"):
+                    if got[k] != o[k]:
+                        wrong.append((o["id"], k))
+            check(not wrong, "%d orders wrong: %r" % (len(wrong), wrong[:5]))
+            # the survivors processed no order twice: their counters add up to at most the total
+            n = 0
+            for s in (b, c):
+                m = harness.parse_metrics(request(s.port, "GET", "/metrics").text())
+                n += sum(v for k, v in m.items() if k[0] == "orders_processed_total")
+            check(n <= total, "survivors report %d orders processed of %d" % (n, total))
+            for s in (b, c):
+                reason = s.stop()
+                check(reason is None, reason or "")
+        finally:
+            for s in (a, b, c):
+                if s:
+                    s.kill()
+
+    @test(server=None)
+    def concurrent_migrations(ctx):
+        url = harness.pg_database()
+        srvs = [ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_DATABASE_URL": url}, name="mig%d" % i)
+                for i in range(4)]
+        try:
+            for s in srvs:
+                s.start(wait=False)
+            for s in srvs:
+                s.wait_ready(30)
+            eq(harness.psql(url, "SELECT string_agg(version::text, ',' ORDER BY version) "
+                                 "FROM schema_migrations").strip(), "1,2", "migrations recorded once each")
+            for s in srvs:
+                eq(request(s.port, "GET", "/ready").status, 200, "ready")
+            for s in srvs:
+                reason = s.stop()
+                check(reason is None, reason or "")
+        finally:
+            for s in srvs:
+                s.kill()
+
+    @test(server=None)
+    def password_never_logged(ctx):
+        url = harness.pg_database()
+        secret = "Pw-%s" % uniq("secret")
+        u = harness.urllib.parse.urlsplit(url)
+        netloc = "%s:%s@%s" % (u.username or "brisk", secret, u.hostname + (":%d" % u.port if u.port else ""))
+        with_pw = harness.urllib.parse.urlunsplit((u.scheme, netloc, u.path, u.query, u.fragment))
+        srv = ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_DATABASE_URL": with_pw,
+                                  "BRISK_LOG_LEVEL": "debug"}, name="pw").start()
+        try:
+            eq(request(srv.port, "GET", "/ready").status, 200, "ready (trust auth ignores the password)")
+            reason = srv.stop()
+            check(reason is None, reason or "")
+            check(secret not in srv.stderr(), "the password appears in the log")
+        finally:
+            srv.kill()
+        # a server that is not there: start-up fails, naming the host, not the password
+        bad = harness.urllib.parse.urlunsplit((u.scheme, "%s:%s@127.0.0.1:%d" % (
+            u.username or "brisk", secret, harness.free_port()), "/nowhere", "", ""))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+        env.update({"BRISK_DATABASE_URL": bad, "BRISK_ADDR": "127.0.0.1:%d" % harness.free_port()})
+        p = subprocess.run([ctx.binary], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
+                           stdin=subprocess.DEVNULL)
+        err = p.stderr.decode("utf-8", "replace")
+        check(p.returncode != 0, "started without a database")
+        check(secret not in err, "the password appears in the start-up error: %r" % err[-300:])
+        check("127.0.0.1" in err and "cannot connect" in err, "error does not name the host: %r" % err[-300:])
+        rep = harness.sanitizer_summary(err)
+        check(rep is None, rep or "")
+
+    @test(server=None)
+    def orders_and_users_semantics(ctx):
+        """The same contract on PostgreSQL: idempotency replay and reuse, 422/404, has-orders."""
+        srv = ctx.new_server(env={"BRISK_THREADS": "2", "BRISK_BG_WORKERS": "0"}, name="sem").start()
+        try:
+            u = request(srv.port, "POST", "/users", {"name": "S", "email": "%s@example.com" % uniq("sem")}).json()
+            body = {"user_id": u["id"], "items": [{"sku": "A-1", "quantity": 2, "unit_price_cents": 1999}]}
+            key = [("Idempotency-Key", uniq("idem"))]
+            r1 = request(srv.port, "POST", "/orders", body, key)
+            eq(r1.status, 201, "first keyed create (%r)" % r1.body[:200])
+            r2 = request(srv.port, "POST", "/orders", body, key)
+            eq(r2.status, 200, "replay")
+            eq(r2.json(), r1.json(), "replayed order")
+            other = dict(body, items=[{"sku": "B-2", "quantity": 1, "unit_price_cents": 5}])
+            eq(request(srv.port, "POST", "/orders", other, key).status, 409, "same key, other body")
+            r = request(srv.port, "POST", "/orders", dict(body, user_id=u["id"] + 10 ** 9))
+            eq(r.status, 422, "unknown user")
+            expect_error(request(srv.port, "DELETE", "/users/%d" % u["id"]), 409, "user has orders")
+            r = request(srv.port, "GET", "/users/%d/orders" % u["id"])
+            eq(r.status, 200, "list")
+            eq([o["id"] for o in r.json()["orders"]], [r1.json()["id"]], "one order listed")
+            reason = srv.stop()
+            check(reason is None, reason or "")
+        finally:
+            srv.kill()
+
