@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Turn bench/run.sh's raw records into the results of one run.
+
+  report.py --raw bench/.work/raw.jsonl --out bench/results/<date>-<host> [--elapsed S]
+
+Writes OUT.json (aggregates and every raw record), OUT.md (the essay's comparison
+table with measured columns, then every measurement and the goals), OUT-throughput.png,
+OUT-latency.png (gnuplot, when installed) and prints a summary.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+SERVERS = ["brisk-sqlite", "brisk-pg", "go-gin", "go-nethttp", "rust-hyper"]
+PEERS = ["go-gin", "go-nethttp", "rust-hyper"]
+BRISKS = ["brisk-sqlite", "brisk-pg"]
+SCENARIOS = ["health", "get_user", "post_user", "orders_process"]
+SCENARIO_TITLE = {
+    "health": "GET /health",
+    "get_user": "GET /users/{id}",
+    "post_user": "POST /users",
+    "orders_process": "POST /orders/process (1000 orders)",
+}
+
+
+def load(path):
+    recs = [json.loads(l) for l in open(path) if l.strip()]
+    meta = next((r for r in recs if r["kind"] == "meta"), {})
+    return recs, meta
+
+
+def med(v):
+    return statistics.median(v) if v else None
+
+
+def aggregate(recs):
+    out = {"wrk": {}, "rate": {}, "startup_ms": {}, "build": {}, "rss_kb": {}, "rss_start_kb": {},
+           "json": {}, "notes": [], "check": None, "pg": None}
+    wrk = {}
+    for r in recs:
+        k = r["kind"]
+        if k == "wrk":
+            wrk.setdefault((r["scenario"], r["server"]), []).append(r["data"])
+        elif k == "rate":
+            out["rate"].setdefault(r["scenario"], {})[r["server"]] = r["data"]
+        elif k == "startup":
+            out["startup_ms"].setdefault(r["server"], []).append(r["data"]["ms"])
+        elif k == "build":
+            out["build"][r["server"]] = {x: r[x] for x in r if x not in ("kind", "server")}
+        elif k == "rss":
+            out["rss_kb"][r["server"]] = r["vmhwm_kb"]
+        elif k == "rss_start":
+            out["rss_start_kb"][r["server"]] = r["vmrss_kb"]
+        elif k == "rss_pg":
+            out["pg_vmhwm_sum_kb"] = r["sum_vmhwm_kb"]
+        elif k == "json":
+            d = r["data"]
+            out["json"].setdefault(d["op"], {})[d["lang"]] = {"lib": d["lib"], "ns_per_op": d["ns_per_op"]}
+        elif k == "note":
+            out["notes"].append(r["text"])
+        elif k == "check":
+            out["check"] = {"ok": r["ok"], "summary": r["summary"]}
+        elif k == "meta_pg":
+            out["pg"] = {x: r[x] for x in r if x != "kind"}
+    for (sc, srv), runs in wrk.items():
+        agg = {"rounds": len(runs), "rps_each": [x["rps"] for x in runs]}
+        for f in ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms"):
+            agg[f] = med([x[f] for x in runs])
+        agg["errors"] = sum(x["errors_connect"] + x["errors_read"] + x["errors_write"] +
+                            x["errors_timeout"] for x in runs)
+        agg["non2xx"] = sum(x["errors_status"] for x in runs)
+        # the latency curve of the median-throughput round
+        agg["curve"] = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]["curve"]
+        out["wrk"].setdefault(sc, {})[srv] = agg
+    out["startup_ms"] = {k: med(v) for k, v in out["startup_ms"].items()}
+    return out
+
+
+# ---------------------------------------------------------------- formatting
+def f_rps(v):
+    return "—" if v is None else "{:,.0f}".format(v)
+
+
+def f_ms(v):
+    if v is None:
+        return "—"
+    if v >= 100:
+        return "%.0f" % v
+    if v >= 10:
+        return "%.1f" % v
+    if v >= 1:
+        return "%.2f" % v
+    return "%.3f" % v
+
+
+def f_mb(b):
+    return "—" if b is None else "%.1f MB" % (b / 1e6) if b >= 1e6 else "%.0f kB" % (b / 1e3)
+
+
+def f_s(v):
+    return "— (quick run)" if v is None else ("%.1f s" % v if v < 60 else "%dm%02ds" % (v // 60, v % 60))
+
+
+def f_ns(v):
+    return "—" if v is None else ("%.0f ns" % v if v < 1000 else "%.2f µs" % (v / 1000))
+
+
+def present(servers, data):
+    return [s for s in servers if s in data]
+
+
+def table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- goals
+def goals(a):
+    res = []
+
+    def add(goal, measured, ok):
+        res.append((goal, measured, ok))
+
+    peers_in = lambda d: [p for p in PEERS if p in d]
+    for b in BRISKS:
+        for sc in SCENARIOS:
+            d = a["wrk"].get(sc, {})
+            if b not in d or not peers_in(d):
+                continue
+            best = max(peers_in(d), key=lambda p: d[p]["rps"])
+            ratio = d[b]["rps"] / d[best]["rps"] if d[best]["rps"] else float("inf")
+            add("%s throughput ≥ 1.3× best peer, %s" % (b, SCENARIO_TITLE[sc]),
+                "%.2f× (%s vs %s %s)" % (ratio, f_rps(d[b]["rps"]), best, f_rps(d[best]["rps"])),
+                ratio >= 1.3)
+    for b in BRISKS:
+        for sc in SCENARIOS:
+            d = a["rate"].get(sc, {})
+            if b not in d or not peers_in(d):
+                continue
+            best = min(peers_in(d), key=lambda p: d[p]["p99_ms"])
+            add("%s p99 ≤ best peer's at the fixed rate, %s" % (b, SCENARIO_TITLE[sc]),
+                "%s ms vs %s %s ms (at %s req/s)" % (f_ms(d[b]["p99_ms"]), best,
+                                                    f_ms(d[best]["p99_ms"]), f_rps(d[b]["rate"])),
+                d[b]["p99_ms"] <= d[best]["p99_ms"])
+    gos = [g for g in ("go-gin", "go-nethttp") if g in a["rss_kb"]]
+    for b in BRISKS:
+        if b in a["rss_kb"] and gos:
+            g = min(gos, key=lambda x: a["rss_kb"][x])
+            add("%s peak RSS ≤ ⅓ of the Go peer's" % b,
+                "%.1f MB vs %s %.1f MB (%.2f×)" % (a["rss_kb"][b] / 1024, g, a["rss_kb"][g] / 1024,
+                                                 a["rss_kb"][b] / a["rss_kb"][g]),
+                a["rss_kb"][b] * 3 <= a["rss_kb"][g])
+    enc = a["json"].get("encode_user", {})
+    if "c" in enc and "rust" in enc:
+        c, r = enc["c"]["ns_per_op"], enc["rust"]["ns_per_op"]
+        add("JSON encode of a user ≤ ⅓ of serde_json's", "%s vs %s (%.2f×)" % (f_ns(c), f_ns(r), c / r),
+            c * 3 <= r)
+    h = a["wrk"].get("health", {})
+    for b in BRISKS:
+        if b in h and "limit" in h:
+            ratio = h[b]["rps"] / h["limit"]["rps"]
+            add("%s GET /health ≥ 85%% of the limit server" % b,
+                "%.0f%% (%s vs %s)" % (ratio * 100, f_rps(h[b]["rps"]), f_rps(h["limit"]["rps"])),
+                ratio >= 0.85)
+    bb = a["build"].get("brisk", {})
+    if bb:
+        add("brisk binary < 1 MB (stripped)", f_mb(bb["stripped_bytes"]), bb["stripped_bytes"] < 1e6)
+        if bb.get("clean_build_s") is not None:
+            add("brisk clean build ≤ 5 s", f_s(bb["clean_build_s"]), bb["clean_build_s"] <= 5)
+    return res
+
+
+# ---------------------------------------------------------------- markdown
+def markdown(a, meta, elapsed):
+    L = []
+    srv = [s for s in SERVERS if any(s in a["wrk"].get(sc, {}) for sc in SCENARIOS)]
+    L.append("# brisk vs Go and Rust peers — %s, %s run" % (meta.get("date", "?"), meta.get("mode", "?")))
+    L.append("")
+    L.append("- CPU: %s, %s cores; %s" % (meta.get("cpu_model"), meta.get("cores"), meta.get("pinning")))
+    L.append("- host `%s`, kernel %s, load average at start %s%s" % (
+        meta.get("host"), meta.get("kernel"), meta.get("loadavg_at_start"),
+        " (other work was running: numbers are noisy)" if float(str(meta.get("loadavg_at_start", "0")).split()[0]) > 0.5 else ""))
+    if a.get("pg"):
+        L.append("- PostgreSQL %s (fsync %s, synchronous_commit %s, shared_buffers %s), pinned with the servers"
+                 % (a["pg"]["version"], a["pg"]["fsync"], a["pg"]["synchronous_commit"], a["pg"]["shared_buffers"]))
+    L.append("- wrk: %ss per window, %s round(s) per server, servers alternating; fixed rate: %ss open loop "
+             "(bench/loadgen), the same rate for every server: half the slowest server's throughput"
+             % (meta.get("wrk_seconds"), meta.get("rounds"), meta.get("rate_seconds")))
+    if a["check"]:
+        L.append("- answers checked (bench/check_peers.py): %s" % a["check"]["summary"])
+    for n in a["notes"]:
+        L.append("- note: %s" % n)
+    if elapsed:
+        L.append("- the whole run took %ss" % elapsed)
+    L.append("")
+
+    # the essay's table
+    L.append("## The essay's comparison, measured")
+    L.append("")
+    gu = a["rate"].get("get_user", {})
+    enc = a["json"].get("encode_user", {})
+    cols = ["go-gin", "go-nethttp", "rust-hyper", "brisk-pg", "brisk-sqlite"]
+    cols = [c for c in cols if c in srv]
+    head = ["", "essay: Go", "essay: Rust"] + cols
+    rows = []
+    if gu:
+        rows.append(["HTTP API latency: GET /users/{id}, p50 (p99) at %s req/s" % f_rps(next(iter(gu.values()))["rate"]),
+                     "~1.2 ms", "~0.8 ms"] +
+                    ["%s ms (%s)" % (f_ms(gu[c]["p50_ms"]), f_ms(gu[c]["p99_ms"])) if c in gu else "—" for c in cols])
+    gw = a["wrk"].get("get_user", {})
+    if gw:
+        rows.append(["HTTP throughput: GET /users/{id}, req/s", "", ""] +
+                    [f_rps(gw[c]["rps"]) if c in gw else "—" for c in cols])
+
+    def json_cell(c):
+        lang = {"go-gin": "go", "go-nethttp": "go", "rust-hyper": "rust"}.get(c, "c")
+        return f_ns(enc[lang]["ns_per_op"]) if lang in enc else "—"
+    if enc:
+        rows.append(["JSON: encode a user, per op", "2.5 µs (encoding/json), 0.8 (jsoniter)",
+                     "0.3 µs (serde)"] + [json_cell(c) for c in cols])
+    rows.append(["Binary size (stripped)", "~10 MB", "2–5 MB"] +
+                [f_mb(a["build"].get(c if not c.startswith("brisk") else "brisk", {}).get("stripped_bytes"))
+                 for c in cols])
+    rows.append(["Build time (clean)", "seconds", "minutes"] +
+                [f_s(a["build"].get(c if not c.startswith("brisk") else "brisk", {}).get("clean_build_s"))
+                 for c in cols])
+    rows.append(["Peak RSS under load (VmHWM)", "", ""] +
+                ["%.1f MB" % (a["rss_kb"][c] / 1024) if c in a["rss_kb"] else "—" for c in cols])
+    rows.append(["Start-up: exec → first 200 on /health", "", ""] +
+                ["%s ms" % f_ms(a["startup_ms"][c]) if c in a["startup_ms"] else "—" for c in cols])
+    L.append(table(head, rows))
+    L.append("")
+    L.append("go-gin and go-nethttp share their JSON codec (encoding/json); the JSON row of both brisk "
+             "columns is brisk's own codec in C. brisk's binary links libsqlite3, libcrypto, libseccomp "
+             "and libpq dynamically (not counted); the Go binaries are static; the Rust binary links libc only.")
+    L.append("")
+
+    # throughput + latency under max load
+    L.append("## Max throughput (wrk, closed loop) and its latency")
+    L.append("")
+    for sc in SCENARIOS:
+        d = a["wrk"].get(sc)
+        if not d:
+            continue
+        L.append("### %s" % SCENARIO_TITLE[sc])
+        L.append("")
+        rows = []
+        order = present(SERVERS + ["limit"], d)
+        for s in order:
+            x = d[s]
+            rows.append([s, f_rps(x["rps"]), " / ".join(f_rps(v) for v in x["rps_each"]),
+                         f_ms(x["p50_ms"]), f_ms(x["p90_ms"]), f_ms(x["p99_ms"]), f_ms(x["p999_ms"]),
+                         "%d / %d" % (x["errors"], x["non2xx"])])
+        L.append(table(["server", "req/s (median)", "each round", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+                        "errors / non-2xx"], rows))
+        L.append("")
+
+    L.append("## Latency at a fixed rate (bench/loadgen, open loop, from the intended send time)")
+    L.append("")
+    rows = []
+    for sc in SCENARIOS:
+        d = a["rate"].get(sc, {})
+        for s in present(SERVERS, d):
+            x = d[s]
+            rows.append([SCENARIO_TITLE[sc], s, f_rps(x["rate"]), f_rps(x["achieved_rps"]), f_ms(x["p50_ms"]),
+                         f_ms(x["p90_ms"]), f_ms(x["p99_ms"]), f_ms(x["p999_ms"]), f_ms(x["max_ms"]),
+                         "%d / %d" % (x["errors"], x["non2xx"])])
+    L.append(table(["scenario", "server", "rate", "achieved", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+                    "max ms", "errors / non-2xx"], rows))
+    L.append("")
+
+    L.append("## Resources")
+    L.append("")
+    rows = []
+    for s in present(SERVERS + ["limit"], {**a["rss_kb"], **a["startup_ms"]}):
+        b = a["build"].get("brisk" if s.startswith("brisk") else s, {})
+        rows.append([s, "%.1f MB" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—",
+                     "%.1f MB" % (a["rss_start_kb"][s] / 1024) if s in a["rss_start_kb"] else "—",
+                     f_ms(a["startup_ms"].get(s)), f_mb(b.get("stripped_bytes")), f_s(b.get("clean_build_s")),
+                     b.get("dyn_libs", "").strip() or "—", b.get("toolchain", "—")])
+    L.append(table(["server", "peak RSS", "RSS after start", "start-up ms", "stripped binary",
+                    "clean build", "shared libraries (not in size)", "toolchain"], rows))
+    if a.get("pg_vmhwm_sum_kb"):
+        L.append("")
+        L.append("PostgreSQL processes (shared by brisk-pg and the peers): sum of VmHWM %.0f MB."
+                 % (a["pg_vmhwm_sum_kb"] / 1024))
+    L.append("")
+
+    L.append("## JSON microbenchmark (ns/op, median of runs)")
+    L.append("")
+    rows = []
+    for op in ("encode_user", "encode_user_reused_buffer", "decode_create_user"):
+        d = a["json"].get(op)
+        if not d:
+            continue
+        rows.append([op] + [("%s (%s)" % (f_ns(d[l]["ns_per_op"]), d[l]["lib"])) if l in d else "—"
+                            for l in ("c", "go", "rust")])
+    L.append(table(["operation", "brisk (C)", "Go", "Rust"], rows))
+    L.append("")
+    L.append("encode_user: brisk writes into the reused response buffer (src/app/users.c write_user, "
+             "RFC 3339 formatting included); serde_json::to_writer into a reused Vec; Go json.Marshal "
+             "(and json.Encoder into a reused buffer). decode_create_user: the POST /users body into the "
+             "request arena / a struct with optional fields.")
+    L.append("")
+
+    L.append("## Goals")
+    L.append("")
+    rows = [[g, m, "met" if ok else "**not met**"] for g, m, ok in goals(a)]
+    L.append(table(["goal", "measured", ""], rows))
+    L.append("")
+    return "\n".join(L)
+
+
+# ---------------------------------------------------------------- plots
+def plots(a, out):
+    if not shutil.which("gnuplot"):
+        return []
+    made = []
+    work = out + ".plotdata"
+    os.makedirs(work, exist_ok=True)
+    # throughput: one panel per scenario
+    panels = []
+    for sc in SCENARIOS:
+        d = a["wrk"].get(sc)
+        if not d:
+            continue
+        names = present(SERVERS + ["limit"], d)
+        fn = os.path.join(work, "tp-%s.dat" % sc)
+        with open(fn, "w") as f:
+            for i, s in enumerate(names):
+                f.write('%d "%s" %f\n' % (i, s, d[s]["rps"]))
+        panels.append((sc, fn, len(names)))
+    gp = ['set terminal pngcairo size 1400,900 noenhanced font ",10"' if _has_cairo() else
+          'set terminal png size 1400,900 noenhanced',
+          'set output "%s-throughput.png"' % out, "set multiplot layout 2,2 title \"max throughput (wrk), req/s\"",
+          "set style fill solid 0.7", "set boxwidth 0.6", "set grid ytics", "set yrange [0:*]",
+          "set xtics rotate by -25"]
+    for sc, fn, n in panels:
+        gp += ['set title "%s"' % SCENARIO_TITLE[sc], "set xrange [-0.6:%f]" % (n - 0.4),
+               'plot "%s" using 1:3:xtic(2) with boxes lc rgb "#4477aa" notitle, '
+               '"" using 1:3:(sprintf("%%.0f",$3)) with labels offset 0,0.7 notitle' % fn]
+    gp.append("unset multiplot")
+    if _gnuplot(gp):
+        made.append(out + "-throughput.png")
+
+    # latency percentile curves at the fixed rate: x = "nines"
+    gp = ['set terminal pngcairo size 1400,900 noenhanced font ",10"' if _has_cairo() else
+          'set terminal png size 1400,900 noenhanced',
+          'set output "%s-latency.png"' % out,
+          'set multiplot layout 2,2 title "latency by percentile at a fixed rate (open loop), ms"',
+          "set logscale y", "set grid", 'set xtics ("0" 0, "90" 1, "99" 2, "99.9" 3, "99.99" 4)',
+          "set xrange [0:4.2]", "set key top left", 'set xlabel "percentile"']
+    any_rate = False
+    for sc in SCENARIOS:
+        d = a["rate"].get(sc)
+        if not d:
+            continue
+        any_rate = True
+        plots_ = []
+        for s in present(SERVERS, d):
+            fn = os.path.join(work, "lat-%s-%s.dat" % (sc, s))
+            with open(fn, "w") as f:
+                for p, ms in d[s]["curve"]:
+                    if p >= 100:
+                        continue
+                    f.write("%f %f\n" % (-math.log10(1 - p / 100.0), max(ms, 1e-3)))
+            plots_.append('"%s" using 1:2 with linespoints title "%s"' % (fn, s))
+        gp += ['set title "%s at %s req/s"' % (SCENARIO_TITLE[sc], f_rps(next(iter(d.values()))["rate"])),
+               "plot " + ", ".join(plots_)]
+    gp.append("unset multiplot")
+    if any_rate and _gnuplot(gp):
+        made.append(out + "-latency.png")
+    shutil.rmtree(work, ignore_errors=True)
+    return made
+
+
+def _has_cairo():
+    try:
+        r = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True)
+        return "pngcairo" in (r.stdout + r.stderr)
+    except OSError:
+        return False
+
+
+def _gnuplot(lines):
+    r = subprocess.run(["gnuplot"], input="\n".join(lines) + "\n", capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write("gnuplot: " + r.stderr[-2000:])
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- summary
+def summary(a, meta, out):
+    S = []
+    S.append("")
+    S.append("brisk benchmark (%s run, %s, %s cores: %s)" % (meta.get("mode"), meta.get("cpu_model"),
+                                                           meta.get("cores"), meta.get("pinning")))
+    srv = present(SERVERS + ["limit"], {s: 1 for sc in a["wrk"].values() for s in sc})
+    S.append("%-26s" % "req/s (wrk)" + "".join("%14s" % s for s in srv))
+    for sc in SCENARIOS:
+        d = a["wrk"].get(sc, {})
+        if d:
+            S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%14s" % (f_rps(d[s]["rps"]) if s in d else "—") for s in srv))
+    S.append("%-26s" % "p99 ms at fixed rate" + "".join("%14s" % s for s in srv))
+    for sc in SCENARIOS:
+        d = a["rate"].get(sc, {})
+        if d:
+            S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%14s" % (f_ms(d[s]["p99_ms"]) if s in d else "—") for s in srv))
+    S.append("%-26s" % "peak RSS MB" + "".join("%14s" % ("%.1f" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—") for s in srv))
+    S.append("%-26s" % "start-up ms" + "".join("%14s" % f_ms(a["startup_ms"].get(s)) for s in srv))
+    for op, d in a["json"].items():
+        S.append("json %-21s" % op[:21] + "".join("%14s" % ("%s %s" % (l, f_ns(d[l]["ns_per_op"]))) for l in ("c", "go", "rust") if l in d))
+    S.append("")
+    S.append("goals:")
+    for g, m, ok in goals(a):
+        S.append("  %-4s %s: %s" % ("ok" if ok else "MISS", g, m))
+    S.append("")
+    S.append("results: %s.md, %s.json" % (out, out))
+    return "\n".join(S)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--elapsed")
+    args = ap.parse_args()
+    recs, meta = load(args.raw)
+    a = aggregate(recs)
+    md = markdown(a, meta, args.elapsed)
+    pngs = plots(a, args.out)
+    if pngs:
+        md += "\n## Plots\n\n" + "\n".join("![%s](%s)" % (os.path.basename(p), os.path.basename(p)) for p in pngs) + "\n"
+    with open(args.out + ".md", "w") as f:
+        f.write(md)
+    with open(args.out + ".json", "w") as f:
+        json.dump({"meta": meta, "results": a,
+                   "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in goals(a)],
+                   "raw": recs}, f, indent=1)
+    print(summary(a, meta, args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+#!/usr/bin/env bash
+# bench/run.sh - brisk beside idiomatic Go and Rust peers, measured in one run.
+#
+#   bash bench/run.sh            full run (make bench, ~15 minutes)
+#   bash bench/run.sh --quick    short run (make bench-quick, < 3 minutes once the
+#                                peers are built: no clean builds, short windows)
+#
+# Options: --quick, --no-install (do not apt-get), --servers a,b,c (subset of
+# brisk-sqlite,brisk-pg,go-gin,go-nethttp,rust-hyper), --scenarios a,b (subset of
+# health,get_user,post_user,orders_process), --keep-work (leave bench/.work).
+# Environment: BENCH_PORT_BASE (default 18180), BENCH_WORK (default bench/.work).
+#
+# What it does (README "Benchmarks" and bench/README.md say more):
+#  1. installs what it needs with apt-get (as root; idempotent)
+#  2. builds brisk, the limit server, the load generator, the Go peers (gin and
+#     net/http) and the Rust peer (tokio + hyper + tokio-postgres), timing clean
+#     builds and measuring stripped binary sizes (full run only)
+#  3. starts a throwaway PostgreSQL (scripts/pg_cluster.sh, fsync turned back on
+#     so that a 201 is as durable as brisk's SQLite with synchronous=FULL)
+#  4. measures exec -> first 200 on /health, starts every server, seeds users,
+#     and checks the peers answer like brisk (bench/check_peers.py)
+#  5. per scenario, servers alternating: max throughput + latency with wrk, then
+#     latency at one fixed rate for all with bench/loadgen (open loop)
+#  6. peak RSS (VmHWM), the JSON microbenchmark (C, Go, Rust)
+#  7. bench/report.py: bench/results/<date>-<host>.{json,md}, PNG plots, summary
+#
+# Servers and load generator are pinned to separate cores (taskset): the first
+# half of the cores for the servers (and PostgreSQL), the rest for the load.
+# With 2 cores: servers on core 0, load on core 1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B="$ROOT/bench"
+W="${BENCH_WORK:-$B/.work}"
+PORT_BASE="${BENCH_PORT_BASE:-18180}"
+
+QUICK=0
+INSTALL=1
+KEEP_WORK=0
+SERVERS_ARG=""
+SCENARIOS_ARG=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) QUICK=1 ;;
+    --no-install) INSTALL=0 ;;
+    --keep-work) KEEP_WORK=1 ;;
+    --servers) SERVERS_ARG="$2"; shift ;;
+    --scenarios) SCENARIOS_ARG="$2"; shift ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    MODE=quick
+    WRK_SECONDS=2      # one window per server and scenario
+    WRK_WARMUP=1       # wrk warm-up before the first window, not recorded
+    ROUNDS=1
+    RATE_SECONDS=2     # loadgen window at the fixed rate
+    RATE_WARMUP=0.5
+    STARTUP_RUNS=1
+    JSON_ITERS=300000
+    JSON_RUNS=3
+    SEED_USERS=300
+else
+    MODE=full
+    WRK_SECONDS=5
+    WRK_WARMUP=2
+    ROUNDS=2           # each server is measured ROUNDS times per scenario, alternating
+    RATE_SECONDS=6
+    RATE_WARMUP=1
+    STARTUP_RUNS=3
+    JSON_ITERS=2000000
+    JSON_RUNS=7
+    SEED_USERS=1000
+fi
+
+T_START=$(date +%s)
+step() { printf '[bench %4ss] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+mkdir -p "$W" "$B/results"
+RAW="$W/raw.jsonl"
+: >"$RAW"
+LOGS="$W/logs"
+rm -rf "$LOGS"
+mkdir -p "$LOGS" "$W/bin"
+
+# record KIND JSON-FIELDS: append one line {"kind":KIND, FIELDS} to the raw results
+record() { printf '{"kind":"%s",%s}\n' "$1" "$2" >>"$RAW"; }
+jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+
+# ---------------------------------------------------------------- packages
+APT_PKGS=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev libpq-dev
+    python3 procps util-linux binutils curl wrk gnuplot-nox postgresql
+    golang-go golang-github-gin-gonic-gin-dev golang-github-jackc-pgx-v4-dev
+    cargo rustc librust-tokio-dev librust-hyper-dev librust-tokio-postgres-dev
+    librust-serde-dev librust-serde-derive-dev librust-serde-json-dev librust-hmac-dev
+    librust-sha2-dev librust-hex-dev librust-rayon-dev librust-num-cpus-dev
+    librust-futures-dev)
+
+install_deps() {
+    local missing=() p
+    for p in "${APT_PKGS[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing packages (run as root, or install them): ${missing[*]}"
+    fi
+    step "apt-get install ${missing[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >"$LOGS/apt.log" 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$LOGS/apt.log" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$LOGS/apt.log" 2>&1 ||
+            { tail -n 20 "$LOGS/apt.log" >&2; die "apt-get install failed (log: $LOGS/apt.log)"; }
+    fi
+}
+
+if [ "$INSTALL" = 1 ]; then
+    step "packages: checking ${#APT_PKGS[@]} Debian packages"
+    install_deps
+fi
+
+# ---------------------------------------------------------------- machine and pinning
+NCPU=$(nproc)
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+if [ "$NCPU" -ge 2 ]; then
+    SRV_N=$((NCPU / 2))
+    SRV_CPUS="0-$((SRV_N - 1))"
+    LOAD_CPUS="$SRV_N-$((NCPU - 1))"
+    LOAD_N=$((NCPU - SRV_N))
+    PIN_SRV=(taskset -c "$SRV_CPUS")
+    PIN_LOAD=(taskset -c "$LOAD_CPUS")
+    PINNING="servers (and PostgreSQL) on cores $SRV_CPUS, load generator on cores $LOAD_CPUS"
+else
+    SRV_N=1 LOAD_N=1 SRV_CPUS=0 LOAD_CPUS=0
+    PIN_SRV=() PIN_LOAD=()
+    PINNING="one core: servers and load generator share it (not pinned)"
+fi
+step "machine: $CPU_MODEL, $NCPU cores; $PINNING"
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+record meta "$(printf '"mode":"%s","date":"%s","host":%s,"cpu_model":%s,"cores":%d,"server_cpus":"%s","load_cpus":"%s","pinning":%s,"loadavg_at_start":"%s","kernel":%s,"wrk_seconds":%s,"rounds":%s,"rate_seconds":%s' \
+    "$MODE" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(jstr "$(hostname)")" "$(jstr "$CPU_MODEL")" \
+    "$NCPU" "$SRV_CPUS" "$LOAD_CPUS" "$(jstr "$PINNING")" "$LOADAVG" "$(jstr "$(uname -r)")" \
+    "$WRK_SECONDS" "$ROUNDS" "$RATE_SECONDS")"
+
+# ---------------------------------------------------------------- builds
+# time_cmd LOG CMD...: run CMD, print its wall time in seconds
+time_cmd() {
+    local log="$1" t0 t1
+    shift
+    t0=$(date +%s.%N)
+    "$@" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; die "failed: $* (log: $log)"; }
+    t1=$(date +%s.%N)
+    python3 -c "print(round($t1 - $t0, 2))"
+}
+
+stripped_size() { # FILE: size in bytes of a stripped copy
+    strip -o "$W/stripped.tmp" "$1" && stat -c %s "$W/stripped.tmp" && rm -f "$W/stripped.tmp"
+}
+
+# dynamic libraries a binary needs beyond libc (sizes not included in the binary size)
+dyn_libs() {
+    ldd "$1" 2>/dev/null | awk '$1 !~ /^(linux-vdso|libc\.|libm\.|libpthread|libdl|librt|libgcc_s|\/lib64\/ld-linux)/ && $3 ~ /^\// {print $1}' | tr '\n' ' '
+}
+
+record_build() { # NAME SECONDS(or null) BINARY TOOLCHAIN
+    local size libs
+    size=$(stripped_size "$3")
+    libs=$(dyn_libs "$3")
+    record build "$(printf '"server":"%s","clean_build_s":%s,"stripped_bytes":%s,"dyn_libs":%s,"toolchain":%s' \
+        "$1" "$2" "$size" "$(jstr "$libs")" "$(jstr "$4")")"
+}
+
+BRISK_BUILD="$W/build-brisk"
+step "build: brisk ($([ "$QUICK" = 1 ] && echo incremental || echo "clean, make -j$NCPU"))"
+[ "$QUICK" = 1 ] || rm -rf "$BRISK_BUILD"
+bash "$ROOT/scripts/deps.sh" run >"$LOGS/brisk-deps.log" 2>&1 || true
+BRISK_BUILD_S=$(time_cmd "$LOGS/build-brisk.log" make -C "$ROOT" -j"$NCPU" BUILD="$BRISK_BUILD" all)
+[ "$QUICK" = 1 ] && BRISK_BUILD_S=null
+cp "$BRISK_BUILD/brisk" "$W/bin/brisk"
+record_build brisk "$BRISK_BUILD_S" "$W/bin/brisk" "$(gcc --version | head -1), make -j$NCPU, -O2"
+
+step "build: limit server, load generator, JSON microbenchmark (C)"
+CFLAGS_B=(-O2 -g -Wall -Wextra -std=gnu11)
+gcc "${CFLAGS_B[@]}" -o "$W/bin/limit" "$B/limit/limit.c" -lpthread
+gcc "${CFLAGS_B[@]}" -o "$W/bin/loadgen" "$B/loadgen/loadgen.c" -lpthread
+gcc "${CFLAGS_B[@]}" -I"$ROOT/src" -o "$W/bin/pg_schema" "$B/tools/pg_schema.c"
+gcc "${CFLAGS_B[@]}" -I"$ROOT/src" -o "$W/bin/json_bench_c" "$B/json/json_bench.c" \
+    "$BRISK_BUILD/src/json/json.o" "$BRISK_BUILD"/src/base/{buf,arena,timefmt,str,log}.o
+record_build limit null "$W/bin/limit" "gcc -O2"
+
+GO_ENV=(env GO111MODULE=off GOFLAGS= GOPATH="/usr/share/gocode:$B/peers/go" GOCACHE="$W/gocache")
+GO_VERSION=$(go version | awk '{print $3}')
+for peer in gin nethttp; do
+    step "build: go-$peer ($([ "$QUICK" = 1 ] && echo "cached" || echo "clean: empty GOCACHE, dependencies from source"))"
+    [ "$QUICK" = 1 ] || rm -rf "$W/gocache"
+    s=$(cd "$B/peers/go" && time_cmd "$LOGS/build-go-$peer.log" "${GO_ENV[@]}" go build -o "$W/bin/go-$peer" "peer-$peer")
+    [ "$QUICK" = 1 ] && s=null
+    record_build "go-$peer" "$s" "$W/bin/go-$peer" "$GO_VERSION, go build (GOPATH mode, Debian's packaged gin/pgx)"
+done
+
+# Prefer the toolchain on PATH (rustup's, when the machine has one), else Debian's.
+CARGO=$(command -v cargo || echo /usr/bin/cargo)
+RUSTC_V=$("$(dirname "$CARGO")/rustc" --version 2>/dev/null || rustc --version)
+CARGO_TGT="$W/cargo-target"
+step "build: rust-hyper ($([ "$QUICK" = 1 ] && echo "incremental" || echo "clean target, cargo build --release"); $RUSTC_V)"
+[ "$QUICK" = 1 ] || rm -rf "$CARGO_TGT"
+rm -f "$B/peers/rust/Cargo.lock" # resolved again offline: rustup's and Debian's cargo differ in format
+s=$(cd "$B/peers/rust" && time_cmd "$LOGS/build-rust.log" env CARGO_TARGET_DIR="$CARGO_TGT" \
+    RUSTC="$(dirname "$CARGO")/rustc" "$CARGO" build --release --offline --bin peer-rust)
+[ "$QUICK" = 1 ] && s=null
+cp "$CARGO_TGT/release/peer-rust" "$W/bin/rust-hyper"
+record_build rust-hyper "$s" "$W/bin/rust-hyper" "$RUSTC_V, cargo build --release (Debian's packaged crates)"
+(cd "$B/peers/rust" && env CARGO_TARGET_DIR="$CARGO_TGT" RUSTC="$(dirname "$CARGO")/rustc" \
+    "$CARGO" build --release --offline --bin json-bench >>"$LOGS/build-rust.log" 2>&1) ||
+    die "rust json-bench build failed (log: $LOGS/build-rust.log)"
+
+# ---------------------------------------------------------------- PostgreSQL
+PG_DIR="$W/pg"
+pg_start() {
+    if [ -f "$ROOT/scripts/pg_cluster.sh" ]; then
+        BRISK_PG_DIR="$PG_DIR" bash "$ROOT/scripts/pg_cluster.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
+        "${PIN_SRV[@]}" bash "$ROOT/scripts/pg_cluster.sh" start "$PG_DIR"
+    else
+        die "scripts/pg_cluster.sh not found"
+    fi
+}
+pg_stop() { bash "$ROOT/scripts/pg_cluster.sh" stop "$PG_DIR" >/dev/null 2>&1 || true; }
+
+SERVER_PIDS=()
+cleanup() {
+    local pid
+    for pid in "${SERVER_PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${SERVER_PIDS[@]:-}"; do
+        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+    done
+    pg_stop
+}
+trap cleanup EXIT
+
+step "postgres: throwaway cluster ($PG_DIR), pinned with the servers"
+PG_URL=$(pg_start) || die "PostgreSQL did not start"
+# scripts/pg_cluster.sh turns fsync off for tests; a benchmark of a durable
+# POST /users needs it on (brisk's SQLite runs with synchronous=FULL).
+psql -X -q "$PG_URL" -c "ALTER SYSTEM SET fsync = on" -c "ALTER SYSTEM SET full_page_writes = on" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+record meta_pg "$(printf '"version":%s,"fsync":"%s","synchronous_commit":"%s","shared_buffers":"%s"' \
+    "$(jstr "$(psql -X -At "$PG_URL" -c 'SHOW server_version')")" \
+    "$(psql -X -At "$PG_URL" -c 'SHOW fsync')" "$(psql -X -At "$PG_URL" -c 'SHOW synchronous_commit')" \
+    "$(psql -X -At "$PG_URL" -c 'SHOW shared_buffers')")"
+
+# ---------------------------------------------------------------- servers
+declare -A PORT CMD_ENV
+ALL_SERVERS=(brisk-sqlite brisk-pg go-gin go-nethttp rust-hyper)
+PORT[brisk-sqlite]=$PORT_BASE
+PORT[brisk-pg]=$((PORT_BASE + 1))
+PORT[go-gin]=$((PORT_BASE + 2))
+PORT[go-nethttp]=$((PORT_BASE + 3))
+PORT[rust-hyper]=$((PORT_BASE + 4))
+PORT[limit]=$((PORT_BASE + 10))
+SQLITE_DIR="$W/sqlite"
+
+# brisk: one loop per server core (its default counts all online cores, not
+# the affinity mask), no access log (the peers log nothing either), no
+# background order worker (not part of the benchmark subset).
+BRISK_ENV=(BRISK_THREADS="$SRV_N" BRISK_LOG_LEVEL=warn BRISK_BG_WORKERS=0)
+server_cmd() { # NAME: print the env + command line, one word per line
+    local n="$1"
+    case "$n" in
+    brisk-sqlite) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
+        BRISK_DATABASE_URL="sqlite:$SQLITE_DIR/brisk.db" "${PIN_SRV[@]}" "$W/bin/brisk" serve ;;
+    brisk-pg) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
+        BRISK_DATABASE_URL="$PG_URL" "${PIN_SRV[@]}" "$W/bin/brisk" serve ;;
+    go-gin | go-nethttp | rust-hyper) printf '%s\n' env BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
+        BRISK_DATABASE_URL="$PG_URL" "${PIN_SRV[@]}" "$W/bin/$n" ;;
+    limit) printf '%s\n' "${PIN_SRV[@]}" "$W/bin/limit" --addr "127.0.0.1:${PORT[$n]}" ;;
+    esac
+}
+
+# start_server NAME [--keep]: exec -> first 200 on /health; prints startup.py's JSON
+start_server() {
+    local n="$1" keep="${2:-}" cmd
+    mapfile -t cmd < <(server_cmd "$n")
+    python3 "$B/startup.py" --port "${PORT[$n]}" $keep --log "$LOGS/server-$n.log" -- "${cmd[@]}"
+}
+
+# brisk creates its schema at start-up: start brisk against PostgreSQL first so
+# the peers find brisk's own tables. A brisk without the PostgreSQL backend is
+# skipped, and the schema comes from src/db/migrations_pg.h instead.
+rm -rf "$SQLITE_DIR"
+mkdir -p "$SQLITE_DIR"
+BRISK_PG_OK=1
+step "schema: brisk migrates the PostgreSQL database"
+if ! start_server brisk-pg >"$W/startup.tmp" 2>>"$LOGS/server-brisk-pg.log"; then
+    BRISK_PG_OK=0
+    step "brisk-pg: brisk did not start against PostgreSQL (no backend yet?): $(tail -n 1 "$LOGS/server-brisk-pg.log")"
+    step "schema: applying src/db/migrations_pg.h for the peers"
+    "$W/bin/pg_schema" | psql -X -q -v ON_ERROR_STOP=1 "$PG_URL" >/dev/null
+    record note '"text":"brisk-pg skipped: brisk did not start with a postgres:// URL"'
+fi
+
+SERVERS=()
+for s in ${SERVERS_ARG//,/ }; do SERVERS+=("$s"); done
+[ ${#SERVERS[@]} -eq 0 ] && SERVERS=("${ALL_SERVERS[@]}")
+if [ "$BRISK_PG_OK" = 0 ]; then
+    keep=()
+    for s in "${SERVERS[@]}"; do [ "$s" = brisk-pg ] || keep+=("$s"); done
+    SERVERS=("${keep[@]}")
+fi
+SCENARIOS=(health get_user post_user orders_process)
+[ -n "$SCENARIOS_ARG" ] && read -r -a SCENARIOS <<<"${SCENARIOS_ARG//,/ }"
+
+step "startup: exec -> first 200 on /health, $STARTUP_RUNS run(s) per server"
+for n in limit "${SERVERS[@]}"; do
+    for ((i = 1; i <= STARTUP_RUNS; i++)); do
+        out=$(start_server "$n") || die "$n did not answer /health (log: $LOGS/server-$n.log)"
+        record startup "$(printf '"server":"%s","run":%d,"data":%s' "$n" "$i" "$out")"
+    done
+done
+
+step "servers: starting ${SERVERS[*]} and limit"
+declare -A PID
+for n in limit "${SERVERS[@]}"; do
+    out=$(start_server "$n" --keep) || die "$n did not start (log: $LOGS/server-$n.log)"
+    PID[$n]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$out")
+    SERVER_PIDS+=("${PID[$n]}")
+    record rss_start "$(printf '"server":"%s","vmrss_kb":%s' "$n" \
+        "$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$n]}/status")")"
+done
+
+# Seed users: SQLite through brisk (its schema, its durability), PostgreSQL with
+# one INSERT (every PostgreSQL server reads the same rows).
+step "seed: $SEED_USERS users in SQLite (through brisk) and in PostgreSQL"
+IDS_SQLITE=$(python3 - "${PORT[brisk-sqlite]}" "$SEED_USERS" <<'EOF'
+import http.client, json, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+ids = []
+for i in range(n):
+    body = json.dumps({"name": "Seed User %d" % i, "email": "seed-%d@bench.example" % i})
+    c.request("POST", "/users", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    if r.status == 201:
+        ids.append(json.loads(data)["id"])
+    else:
+        sys.exit("seed: POST /users answered %d %r" % (r.status, data[:200]))
+print("%d:%d" % (min(ids), max(ids)))
+EOF
+)
+IDS_PG=$(psql -X -At -v ON_ERROR_STOP=1 "$PG_URL" -c "WITH s AS (INSERT INTO users (name, email)
+    SELECT 'Seed User ' || g, 'seed-' || g || '@bench.example' FROM generate_series(1, $SEED_USERS) g
+    RETURNING id) SELECT min(id) || ':' || max(id) FROM s")
+psql -X -q "$PG_URL" -c "ANALYZE users" >/dev/null
+ids_of() { [ "$1" = brisk-sqlite ] && echo "$IDS_SQLITE" || echo "$IDS_PG"; }
+
+step "check: every peer answers the benchmark subset like brisk"
+CHECK_ARGS=()
+for n in "${SERVERS[@]}"; do CHECK_ARGS+=("$n=http://127.0.0.1:${PORT[$n]}"); done
+if python3 "$B/check_peers.py" "${CHECK_ARGS[@]}" >"$LOGS/check_peers.log" 2>&1; then
+    CHECK_OK=true
+else
+    CHECK_OK=false
+    grep FAIL "$LOGS/check_peers.log" >&2 || true
+    step "check: FAILED (see $LOGS/check_peers.log); measuring anyway, the report says so"
+fi
+record check "$(printf '"ok":%s,"summary":%s' "$CHECK_OK" "$(jstr "$(tail -n 1 "$LOGS/check_peers.log")")")"
+
+# ---------------------------------------------------------------- scenarios
+BODY="$W/orders1000.json"
+python3 "$B/gen_orders.py" 1000 "$BODY"
+
+scenario_conns() {
+    case "$1" in
+    health | get_user) echo 64 ;;
+    post_user) echo 32 ;;
+    orders_process) echo 8 ;;
+    esac
+}
+scenario_lua() {
+    case "$1" in
+    health) echo health.lua ;;
+    get_user) echo get_user.lua ;;
+    post_user) echo post_user.lua ;;
+    orders_process) echo orders.lua ;;
+    esac
+}
+scenario_path() {
+    case "$1" in
+    health) echo /health ;;
+    get_user) echo /users/1 ;;
+    post_user) echo /users ;;
+    orders_process) echo /orders/process ;;
+    esac
+}
+
+# run_wrk SCENARIO SERVER SECONDS TAG: prints the BENCHJSON object
+run_wrk() {
+    local sc="$1" n="$2" secs="$3" tag="$4" out
+    out=$(env BENCH_LUA_DIR="$B/wrk" BENCH_IDS="$(ids_of "$n")" BENCH_TAG="$tag" BENCH_BODY="$BODY" \
+        "${PIN_LOAD[@]}" wrk -t"$LOAD_N" -c"$(scenario_conns "$sc")" -d"${secs}s" --timeout 10s --latency \
+        -s "$B/wrk/$(scenario_lua "$sc")" "http://127.0.0.1:${PORT[$n]}$(scenario_path "$sc")" 2>&1) ||
+        { echo "$out" >&2; die "wrk failed against $n"; }
+    echo "$out" >>"$LOGS/wrk-$sc-$n.log"
+    grep '^BENCHJSON ' <<<"$out" | tail -n 1 | cut -d' ' -f2-
+}
+
+# rotate ARRAY by K: the order servers are measured in changes every round
+rotated() {
+    local k="$1"
+    shift
+    local a=("$@") i
+    for ((i = 0; i < ${#a[@]}; i++)); do echo "${a[$(((i + k) % ${#a[@]}))]}"; done
+}
+
+RUN_ID=$(date +%s)
+for sc in "${SCENARIOS[@]}"; do
+    targets=("${SERVERS[@]}")
+    [ "$sc" = health ] && targets+=(limit)
+    step "scenario $sc: warm-up ${WRK_WARMUP}s per server"
+    for n in "${targets[@]}"; do
+        run_wrk "$sc" "$n" "$WRK_WARMUP" "w$RUN_ID-$n" >/dev/null
+    done
+    for ((r = 1; r <= ROUNDS; r++)); do
+        mapfile -t order < <(rotated $((r - 1)) "${targets[@]}")
+        for n in "${order[@]}"; do
+            step "scenario $sc: wrk round $r/$ROUNDS, $n (${WRK_SECONDS}s, $(scenario_conns "$sc") connections)"
+            out=$(run_wrk "$sc" "$n" "$WRK_SECONDS" "r$RUN_ID-$r-$n")
+            record wrk "$(printf '"scenario":"%s","server":"%s","round":%d,"connections":%d,"data":%s' \
+                "$sc" "$n" "$r" "$(scenario_conns "$sc")" "$out")"
+        done
+    done
+
+    # One fixed rate for every server: half the throughput of the slowest one
+    # (limit excluded), so every server can sustain it.
+    rate=$(python3 - "$RAW" "$sc" "${SERVERS[@]}" <<'EOF'
+import json, sys, statistics
+raw, sc, servers = sys.argv[1], sys.argv[2], sys.argv[3:]
+by = {}
+for line in open(raw):
+    r = json.loads(line)
+    if r["kind"] == "wrk" and r["scenario"] == sc and r["server"] in servers:
+        by.setdefault(r["server"], []).append(r["data"]["rps"])
+slowest = min(statistics.median(v) for v in by.values())
+rate = slowest / 2
+# two significant digits
+from math import floor, log10
+mag = 10 ** max(0, floor(log10(rate)) - 1) if rate >= 1 else 1
+print(max(1, int(rate // mag * mag)))
+EOF
+)
+    mapfile -t order < <(rotated 1 "${targets[@]}")
+    for n in "${order[@]}"; do
+        [ "$n" = limit ] && continue
+        step "scenario $sc: fixed rate $rate req/s, $n (${RATE_SECONDS}s, open loop)"
+        lg=(--host 127.0.0.1 --port "${PORT[$n]}" --rate "$rate" --duration "$RATE_SECONDS"
+            --warmup "$RATE_WARMUP" --connections "$(scenario_conns "$sc")" --threads "$LOAD_N"
+            --tag "f$RUN_ID-$n")
+        case "$sc" in
+        health) lg+=(--path /health) ;;
+        get_user) lg+=(--path '/users/{id}' --ids "$(ids_of "$n")") ;;
+        post_user)
+            printf '{"name":"Bench User {n}","email":"f-{tag}-{n}@bench.example"}' >"$W/post_user.tmpl"
+            lg+=(--method POST --path /users --body-file "$W/post_user.tmpl") ;;
+        orders_process) lg+=(--method POST --path /orders/process --body-file "$BODY") ;;
+        esac
+        out=$("${PIN_LOAD[@]}" "$W/bin/loadgen" "${lg[@]}") || die "loadgen failed against $n"
+        record rate "$(printf '"scenario":"%s","server":"%s","data":%s' "$sc" "$n" "$out")"
+    done
+done
+
+step "memory: peak RSS (VmHWM) of every server over the whole run"
+for n in limit "${SERVERS[@]}"; do
+    record rss "$(printf '"server":"%s","vmhwm_kb":%s,"vmrss_kb":%s' "$n" \
+        "$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$n]}/status")" \
+        "$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$n]}/status")")"
+done
+PG_HWM=0
+for p in $(pgrep -f "postgres.*$PG_DIR" || true); do
+    h=$(awk '/^VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+    PG_HWM=$((PG_HWM + ${h:-0}))
+done
+record rss_pg "\"sum_vmhwm_kb\":$PG_HWM"
+
+step "servers: stopping"
+cleanup
+SERVER_PIDS=()
+trap - EXIT
+
+# ---------------------------------------------------------------- JSON microbenchmark
+step "json: brisk's codec in C ($JSON_ITERS iterations x $JSON_RUNS runs)"
+"${PIN_SRV[@]}" "$W/bin/json_bench_c" "$JSON_ITERS" "$JSON_RUNS" | grep '^{"lang"' |
+    while read -r l; do record json "\"data\":$l"; done
+step "json: serde_json (Rust)"
+"${PIN_SRV[@]}" "$CARGO_TGT/release/json-bench" "$JSON_ITERS" "$JSON_RUNS" | grep '^{"lang"' |
+    while read -r l; do record json "\"data\":$l"; done
+step "json: Go encoding/json (go test -bench)"
+(cd "$B/json/go" && env GO111MODULE=off GOFLAGS= GOPATH="$B/json/go" GOCACHE="$W/gocache" \
+    "${PIN_SRV[@]}" go test -run XXX -bench . -benchtime "${JSON_ITERS}x" -count "$JSON_RUNS" jsonbench) \
+    >"$LOGS/json-go.log" 2>&1 || { cat "$LOGS/json-go.log" >&2; die "go json bench failed"; }
+python3 - "$LOGS/json-go.log" <<'EOF' | while read -r l; do record json "\"data\":$l"; done
+import re, statistics, sys
+names = {"EncodeUser": "encode_user", "DecodeCreateUser": "decode_create_user",
+         "EncodeUserReusedBuffer": "encode_user_reused_buffer"}
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"Benchmark(\w+?)(-\d+)?\s+\d+\s+([\d.]+) ns/op", line)
+    if m and m.group(1) in names:
+        runs.setdefault(names[m.group(1)], []).append(float(m.group(3)))
+for op, v in runs.items():
+    print('{"lang":"go","lib":"encoding/json","op":"%s","ns_per_op":%.1f}' % (op, statistics.median(v)))
+EOF
+
+# ---------------------------------------------------------------- report
+step "report"
+STAMP="$(date +%Y-%m-%d)-$(hostname -s)"
+python3 "$B/report.py" --raw "$RAW" --out "$B/results/$STAMP" --elapsed "$(($(date +%s) - T_START))"
+[ "$KEEP_WORK" = 1 ] || rm -rf "$PG_DIR"
+step "done in $(($(date +%s) - T_START))s: bench/results/$STAMP.md"
