@@ -99,6 +99,16 @@ format:
 lint:
 	@bash scripts/lint.sh
 
+# Benchmarks: brisk beside idiomatic Go (gin, net/http) and Rust (hyper) peers, on
+# this machine, in one run (bench/run.sh; results in bench/results/). Installs what it
+# needs as root. `bench` takes about 15 minutes; `bench-quick` under 3 once built.
+.PHONY: bench bench-quick
+bench:
+	@bash bench/run.sh
+
+bench-quick:
+	@bash bench/run.sh --quick
+
 clean:
 	rm -rf build
 
