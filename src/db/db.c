@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <libpq-fe.h>
+
 #include "base/log.h"
 #include "db/db_int.h"
 
@@ -79,6 +81,15 @@ static enum backend_kind classify_url(const char *url, const char **out_path, co
         path = url + strlen("sqlite:");
     } else if (has_prefix_ci(url, "postgres://") || has_prefix_ci(url, "postgresql://") ||
                looks_like_conninfo(url)) {
+        /* libpq's own parser; its message is not passed on: it may quote the password */
+        char *perr = NULL;
+        PQconninfoOption *opts = PQconninfoParse(url, &perr);
+        if (!opts) {
+            PQfreemem(perr);
+            *out_err = "not a valid PostgreSQL URL or connection string";
+            return BACKEND_NONE;
+        }
+        PQconninfoFree(opts);
         *out_path = url;
         return BACKEND_POSTGRES;
     } else if ((scheme = url_scheme_len(url)) != 0) {

@@ -293,6 +293,15 @@ if harness.pg_mode():
         check("127.0.0.1" in err and "cannot connect" in err, "error does not name the host: %r" % err[-300:])
         rep = harness.sanitizer_summary(err)
         check(rep is None, rep or "")
+        # a malformed URL is a configuration error: exit 2, one line, no password
+        env["BRISK_DATABASE_URL"] = "postgres://brisk:%s@[127.0.0.1/db" % secret
+        p = subprocess.run([ctx.binary], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
+                           stdin=subprocess.DEVNULL)
+        err = p.stderr.decode("utf-8", "replace")
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        eq(p.returncode, 2, "exit status for a malformed URL (%r)" % err[-300:])
+        check(len(lines) == 1 and "BRISK_DATABASE_URL" in lines[0], "error line: %r" % lines)
+        check(secret not in err, "the password appears in the configuration error")
 
     @test(server=None)
     def orders_and_users_semantics(ctx):

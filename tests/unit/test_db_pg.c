@@ -331,9 +331,14 @@ static void test_urls(void)
        "postgresql:// accepted");
     ok(db_url_check("host=localhost dbname=brisk") == NULL, "key=value accepted");
     ok(db_url_check("mysql://x") != NULL, "mysql:// refused");
+    const char *e = db_url_check("postgres://u:hunter2secret@[bad/db");
+    ok(e != NULL && strstr(e, "hunter2secret") == NULL, "malformed postgres URL refused: %s",
+       e ? e : "(accepted)");
+    ok(db_url_check("postgres://u@h/db?no_such_option=1") != NULL, "unknown URL option refused");
+    ok(db_url_check("host=x port") != NULL, "malformed key=value refused");
     struct db_config cfg = {.url = "postgres://u:secret@localhost/db"};
     ok(db_open(&cfg, NULL) == NULL, "a postgres handle needs a loop");
-    ok(migrate("postgres://u@localhost/db?bogus_option=1") == -1, "unknown libpq option fails");
+    ok(migrate("postgres://u@localhost/db?bogus_option=1") == -1, "migrate refuses it too");
 }
 
 static void test_migrations(const char *url)
