@@ -808,8 +808,13 @@ static void conn_process(struct http_ctx *c)
         }
     }
     c->in_process = false;
-    if (c->state != ST_CLOSED && conn_flush(c) != 0)
+    if (c->state != ST_CLOSED && conn_flush(c) != 0) {
+        if (c->state == ST_HANDLING) {
+            conn_close(c); /* the handler still owns c: it is only marked dead */
+            return;
+        }
         c->state = ST_CLOSED;
+    }
     if (c->state == ST_CLOSED || (c->state == ST_CLOSING && !out_pending(c))) {
         conn_close(c);
         return;
@@ -1095,6 +1100,10 @@ static void *worker_main(void *arg)
         next = c->next;
         conn_close(c);
     }
+    /* closing the handle completes what still waits on it (503), which releases
+     * connections whose client left mid-query: before the free list goes */
+    db_close(w->db);
+    w->db = NULL;
     while (w->free_list) {
         struct http_ctx *c = w->free_list;
         w->free_list = c->next;
