@@ -6,12 +6,15 @@
  * completion to the batch's loop. Claims are rare (one per `grain` items), so
  * one lock is cheaper than anything cleverer.
  */
+#define _GNU_SOURCE /* gettid */
 #include "net/workpool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "net/loop.h"
@@ -41,9 +44,17 @@ static void post_done(struct batch *b)
     free(b);
 }
 
+/* Workers yield to the event loops: nice 10 gives a loop thread about ten
+ * times a worker's share of a busy core, so a big batch does not slow down
+ * the requests the loops are answering meanwhile. */
+#define WORKER_NICE 10
+
 static void *worker_main(void *unused)
 {
     (void)unused;
+    /* on Linux, PRIO_PROCESS with a thread id sets that thread's nice value */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), WORKER_NICE) != 0)
+        log_debug("workpool: cannot lower the worker priority");
     pthread_mutex_lock(&g_mu);
     for (;;) {
         while (!g_head && !g_stopping)

@@ -4,7 +4,8 @@ answered correctly and in order while the event loops keep answering /health."""
 import hashlib
 import hmac
 import json
-import threading
+import multiprocessing
+import os
 import time
 
 from harness import check, eq, fail, request, test
@@ -35,40 +36,45 @@ def make_orders(n):
     return out
 
 
+def _send_batch(port, body, path, q):
+    """In a child process (its own interpreter lock): send the batch, save the answer."""
+    t0 = time.monotonic()
+    try:
+        r = request(port, "POST", "/orders/process", body, [("Content-Type", "application/json")],
+                    timeout=120)
+        with open(path, "wb") as f:
+            f.write(r.body)
+        q.put((r.status, time.monotonic() - t0, None))
+    except Exception as e:  # reported by the parent
+        q.put((0, time.monotonic() - t0, repr(e)))
+
+
 @test()
 def process_100000_orders_while_health_stays_fast(ctx):
     orders = make_orders(100000)
     body = json.dumps({"orders": orders}, separators=(",", ":")).encode()
-    result = {}
-
-    def run_batch():
-        t0 = time.monotonic()
-        try:
-            result["r"] = request(ctx.port, "POST", "/orders/process", body,
-                                  [("Content-Type", "application/json")], timeout=120)
-        except Exception as e:  # reported below
-            result["err"] = e
-        result["secs"] = time.monotonic() - t0
-
-    t = threading.Thread(target=run_batch)
-    t.start()
+    path = os.path.join(ctx.tmpdir(), "batch.json")
+    q = multiprocessing.Queue()
+    child = multiprocessing.Process(target=_send_batch, args=(ctx.port, body, path, q))
+    child.start()
     worst = 0.0
     during = 0
-    while t.is_alive():
+    while child.is_alive():
         t0 = time.monotonic()
         r = request(ctx.port, "GET", "/health", timeout=10)
         dt = time.monotonic() - t0
         eq(r.status, 200, "/health during the batch")
-        if t.is_alive():
+        if child.is_alive():
             during += 1
             worst = max(worst, dt)
         time.sleep(0.005)
-    t.join()
-    if "err" in result:
-        fail("batch request failed: %r" % (result["err"],))
-    r = result["r"]
-    eq(r.status, 200, "batch status")
-    res = r.json()["results"]
+    status, secs, err = q.get(timeout=10)
+    child.join()
+    if err:
+        fail("batch request failed: %s" % err)
+    eq(status, 200, "batch status")
+    with open(path, "rb") as f:
+        res = json.loads(f.read())["results"]
     eq(len(res), len(orders), "result count")
     for i in list(range(0, len(orders), 997)) + [len(orders) - 1]:
         o = orders[i]
@@ -76,6 +82,8 @@ def process_100000_orders_while_health_stays_fast(ctx):
         want = {"id": o["id"], "subtotal_cents": sub, "discount_cents": disc, "tax_cents": tax,
                 "total_cents": total, "receipt": receipt(o["id"], o["user_id"], o["items"], total)}
         eq(res[i], want, "result %d" % i)
-    check(during >= 1, "no /health request completed while the batch ran (%.2f s)" % result["secs"])
-    # generous bound: the loop thread only parses the body; pricing and signing run on the pool
-    check(worst < 1.0, "/health took %.3f s during the batch (%d probes)" % (worst, during))
+    check(during >= 1, "no /health request completed while the batch ran (%.2f s)" % secs)
+    # generous bound (shared CI machines, sanitizer builds): the loop only reads the
+    # body and hands off; parsing, pricing, signing and writing run on the pool
+    check(worst < 1.0, "/health took %.3f s during the batch (%d probes, batch %.2f s)"
+          % (worst, during, secs))
