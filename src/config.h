@@ -45,8 +45,8 @@ struct config {
 int config_load(struct config *cfg, int argc, char **argv, char *err, size_t cap);
 
 /* Same as config_load but reading variables through getenv_fn (used by tests and fuzzing). */
-int config_load_with(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
-                     char *err, size_t cap);
+int config_load_with(struct config *cfg, int argc, char **argv,
+                     const char *(*getenv_fn)(const char *), char *err, size_t cap);
 
 /* Write the settings table (flag, variable, default, meaning) for --help. */
 void config_usage(FILE *out);

@@ -23,11 +23,12 @@ static int start_background(void)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "brisk %s - users and orders HTTP API\n\n"
-                 "Usage:\n"
-                 "  brisk serve [--flag=value ...]   run the server (also: brisk with no command)\n"
-                 "  brisk migrate [--flag=value ...] apply database migrations and exit\n"
-                 "  brisk --help | --version\n\n",
+    fprintf(out,
+            "brisk %s - users and orders HTTP API\n\n"
+            "Usage:\n"
+            "  brisk serve [--flag=value ...]   run the server (also: brisk with no command)\n"
+            "  brisk migrate [--flag=value ...] apply database migrations and exit\n"
+            "  brisk --help | --version\n\n",
             BRISK_VERSION);
     config_usage(out);
     fprintf(out, "\nBad values stop start-up with one line naming the setting and exit status 2.\n"
@@ -80,7 +81,8 @@ int main(int argc, char **argv)
     }
 
     if (pricing_set_key(cfg.receipt_key) != 0) {
-        fprintf(stderr, "brisk: BRISK_RECEIPT_KEY (--receipt-key): cannot be used as an HMAC key\n");
+        fprintf(stderr,
+                "brisk: BRISK_RECEIPT_KEY (--receipt-key): cannot be used as an HMAC key\n");
         return 2;
     }
     g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &dbc};

@@ -19,8 +19,8 @@ struct bgworker {
     struct db *db;
     pthread_t tid;
     bool started;
-    bool busy;        /* a batch is in flight */
-    bool counting;    /* a pending-count query is in flight */
+    bool busy;     /* a batch is in flight */
+    bool counting; /* a pending-count query is in flight */
     int index;
     struct arena arena; /* parse memory for one stored order at a time */
 };
@@ -39,8 +39,8 @@ static int sign_one(void *ctx, const struct db_order *o, char receipt[65])
                                           receipt, err, sizeof err);
     arena_reset(&w->arena, 65536);
     if (bad) {
-        log_error("background worker %d: order %lld left pending: %s", w->index,
-                  (long long)o->id, bad);
+        log_error("background worker %d: order %lld left pending: %s", w->index, (long long)o->id,
+                  bad);
         return -1;
     }
     return 0;

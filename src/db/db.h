@@ -23,13 +23,13 @@ struct loop;
 
 enum db_status {
     DB_OK,
-    DB_NOT_FOUND,   /* no such row (order create: no such user) */
-    DB_CONFLICT,    /* unique email taken */
-    DB_REPLAYED,    /* order create: same Idempotency-Key and request seen before; row = first order */
-    DB_KEY_REUSED,  /* order create: same Idempotency-Key with another request */
+    DB_NOT_FOUND, /* no such row (order create: no such user) */
+    DB_CONFLICT,  /* unique email taken */
+    DB_REPLAYED, /* order create: same Idempotency-Key and request seen before; row = first order */
+    DB_KEY_REUSED,   /* order create: same Idempotency-Key with another request */
     DB_HAS_CHILDREN, /* delete refused: the user has orders */
-    DB_UNAVAILABLE, /* database down or busy past the timeout: answer 503 */
-    DB_ERROR        /* anything else: answer 500, already logged */
+    DB_UNAVAILABLE,  /* database down or busy past the timeout: answer 503 */
+    DB_ERROR         /* anything else: answer 500, already logged */
 };
 
 struct db_user {
@@ -141,8 +141,8 @@ typedef void (*db_order_fn)(void *ctx, const struct db_order *o);
  *   list:   the user's orders with id > after, ascending, up to limit;
  *           DB_NOT_FOUND when the user does not exist.
  */
-void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
-                     db_done_fn done, void *ctx);
+void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row, db_done_fn done,
+                     void *ctx);
 void db_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);
 void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
                    db_done_fn done, void *ctx);

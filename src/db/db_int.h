@@ -38,10 +38,9 @@ struct db_ops {
     void (*order_create)(struct db *db, const struct db_order_new *o, db_order_fn row,
                          db_done_fn done, void *ctx);
     void (*order_get)(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);
-    void (*order_list)(struct db *db, int64_t user_id, int64_t after, int limit,
-                       db_order_fn row, db_done_fn done, void *ctx);
-    void (*orders_process)(struct db *db, int max, db_sign_fn sign, db_count_fn done,
-                           void *ctx);
+    void (*order_list)(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
+                       db_done_fn done, void *ctx);
+    void (*orders_process)(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx);
     void (*orders_pending)(struct db *db, db_count_fn done, void *ctx);
 };
 

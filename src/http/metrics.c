@@ -10,14 +10,13 @@
 #include "http/router.h"
 
 /* Statuses the server can send; anything else is counted under "other". */
-static const int k_statuses[] = {100, 200, 201, 204, 400, 401, 404, 405, 408, 409, 413,
-                                 415, 417, 422, 431, 500, 501, 503, 505};
+static const int k_statuses[] = {100, 200, 201, 204, 400, 401, 404, 405, 408, 409,
+                                 413, 415, 417, 422, 431, 500, 501, 503, 505};
 #define NSTATUS (ARRAY_LEN(k_statuses) + 1)
 
 /* Latency bucket upper bounds in seconds (Prometheus default-like, finer at the low end). */
-static const double k_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                  0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
-                                  5,      10};
+static const double k_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                  0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 #define NBUCKET (ARRAY_LEN(k_bounds) + 1)
 static uint64_t k_bounds_ns[ARRAY_LEN(k_bounds)];
 
@@ -89,8 +88,7 @@ void metrics_record(int thread, int route, enum http_method method, int status,
 {
     struct thread_block *b = &g_blocks[thread];
     size_t r = route < 0 ? 0 : (size_t)route + 1;
-    bump(&b->counts[(r * HTTP_METHOD_COUNT + (size_t)method) * NSTATUS + status_index(status)],
-         1);
+    bump(&b->counts[(r * HTTP_METHOD_COUNT + (size_t)method) * NSTATUS + status_index(status)], 1);
     struct route_hist *h = &b->hist[r];
     size_t k = 0;
     while (k < ARRAY_LEN(k_bounds) && duration_ns > k_bounds_ns[k])
@@ -139,8 +137,8 @@ void metrics_render(struct buf *b, const char *db_backend)
             for (size_t s = 0; s < NSTATUS; s++) {
                 uint64_t v = 0;
                 for (int t = 0; t < g_nthreads; t++)
-                    v += load(&g_blocks[t].counts[(r * HTTP_METHOD_COUNT + (size_t)m) * NSTATUS +
-                                                  s]);
+                    v += load(
+                        &g_blocks[t].counts[(r * HTTP_METHOD_COUNT + (size_t)m) * NSTATUS + s]);
                 if (!v)
                     continue;
                 buf_printf(b, "http_requests_total{method=\"%s\",route=\"%s\",status=\"",

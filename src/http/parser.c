@@ -397,7 +397,8 @@ static int interpret_headers(struct http_request *req, const struct http_limits 
                              const struct str *authority)
 {
     size_t n_host = 0, n_cl = 0, n_ct = 0, n_auth = 0, n_te_fields = 0, n_codings = 0;
-    bool te_other = false, te_bad = false, te_last_chunked = false, conn_close = false, conn_keep = false;
+    bool te_other = false, te_bad = false, te_last_chunked = false, conn_close = false,
+         conn_keep = false;
     bool conn_bad = false, expect_bad = false, expect_continue = false;
     struct str cl = STR_NULL;
 

@@ -39,7 +39,7 @@ struct http_limits {
 };
 
 struct http_header {
-    struct str name; /* as sent (case preserved) */
+    struct str name;  /* as sent (case preserved) */
     struct str value; /* leading/trailing SP/HTAB trimmed */
 };
 
@@ -55,7 +55,7 @@ struct http_request {
      * (the only slice that may lie outside the caller's buffer).
      */
     struct str path;
-    struct str query; /* bytes after '?', raw; len 0 when absent or empty (ptr NULL when absent) */
+    struct str query;  /* bytes after '?', raw; len 0 when absent or empty (ptr NULL when absent) */
     int minor_version; /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
 
     /* caller provides the array; capacity is limits.max_headers */
@@ -65,8 +65,8 @@ struct http_request {
     /* interpretation of the framing headers */
     enum http_body_kind body_kind;
     uint64_t content_length; /* valid when body_kind == HTTP_BODY_LENGTH */
-    bool keep_alive;         /* 1.1 default true unless "Connection: close"; 1.0 only with keep-alive */
-    bool expect_continue;    /* "Expect: 100-continue" present */
+    bool keep_alive; /* 1.1 default true unless "Connection: close"; 1.0 only with keep-alive */
+    bool expect_continue; /* "Expect: 100-continue" present */
 
     /*
      * frequently used fields, found while parsing; len 0 when absent.

@@ -98,8 +98,7 @@ static int split_path(struct str path, char *scratch, struct str *segs)
     return n;
 }
 
-bool router_match(enum http_method method, struct str path, char *scratch,
-                  struct router_match *out)
+bool router_match(enum http_method method, struct str path, char *scratch, struct router_match *out)
 {
     struct str segs[ROUTER_MAX_SEGMENTS];
     out->route = -1;

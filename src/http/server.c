@@ -62,13 +62,13 @@ struct http_ctx {
     bool can_read;
     bool rdhup; /* the peer shut down its side (or the socket failed) */
     bool in_process;
-    bool dead;       /* closed while a handler still runs: free when it responds */
+    bool dead;        /* closed while a handler still runs: free when it responds */
     bool close_after; /* send Connection: close and close after this response */
-    bool fresh;      /* no request completed yet on this connection */
+    bool fresh;       /* no request completed yet on this connection */
 
-    struct buf in;   /* received bytes; the current request starts at in_start */
+    struct buf in; /* received bytes; the current request starts at in_start */
     size_t in_start;
-    struct buf out;  /* queued response bytes; out_off already written */
+    struct buf out; /* queued response bytes; out_off already written */
     size_t out_off;
 
     /* current request */
@@ -214,8 +214,7 @@ static struct str route_label(int route)
 static int conn_flush(struct http_ctx *c)
 {
     while (c->out_off < c->out.len) {
-        ssize_t n = send(c->io.fd, c->out.data + c->out_off, c->out.len - c->out_off,
-                         MSG_NOSIGNAL);
+        ssize_t n = send(c->io.fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -489,9 +488,8 @@ static bool authorized(const struct http_ctx *c)
 
 static void append_allow(struct http_ctx *c, unsigned allow)
 {
-    static const enum http_method order[] = {HTTP_GET,   HTTP_HEAD,   HTTP_POST,
-                                             HTTP_PUT,   HTTP_PATCH,  HTTP_DELETE,
-                                             HTTP_OPTIONS};
+    static const enum http_method order[] = {HTTP_GET,   HTTP_HEAD,   HTTP_POST,   HTTP_PUT,
+                                             HTTP_PATCH, HTTP_DELETE, HTTP_OPTIONS};
     if (allow & (1u << HTTP_GET))
         allow |= 1u << HTTP_HEAD;
     allow |= 1u << HTTP_OPTIONS;
@@ -557,8 +555,8 @@ static bool admit(struct http_ctx *c)
         return false;
     }
     /* the parser checked against the largest limit; this route may allow less */
-    c->body_limit = (rt->flags & ROUTE_BATCH_BODY) ? c->w->cfg->max_batch_body
-                                                   : c->w->cfg->limits.max_body;
+    c->body_limit =
+        (rt->flags & ROUTE_BATCH_BODY) ? c->w->cfg->max_batch_body : c->w->cfg->limits.max_body;
     if (c->req.body_kind == HTTP_BODY_LENGTH && c->req.content_length > c->body_limit) {
         respond_fatal(c, 413, "request body too large");
         return false;

@@ -26,8 +26,8 @@ struct batch {
     void (*done)(void *arg);
     void *arg;
     size_t n, grain, nchunks;
-    size_t next_chunk;      /* guarded by g_mu */
-    atomic_size_t left;     /* chunks not finished yet */
+    size_t next_chunk;  /* guarded by g_mu */
+    atomic_size_t left; /* chunks not finished yet */
 };
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -30,7 +30,8 @@ int workpool_threads(void);
  * memory (nothing was scheduled; the caller answers 503). n == 0 still calls
  * done (through the loop).
  */
-int workpool_run(struct loop *l, size_t n, size_t grain, void (*fn)(void *arg, size_t begin, size_t end),
-                 void (*done)(void *arg), void *arg);
+int workpool_run(struct loop *l, size_t n, size_t grain,
+                 void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
+                 void *arg);
 
 #endif

@@ -77,17 +77,15 @@ static void test_time(void)
         int64_t t;
         const char *want;
     } cases[] = {
-        {0, "1970-01-01T00:00:00Z"},
-        {951782400, "2000-02-29T00:00:00Z"},
-        {1795759553, "2026-11-27T06:05:53Z"},
-        {4107542399, "2100-02-28T23:59:59Z"},
+        {0, "1970-01-01T00:00:00Z"},          {951782400, "2000-02-29T00:00:00Z"},
+        {1795759553, "2026-11-27T06:05:53Z"}, {4107542399, "2100-02-28T23:59:59Z"},
         {1709251199, "2024-02-29T23:59:59Z"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char out[RFC3339_LEN + 1] = {0};
         fmt_rfc3339(out, cases[i].t);
-        ok(strcmp(out, cases[i].want) == 0, "rfc3339(%lld) = %s, want %s",
-           (long long)cases[i].t, out, cases[i].want);
+        ok(strcmp(out, cases[i].want) == 0, "rfc3339(%lld) = %s, want %s", (long long)cases[i].t,
+           out, cases[i].want);
     }
     ok(days_from_civil(1970, 1, 1) == 0, "epoch day");
     ok(days_from_civil(2000, 3, 1) == 11017, "2000-03-01");
@@ -143,12 +141,12 @@ static void test_router(void)
     ok(!router_match(HTTP_GET, STR_LIT("/a/b/c/d/e/f/g/h/i/j"), scratch, &m), "deep path");
 }
 
-static struct str S(const char *s)
-{
+static struct str S(const char *s) {
     return (struct str){s, strlen(s)};
 }
 
-static void test_validate(void)
+static void
+test_validate(void)
 {
     char name[1024];
     ok(validate_name(S("Ada Lovelace")) == NULL, "plain name");
@@ -250,8 +248,7 @@ static void test_config(void)
         g_env[0][1] = bad[i].val;
         g_env[1][0] = NULL;
         err[0] = 0;
-        ok(load(&cfg, 0, NULL, err) == -1 && strstr(err, bad[i].must_mention) &&
-               !strchr(err, '\n'),
+        ok(load(&cfg, 0, NULL, err) == -1 && strstr(err, bad[i].must_mention) && !strchr(err, '\n'),
            "bad %s=%s rejected with a line naming it (%s)", bad[i].env, bad[i].val, err);
     }
     g_env[0][0] = "BRISK_API_TOKEN";

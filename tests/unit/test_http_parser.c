@@ -1164,9 +1164,10 @@ static void test_chunked_misc(void)
 /* Host values that are valid authorities are accepted and kept as sent. */
 static void test_host_forms(void)
 {
-    static const char *const hosts[] = {"example.com", "example.com:8080", "127.0.0.1:80",
-                                        "[::1]", "[::1]:8080", "[2001:db8::1]", "h:",
-                                        "xn--bcher-kva.example", "a.b-c_d~e"};
+    static const char *const hosts[] = {
+        "example.com", "example.com:8080", "127.0.0.1:80", "[::1]",
+        "[::1]:8080",  "[2001:db8::1]",    "h:",           "xn--bcher-kva.example",
+        "a.b-c_d~e"};
     for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++) {
         char raw[256];
         int n = snprintf(raw, sizeof raw, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", hosts[i]);
