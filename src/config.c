@@ -213,7 +213,11 @@ int config_load_with(struct config *cfg, int argc, char **argv, const char *(*ge
     for (int a = 0; a < argc; a++) {
         const char *arg = argv[a];
         if (strncmp(arg, "--", 2) != 0) {
-            snprintf(err, cap, "brisk: unexpected argument \"%.64s\" (see brisk --help)", arg);
+            /* not echoed: a stray argument is often a secret that lost its flag */
+            snprintf(err, cap,
+                     "brisk: unexpected argument %d after the command (flags are --name=value "
+                     "or --name value; see brisk --help)",
+                     a + 1);
             return -1;
         }
         const char *name = arg + 2;
@@ -224,12 +228,15 @@ int config_load_with(struct config *cfg, int argc, char **argv, const char *(*ge
             if (strlen(k_opts[i].flag) == nlen && memcmp(k_opts[i].flag, name, nlen) == 0)
                 o = &k_opts[i];
         if (!o) {
-            snprintf(err, cap, "brisk: unknown flag \"%.64s\" (see brisk --help)", arg);
+            /* the name only: the value of a mistyped --api-token=... is a secret */
+            snprintf(err, cap, "brisk: unknown flag \"--%.*s\" (see brisk --help)",
+                     (int)(nlen > 64 ? 64 : nlen), name);
             return -1;
         }
         const char *val = eq ? eq + 1 : NULL;
         if (!val) {
-            if (a + 1 >= argc) {
+            /* "--threads --api-token=x": the next flag is not this one's value */
+            if (a + 1 >= argc || strncmp(argv[a + 1], "--", 2) == 0) {
                 snprintf(err, cap, "brisk: %s (--%s): missing value", o->env, o->flag);
                 return -1;
             }

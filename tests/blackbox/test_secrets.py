@@ -157,6 +157,10 @@ def secrets_not_in_failed_startups(ctx):
         ([], {"BRISK_USER": "no-such-user-%d" % os.getpid()}),
         ([], {"BRISK_SANDBOX": "maybe"}),
         (["serve", "--api-token=" + TOKEN, "--bogus"], {}),
+        (["serve", "--threads", "--api-token=" + TOKEN], {}),  # a flag missing its value
+        (["serve", "--api_token=" + TOKEN], {}),  # a mistyped secret flag
+        (["serve", "--api-token=", TOKEN], {}),  # a secret that lost its flag
+        (["serve", "--receipt-key", RECEIPT, "--threads=x"], {}),
         (["serve", "--receipt-key"], {}),
         (["serve", "--database-url=postgres://u:%s@127.0.0.1:%d/d" % (DBPW, dead), "--threads=0"], {}),
         (["--help"], {}),
