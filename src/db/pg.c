@@ -72,8 +72,8 @@
 #define DEFAULT_TIMEOUT_MS 5000 /* queue wait, answer wait and connect limit */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
-#define OP_FREE_MAX 256          /* operation structs kept for reuse */
-#define OP_HEAP_KEEP (64 * 1024) /* parameter buffers larger than this are not kept */
+#define OP_FREE_MAX 256                  /* operation structs kept for reuse */
+#define OP_HEAP_KEEP ((size_t)64 * 1024) /* parameter buffers larger than this are not kept */
 #define MAX_PARAMS 8
 #define MAX_UNIT_RESULTS 3 /* results kept per unit (statements sent before one Sync) */
 #define ORDER_CREATE_RETRIES 5
@@ -1544,12 +1544,10 @@ static void conn_on_event(struct loop_io *io, uint32_t events)
             /* read what arrived before an EOF: answers already complete stay valid */
             bool ok = PQconsumeInput(c->conn) == 1;
             conn_read(c);
-            if (!ok)
+            if (!ok || PQstatus(c->conn) == CONNECTION_BAD)
                 conn_break(c, PQerrorMessage(c->conn));
             else if (events & (EPOLLHUP | EPOLLERR))
                 conn_break(c, "connection closed");
-            else if (PQstatus(c->conn) == CONNECTION_BAD)
-                conn_break(c, PQerrorMessage(c->conn));
         }
         conn_update_events(c);
         dispatch(pg);
@@ -1672,7 +1670,7 @@ static void pg_order_create(struct db *db, const struct db_order_new *o, db_orde
     struct pg_op *op = simple_op(pg, OP_ORDER_CREATE, ST_ORDER_CREATE, done, ctx);
     bool keyed = o->idempotency_key.ptr != NULL;
     op->order_row = row;
-    params_reserve(op, 5 * 8 + o->items.len +
+    params_reserve(op, (size_t)5 * 8 + o->items.len +
                            (keyed ? o->idempotency_key.len + o->request_hash.len : 0));
     param_i64(op, o->user_id);
     param_str(op, o->items.ptr ? o->items : STR_LIT(""));

@@ -574,11 +574,12 @@ static void dispatch(struct http_ctx *c)
 }
 
 /* Move one slice that pointed into the old head at `from` to the same place at `to`. */
-static void rebase_str(struct str *s, uintptr_t from, uintptr_t to, size_t len)
+static void rebase_str(struct str *s, uintptr_t from, const char *to, size_t len)
 {
+    /* compared as integers: the old buffer may already be freed */
     uintptr_t p = (uintptr_t)s->ptr;
     if (s->ptr && p >= from && p < from + len)
-        s->ptr = (const char *)(to + (p - from));
+        s->ptr = to + (p - from);
 }
 
 /*
@@ -587,7 +588,8 @@ static void rebase_str(struct str *s, uintptr_t from, uintptr_t to, size_t len)
  */
 static void rebase_request(struct http_ctx *c, const char *from, const char *to)
 {
-    uintptr_t f = (uintptr_t)from, t = (uintptr_t)to;
+    uintptr_t f = (uintptr_t)from;
+    const char *t = to;
     size_t n = c->head_len;
     struct http_request *r = &c->req;
     rebase_str(&r->method_str, f, t, n);
@@ -1178,6 +1180,7 @@ static int claim_port(const struct server_config *cfg)
         return -1;
     int port = cfg->port;
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
     socklen_t sl = sizeof ss;
     if (port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
         port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
