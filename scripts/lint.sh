@@ -20,7 +20,7 @@ if ! cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performanc
     --std=c11 --inline-suppr -Isrc --suppress=missingIncludeSystem src; then rc=1; fi
 
 echo "== clang-tidy"
-if ! clang-tidy --quiet $(find src -name '*.c') -- -std=gnu11 -Isrc -DBRISK_VERSION='"lint"' 2>/dev/null; then
+if ! clang-tidy --quiet $(find src -name '*.c') -- -std=gnu11 -Isrc $(pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql) -DBRISK_VERSION='"lint"' 2>/dev/null; then
     rc=1
 fi
 exit $rc

@@ -461,9 +461,9 @@ static void batch_parse(void *arg, size_t begin, size_t end)
         msg = "orders must be an array";
     else if (orders->u.arr.n < 1 || orders->u.arr.n > BATCH_MAX)
         msg = "orders must have 1 to 100000 entries";
-    if (msg) {
+    if (msg || !orders) {
         b->status = 400;
-        snprintf(b->err, sizeof b->err, "%s", msg);
+        snprintf(b->err, sizeof b->err, "%s", msg ? msg : "orders is required");
         return;
     }
     b->n = orders->u.arr.n;
