@@ -19,9 +19,10 @@ import sys
 SERVERS = ["brisk-sqlite", "brisk-pg", "go-gin", "go-nethttp", "rust-hyper"]
 PEERS = ["go-gin", "go-nethttp", "rust-hyper"]
 BRISKS = ["brisk-sqlite", "brisk-pg"]
-SCENARIOS = ["health", "get_user", "post_user", "orders_process"]
+SCENARIOS = ["health", "health_pipelined", "get_user", "post_user", "orders_process"]
 SCENARIO_TITLE = {
     "health": "GET /health",
+    "health_pipelined": "GET /health, pipelined ×16",
     "get_user": "GET /users/{id}",
     "post_user": "POST /users",
     "orders_process": "POST /orders/process (1000 orders)",
@@ -40,7 +41,8 @@ def med(v):
 
 def aggregate(recs):
     out = {"wrk": {}, "rate": {}, "startup_ms": {}, "build": {}, "rss_kb": {}, "rss_start_kb": {},
-           "json": {}, "notes": [], "check": None, "pg": None}
+           "json": {}, "notes": [], "check": None, "pg": None,
+           "rss_scenario_kb": {}, "rss_end": {}}
     wrk = {}
     for r in recs:
         k = r["kind"]
@@ -52,8 +54,11 @@ def aggregate(recs):
             out["startup_ms"].setdefault(r["server"], []).append(r["data"]["ms"])
         elif k == "build":
             out["build"][r["server"]] = {x: r[x] for x in r if x not in ("kind", "server")}
+        elif k == "rss_scenario":
+            d = out["rss_scenario_kb"].setdefault(r["scenario"], {})
+            d[r["server"]] = max(d.get(r["server"], 0), r["vmhwm_kb"])
         elif k == "rss":
-            out["rss_kb"][r["server"]] = r["vmhwm_kb"]
+            out["rss_end"][r["server"]] = {x: r[x] for x in r if x not in ("kind", "server")}
         elif k == "rss_start":
             out["rss_start_kb"][r["server"]] = r["vmrss_kb"]
         elif k == "rss_pg":
@@ -61,6 +66,8 @@ def aggregate(recs):
         elif k == "json":
             d = r["data"]
             out["json"].setdefault(d["op"], {})[d["lang"]] = {"lib": d["lib"], "ns_per_op": d["ns_per_op"]}
+        elif k == "json_ir":
+            out.setdefault("json_ir", {}).setdefault(r["op"], {})[r["lang"]] = r["ir_per_op"]
         elif k == "note":
             out["notes"].append(r["text"])
         elif k == "check":
@@ -71,6 +78,9 @@ def aggregate(recs):
         agg = {"rounds": len(runs), "rps_each": [x["rps"] for x in runs]}
         for f in ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms"):
             agg[f] = med([x[f] for x in runs])
+        # CPU per request: the server process, and PostgreSQL (for the servers using it)
+        agg["cpu_us_per_req"] = med([x.get("server_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]])
+        agg["pg_cpu_us_per_req"] = med([x.get("pg_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]])
         agg["errors"] = sum(x["errors_connect"] + x["errors_read"] + x["errors_write"] +
                             x["errors_timeout"] for x in runs)
         agg["non2xx"] = sum(x["errors_status"] for x in runs)
@@ -78,6 +88,12 @@ def aggregate(recs):
         agg["curve"] = sorted(runs, key=lambda x: x["rps"])[len(runs) // 2]["curve"]
         out["wrk"].setdefault(sc, {})[srv] = agg
     out["startup_ms"] = {k: med(v) for k, v in out["startup_ms"].items()}
+    # peak RSS of the whole run: the highest per-scenario peak (VmHWM is reset per scenario)
+    for sc, d in out["rss_scenario_kb"].items():
+        for srv, kb in d.items():
+            if kb > out["rss_kb"].get(srv, 0):
+                out["rss_kb"][srv] = kb
+                out.setdefault("rss_peak_scenario", {})[srv] = sc
     return out
 
 
@@ -159,15 +175,19 @@ def goals(a):
     enc = a["json"].get("encode_user", {})
     if "c" in enc and "rust" in enc:
         c, r = enc["c"]["ns_per_op"], enc["rust"]["ns_per_op"]
-        add("JSON encode of a user ≤ ⅓ of serde_json's", "%s vs %s (%.2f×)" % (f_ns(c), f_ns(r), c / r),
-            c * 3 <= r)
-    h = a["wrk"].get("health", {})
-    for b in BRISKS:
-        if b in h and "limit" in h:
-            ratio = h[b]["rps"] / h["limit"]["rps"]
-            add("%s GET /health ≥ 85%% of the limit server" % b,
-                "%.0f%% (%s vs %s)" % (ratio * 100, f_rps(h[b]["rps"]), f_rps(h["limit"]["rps"])),
-                ratio >= 0.85)
+        ir = a.get("json_ir", {}).get("encode_user", {})
+        extra = ("; instructions %d vs %d (%.2f×)" % (ir["c"], ir["rust"], ir["c"] / ir["rust"])
+                 if "c" in ir and "rust" in ir else "")
+        add("JSON encode of a user ≤ ⅓ of serde_json's",
+            "%s vs %s (%.2f×)%s" % (f_ns(c), f_ns(r), c / r, extra), c * 3 <= r)
+    for sc in ("health", "health_pipelined"):
+        h = a["wrk"].get(sc, {})
+        for b in BRISKS:
+            if b in h and "limit" in h:
+                ratio = h[b]["rps"] / h["limit"]["rps"]
+                add("%s %s ≥ 85%% of the limit server" % (b, SCENARIO_TITLE[sc]),
+                    "%.0f%% (%s vs %s)" % (ratio * 100, f_rps(h[b]["rps"]), f_rps(h["limit"]["rps"])),
+                    ratio >= 0.85)
     bb = a["build"].get("brisk", {})
     if bb:
         add("brisk binary < 1 MB (stripped)", f_mb(bb["stripped_bytes"]), bb["stripped_bytes"] < 1e6)
@@ -254,11 +274,16 @@ def markdown(a, meta, elapsed):
         order = present(SERVERS + ["limit"], d)
         for s in order:
             x = d[s]
-            rows.append([s, f_rps(x["rps"]), " / ".join(f_rps(v) for v in x["rps_each"]),
-                         f_ms(x["p50_ms"]), f_ms(x["p90_ms"]), f_ms(x["p99_ms"]), f_ms(x["p999_ms"]),
-                         "%d / %d" % (x["errors"], x["non2xx"])])
+            uses_pg = s not in ("brisk-sqlite", "limit")
+            # wrk times pipelined requests by batch: its latencies mean little there
+            lat = ["—"] * 4 if sc == "health_pipelined" else [
+                f_ms(x["p50_ms"]), f_ms(x["p90_ms"]), f_ms(x["p99_ms"]), f_ms(x["p999_ms"])]
+            rows.append([s, f_rps(x["rps"]), " / ".join(f_rps(v) for v in x["rps_each"])] + lat + [
+                         "%d / %d" % (x["errors"], x["non2xx"]),
+                         "%.1f" % x["cpu_us_per_req"] if x.get("cpu_us_per_req") is not None else "—",
+                         "%.1f" % x["pg_cpu_us_per_req"] if uses_pg and x.get("pg_cpu_us_per_req") is not None else "—"])
         L.append(table(["server", "req/s (median)", "each round", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-                        "errors / non-2xx"], rows))
+                        "errors / non-2xx", "server CPU µs/req", "PostgreSQL CPU µs/req"], rows))
         L.append("")
 
     L.append("## Latency at a fixed rate (bench/loadgen, open loop, from the intended send time)")
@@ -278,18 +303,34 @@ def markdown(a, meta, elapsed):
     L.append("## Resources")
     L.append("")
     rows = []
+    mb = lambda kb: "—" if kb is None else "%.1f MB" % (kb / 1024)
     for s in present(SERVERS + ["limit"], {**a["rss_kb"], **a["startup_ms"]}):
         b = a["build"].get("brisk" if s.startswith("brisk") else s, {})
-        rows.append([s, "%.1f MB" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—",
-                     "%.1f MB" % (a["rss_start_kb"][s] / 1024) if s in a["rss_start_kb"] else "—",
+        end = a["rss_end"].get(s, {})
+        rows.append([s, "%s (%s)" % (mb(a["rss_kb"].get(s)), SCENARIO_TITLE.get(a.get("rss_peak_scenario", {}).get(s), "—")),
+                     mb(a["rss_start_kb"].get(s)),
+                     "%s / %s" % (mb(end.get("rss_anon_kb")), mb(end.get("rss_file_kb"))),
                      f_ms(a["startup_ms"].get(s)), f_mb(b.get("stripped_bytes")), f_s(b.get("clean_build_s")),
                      b.get("dyn_libs", "").strip() or "—", b.get("toolchain", "—")])
-    L.append(table(["server", "peak RSS", "RSS after start", "start-up ms", "stripped binary",
+    L.append(table(["server", "peak RSS (VmHWM; during)", "RSS after start", "RSS after the run: anon / file",
+                    "start-up ms", "stripped binary",
                     "clean build", "shared libraries (not in size)", "toolchain"], rows))
     if a.get("pg_vmhwm_sum_kb"):
         L.append("")
         L.append("PostgreSQL processes (shared by brisk-pg and the peers): sum of VmHWM %.0f MB."
                  % (a["pg_vmhwm_sum_kb"] / 1024))
+    L.append("")
+
+    L.append("Peak RSS (VmHWM, reset with /proc/PID/clear_refs before each scenario) per scenario:")
+    L.append("")
+    srvs = present(SERVERS + ["limit"], a["rss_kb"])
+    rows = [[SCENARIO_TITLE[sc]] + [mb(a["rss_scenario_kb"].get(sc, {}).get(s)) for s in srvs]
+            for sc in SCENARIOS if sc in a["rss_scenario_kb"]]
+    L.append(table(["scenario"] + srvs, rows))
+    L.append("")
+    L.append("RSS counts the pages of shared libraries a process touched (\"file\"): brisk's include "
+             "libcrypto, libsqlite3 and libpq with its Kerberos/LDAP/GnuTLS dependencies; the Go and Rust "
+             "binaries are (mostly) static, so their code is in their own file pages.")
     L.append("")
 
     L.append("## JSON microbenchmark (ns/op, median of runs)")
@@ -301,6 +342,9 @@ def markdown(a, meta, elapsed):
             continue
         rows.append([op] + [("%s (%s)" % (f_ns(d[l]["ns_per_op"]), d[l]["lib"])) if l in d else "—"
                             for l in ("c", "go", "rust")])
+    for op, d in sorted(a.get("json_ir", {}).items(), reverse=True):
+        rows.append([op + ", instructions/op (callgrind)"] +
+                    ["{:,}".format(d[l]) if l in d else "—" for l in ("c", "go", "rust")])
     L.append(table(["operation", "brisk (C)", "Go", "Rust"], rows))
     L.append("")
     L.append("encode_user: brisk writes into the reused response buffer (src/app/users.c write_user, "
@@ -338,7 +382,7 @@ def plots(a, out):
         panels.append((sc, fn, len(names)))
     gp = ['set terminal pngcairo size 1400,900 noenhanced font ",10"' if _has_cairo() else
           'set terminal png size 1400,900 noenhanced',
-          'set output "%s-throughput.png"' % out, "set multiplot layout 2,2 title \"max throughput (wrk), req/s\"",
+          'set output "%s-throughput.png"' % out, "set multiplot layout 2,3 title \"max throughput (wrk), req/s\"",
           "set style fill solid 0.7", "set boxwidth 0.6", "set grid ytics", "set yrange [0:*]",
           "set xtics rotate by -25"]
     for sc, fn, n in panels:
@@ -413,7 +457,7 @@ def summary(a, meta, out):
         d = a["rate"].get(sc, {})
         if d:
             S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%14s" % (f_ms(d[s]["p99_ms"]) if s in d else "—") for s in srv))
-    S.append("%-26s" % "peak RSS MB" + "".join("%14s" % ("%.1f" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—") for s in srv))
+    S.append("%-26s" % "peak RSS MB (VmHWM)" + "".join("%14s" % ("%.1f" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—") for s in srv))
     S.append("%-26s" % "start-up ms" + "".join("%14s" % f_ms(a["startup_ms"].get(s)) for s in srv))
     for op, d in a["json"].items():
         S.append("json %-21s" % op[:21] + "".join("%14s" % ("%s %s" % (l, f_ns(d[l]["ns_per_op"]))) for l in ("c", "go", "rust") if l in d))

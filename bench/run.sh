@@ -28,6 +28,9 @@
 # half of the cores for the servers (and PostgreSQL), the rest for the load.
 # With 2 cores: servers on core 0, load on core 1.
 set -euo pipefail
+# The whole script is one compound command: bash parses it before running it, so
+# editing this file during a run cannot derail that run.
+{
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B="$ROOT/bench"
@@ -54,11 +57,11 @@ done
 
 if [ "$QUICK" = 1 ]; then
     MODE=quick
-    WRK_SECONDS=2      # one window per server and scenario
-    WRK_WARMUP=1       # wrk warm-up before the first window, not recorded
+    WRK_SECONDS=1      # one window per server and scenario
+    WRK_WARMUP=0       # no separate warm-up
     ROUNDS=1
-    RATE_SECONDS=2     # loadgen window at the fixed rate
-    RATE_WARMUP=0.5
+    RATE_SECONDS=1.5   # loadgen window at the fixed rate
+    RATE_WARMUP=0.3
     STARTUP_RUNS=1
     JSON_ITERS=300000
     JSON_RUNS=3
@@ -127,8 +130,8 @@ NCPU=$(nproc)
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 if [ "$NCPU" -ge 2 ]; then
     SRV_N=$((NCPU / 2))
-    SRV_CPUS="0-$((SRV_N - 1))"
-    LOAD_CPUS="$SRV_N-$((NCPU - 1))"
+    SRV_CPUS=$([ "$SRV_N" = 1 ] && echo 0 || echo "0-$((SRV_N - 1))")
+    LOAD_CPUS=$([ $((NCPU - SRV_N)) = 1 ] && echo "$SRV_N" || echo "$SRV_N-$((NCPU - 1))")
     LOAD_N=$((NCPU - SRV_N))
     PIN_SRV=(taskset -c "$SRV_CPUS")
     PIN_LOAD=(taskset -c "$LOAD_CPUS")
@@ -267,7 +270,9 @@ SQLITE_DIR="$W/sqlite"
 # brisk: one loop per server core (its default counts all online cores, not
 # the affinity mask), no access log (the peers log nothing either), no
 # background order worker (not part of the benchmark subset).
-BRISK_ENV=(BRISK_THREADS="$SRV_N" BRISK_LOG_LEVEL=warn BRISK_BG_WORKERS=0)
+# BENCH_BRISK_ENV="VAR=value ..." adds settings (experiments; recorded in the results).
+BRISK_ENV=(BRISK_THREADS="$SRV_N" BRISK_LOG_LEVEL=warn BRISK_BG_WORKERS=0 ${BENCH_BRISK_ENV:-})
+[ -n "${BENCH_BRISK_ENV:-}" ] && record note "$(printf '"text":%s' "$(jstr "brisk ran with extra settings: $BENCH_BRISK_ENV")")"
 server_cmd() { # NAME: print the env + command line, one word per line
     local n="$1"
     case "$n" in
@@ -297,10 +302,13 @@ BRISK_PG_OK=1
 step "schema: brisk migrates the PostgreSQL database"
 if ! start_server brisk-pg >"$W/startup.tmp" 2>>"$LOGS/server-brisk-pg.log"; then
     BRISK_PG_OK=0
-    step "brisk-pg: brisk did not start against PostgreSQL (no backend yet?): $(tail -n 1 "$LOGS/server-brisk-pg.log")"
-    step "schema: applying src/db/migrations_pg.h for the peers"
-    "$W/bin/pg_schema" | psql -X -q -v ON_ERROR_STOP=1 "$PG_URL" >/dev/null
-    record note '"text":"brisk-pg skipped: brisk did not start with a postgres:// URL"'
+    why="$(cat "$W/startup.tmp") $(grep -v 'running as root' "$LOGS/server-brisk-pg.log" | tail -n 1)"
+    step "brisk-pg: brisk did not serve with a postgres:// URL: $why"
+    record note "$(printf '"text":%s' "$(jstr "brisk-pg skipped: brisk did not serve with a postgres:// URL: $why")")"
+    if [ "$(psql -X -At "$PG_URL" -c "SELECT to_regclass('users') IS NULL")" = t ]; then
+        step "schema: applying src/db/migrations_pg.h for the peers"
+        "$W/bin/pg_schema" | psql -X -q -v ON_ERROR_STOP=1 "$PG_URL" >/dev/null
+    fi
 fi
 
 SERVERS=()
@@ -311,13 +319,13 @@ if [ "$BRISK_PG_OK" = 0 ]; then
     for s in "${SERVERS[@]}"; do [ "$s" = brisk-pg ] || keep+=("$s"); done
     SERVERS=("${keep[@]}")
 fi
-SCENARIOS=(health get_user post_user orders_process)
+SCENARIOS=(health health_pipelined get_user post_user orders_process)
 [ -n "$SCENARIOS_ARG" ] && read -r -a SCENARIOS <<<"${SCENARIOS_ARG//,/ }"
 
 step "startup: exec -> first 200 on /health, $STARTUP_RUNS run(s) per server"
 for n in limit "${SERVERS[@]}"; do
     for ((i = 1; i <= STARTUP_RUNS; i++)); do
-        out=$(start_server "$n") || die "$n did not answer /health (log: $LOGS/server-$n.log)"
+        out=$(start_server "$n") || die "$n did not answer /health: $out (exit -31 is SIGSYS: brisk's seccomp sandbox; log: $LOGS/server-$n.log)"
         record startup "$(printf '"server":"%s","run":%d,"data":%s' "$n" "$i" "$out")"
     done
 done
@@ -377,13 +385,14 @@ python3 "$B/gen_orders.py" 1000 "$BODY"
 scenario_conns() {
     case "$1" in
     health | get_user) echo 64 ;;
-    post_user) echo 32 ;;
+    health_pipelined | post_user) echo 32 ;;
     orders_process) echo 8 ;;
     esac
 }
 scenario_lua() {
     case "$1" in
     health) echo health.lua ;;
+    health_pipelined) echo health_pipelined.lua ;;
     get_user) echo get_user.lua ;;
     post_user) echo post_user.lua ;;
     orders_process) echo orders.lua ;;
@@ -391,22 +400,38 @@ scenario_lua() {
 }
 scenario_path() {
     case "$1" in
-    health) echo /health ;;
+    health | health_pipelined) echo /health ;;
     get_user) echo /users/1 ;;
     post_user) echo /users ;;
     orders_process) echo /orders/process ;;
     esac
 }
 
-# run_wrk SCENARIO SERVER SECONDS TAG: prints the BENCHJSON object
+# CPU seconds (user + system, all threads) used so far by PID, and by PostgreSQL
+CLK_TCK=$(getconf CLK_TCK)
+cpu_of() { awk -v t="$CLK_TCK" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_cpu() {
+    local pm files=()
+    pm=$(head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    for p in "$pm" $(pgrep -P "$pm"); do files+=("/proc/$p/stat"); done
+    awk -v t="$CLK_TCK" '{s += $14 + $15} END {printf "%.3f", s / t}' "${files[@]}" 2>/dev/null || echo 0
+}
+
+# run_wrk SCENARIO SERVER SECONDS TAG: prints the BENCHJSON object, with the CPU
+# time the server (and PostgreSQL) used during the window added
 run_wrk() {
-    local sc="$1" n="$2" secs="$3" tag="$4" out
+    local sc="$1" n="$2" secs="$3" tag="$4" out c0 p0 c1 p1
+    c0=$(cpu_of "${PID[$n]}")
+    p0=$(pg_cpu)
     out=$(env BENCH_LUA_DIR="$B/wrk" BENCH_IDS="$(ids_of "$n")" BENCH_TAG="$tag" BENCH_BODY="$BODY" \
         "${PIN_LOAD[@]}" wrk -t"$LOAD_N" -c"$(scenario_conns "$sc")" -d"${secs}s" --timeout 10s --latency \
         -s "$B/wrk/$(scenario_lua "$sc")" "http://127.0.0.1:${PORT[$n]}$(scenario_path "$sc")" 2>&1) ||
         { echo "$out" >&2; die "wrk failed against $n"; }
+    c1=$(cpu_of "${PID[$n]}")
+    p1=$(pg_cpu)
     echo "$out" >>"$LOGS/wrk-$sc-$n.log"
-    grep '^BENCHJSON ' <<<"$out" | tail -n 1 | cut -d' ' -f2-
+    grep '^BENCHJSON ' <<<"$out" | tail -n 1 | cut -d' ' -f2- |
+        sed "s/^{/{\"server_cpu_s\":$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f", b - a}'),\"pg_cpu_s\":$(awk -v a="$p0" -v b="$p1" 'BEGIN {printf "%.3f", b - a}'),/"
 }
 
 # rotate ARRAY by K: the order servers are measured in changes every round
@@ -420,11 +445,15 @@ rotated() {
 RUN_ID=$(date +%s)
 for sc in "${SCENARIOS[@]}"; do
     targets=("${SERVERS[@]}")
-    [ "$sc" = health ] && targets+=(limit)
-    step "scenario $sc: warm-up ${WRK_WARMUP}s per server"
-    for n in "${targets[@]}"; do
-        run_wrk "$sc" "$n" "$WRK_WARMUP" "w$RUN_ID-$n" >/dev/null
-    done
+    [ "$sc" = health ] || [ "$sc" = health_pipelined ] && targets+=(limit)
+    # peak RSS per scenario: clear_refs "5" resets VmHWM to the current RSS
+    for n in "${targets[@]}"; do echo 5 >"/proc/${PID[$n]}/clear_refs" 2>/dev/null || true; done
+    if [ "$WRK_WARMUP" != 0 ]; then
+        step "scenario $sc: warm-up ${WRK_WARMUP}s per server"
+        for n in "${targets[@]}"; do
+            run_wrk "$sc" "$n" "$WRK_WARMUP" "w$RUN_ID-$n" >/dev/null
+        done
+    fi
     for ((r = 1; r <= ROUNDS; r++)); do
         mapfile -t order < <(rotated $((r - 1)) "${targets[@]}")
         for n in "${order[@]}"; do
@@ -434,6 +463,12 @@ for sc in "${SCENARIOS[@]}"; do
                 "$sc" "$n" "$r" "$(scenario_conns "$sc")" "$out")"
         done
     done
+
+    for n in "${targets[@]}"; do
+        record rss_scenario "$(printf '"scenario":"%s","server":"%s","vmhwm_kb":%s' "$sc" "$n" \
+            "$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$n]}/status")")"
+    done
+    [ "$sc" = health_pipelined ] && continue # no fixed-rate run: pipelining is about the ceiling
 
     # One fixed rate for every server: half the throughput of the slowest one
     # (limit excluded), so every server can sustain it.
@@ -470,14 +505,17 @@ EOF
         esac
         out=$("${PIN_LOAD[@]}" "$W/bin/loadgen" "${lg[@]}") || die "loadgen failed against $n"
         record rate "$(printf '"scenario":"%s","server":"%s","data":%s' "$sc" "$n" "$out")"
+        record rss_scenario "$(printf '"scenario":"%s","server":"%s","vmhwm_kb":%s' "$sc" "$n" \
+            "$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$n]}/status")")"
     done
 done
 
-step "memory: peak RSS (VmHWM) of every server over the whole run"
+step "memory: RSS of every server after the run (peaks were taken per scenario)"
 for n in limit "${SERVERS[@]}"; do
-    record rss "$(printf '"server":"%s","vmhwm_kb":%s,"vmrss_kb":%s' "$n" \
-        "$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$n]}/status")" \
-        "$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$n]}/status")")"
+    st="/proc/${PID[$n]}/status"
+    record rss "$(printf '"server":"%s","vmrss_kb":%s,"rss_anon_kb":%s,"rss_file_kb":%s' "$n" \
+        "$(awk '/^VmRSS/ {print $2}' "$st")" "$(awk '/^RssAnon/ {print $2}' "$st")" \
+        "$(awk '/^RssFile/ {print $2}' "$st")")"
 done
 PG_HWM=0
 for p in $(pgrep -f "postgres.*$PG_DIR" || true); do
@@ -515,9 +553,32 @@ for op, v in runs.items():
     print('{"lang":"go","lib":"encoding/json","op":"%s","ns_per_op":%.1f}' % (op, statistics.median(v)))
 EOF
 
+# Instructions per operation (callgrind): repeatable whatever else the machine
+# does, unlike ns/op. Go's runtime does not run under valgrind: C and Rust only.
+if [ "$QUICK" = 0 ] && command -v valgrind >/dev/null; then
+    step "json: instructions per op under callgrind (C and Rust)"
+    ir_total() { # BIN ITERS OP
+        valgrind --tool=callgrind --callgrind-out-file="$W/cg.out" "$1" "$2" 1 "$3" >/dev/null 2>&1
+        awk '/^(summary|totals):/ {print $2; exit}' "$W/cg.out"
+    }
+    for op in encode decode; do
+        for lang in c rust; do
+            bin="$W/bin/json_bench_c"
+            [ "$lang" = rust ] && bin="$CARGO_TGT/release/json-bench"
+            a=$(ir_total "$bin" 20000 "$op")
+            z=$(ir_total "$bin" 0 "$op")
+            record json_ir "$(printf '"lang":"%s","op":"%s","ir_per_op":%d' "$lang" \
+                "$([ "$op" = encode ] && echo encode_user || echo decode_create_user)" $(((a - z) / 20000)))"
+        done
+    done
+    rm -f "$W/cg.out"
+fi
+
 # ---------------------------------------------------------------- report
 step "report"
 STAMP="$(date +%Y-%m-%d)-$(hostname -s)"
 python3 "$B/report.py" --raw "$RAW" --out "$B/results/$STAMP" --elapsed "$(($(date +%s) - T_START))"
 [ "$KEEP_WORK" = 1 ] || rm -rf "$PG_DIR"
 step "done in $(($(date +%s) - T_START))s: bench/results/$STAMP.md"
+exit 0
+}

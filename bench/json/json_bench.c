@@ -13,7 +13,9 @@
  *
  * Linked against brisk's own objects (src/json/json.c and src/base/).
  * Output: one JSON object per line; median of RUNS runs of ITERS iterations.
- *   json_bench [ITERS [RUNS]]
+ *   json_bench [ITERS [RUNS [encode|decode|both]]]
+ * (one operation alone is for instruction counts under callgrind: run it with
+ * two ITERS values and divide the difference.)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,14 +70,16 @@ int main(int argc, char **argv)
 {
     long iters = argc > 1 ? atol(argv[1]) : 2000000;
     int runs = argc > 2 ? atoi(argv[2]) : 7;
-    if (iters <= 0 || runs <= 0 || runs > 99)
+    const char *op = argc > 3 ? argv[3] : "both";
+    int do_enc = strcmp(op, "decode") != 0, do_dec = strcmp(op, "encode") != 0;
+    if (iters < 0 || runs <= 0 || runs > 99)
         return 2;
     double enc[99], dec[99];
 
     struct user u = {42, "Ada Lovelace", "ada@example.com", 12, 15, 1795759553}; /* 2026-11-27T06:05:53Z */
     struct buf b;
     buf_init(&b, 0);
-    for (int r = 0; r < runs; r++) {
+    for (int r = 0; r < runs && do_enc; r++) {
         double t = now_ns();
         for (long i = 0; i < iters; i++) {
             buf_reset(&b);
@@ -88,7 +92,7 @@ int main(int argc, char **argv)
     static const char body[] = "{\"name\":\"Ada Lovelace\",\"email\":\"ada@example.com\"}";
     struct arena a;
     arena_init(&a, 1 << 20);
-    for (int r = 0; r < runs; r++) {
+    for (int r = 0; r < runs && do_dec; r++) {
         double t = now_ns();
         for (long i = 0; i < iters; i++) {
             const struct json_value *v;
@@ -104,6 +108,8 @@ int main(int argc, char **argv)
         }
         dec[r] = (now_ns() - t) / (double)iters;
     }
+    if (iters == 0 || !(do_enc && do_dec))
+        return 0;
     qsort(enc, (size_t)runs, sizeof *enc, cmp_d);
     qsort(dec, (size_t)runs, sizeof *dec, cmp_d);
     printf("%.*s\n", (int)b.len, b.data);

@@ -43,26 +43,26 @@ struct Pool {
 
 impl Pool {
     async fn connect(url: &str, n: usize) -> Result<Pool, tokio_postgres::Error> {
-        let mut conns = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    eprintln!("postgres connection: {e}");
-                }
-            });
-            let insert_user = client
-                .prepare(
-                    "INSERT INTO users (name, email) VALUES ($1, $2) \
-                     RETURNING id, name, email, created_at",
-                )
-                .await?;
-            let get_user = client
-                .prepare("SELECT id, name, email, created_at FROM users WHERE id = $1")
-                .await?;
-            conns.push(PgConn { client, insert_user, get_user });
-        }
+        let conns = futures::future::try_join_all((0..n).map(|_| Self::connect_one(url))).await?;
         Ok(Pool { conns, next: AtomicUsize::new(0) })
+    }
+
+    async fn connect_one(url: &str) -> Result<PgConn, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                eprintln!("postgres connection: {e}");
+            }
+        });
+        let (insert_user, get_user) = futures::future::try_join(
+            client.prepare(
+                "INSERT INTO users (name, email) VALUES ($1, $2) \
+                 RETURNING id, name, email, created_at",
+            ),
+            client.prepare("SELECT id, name, email, created_at FROM users WHERE id = $1"),
+        )
+        .await?;
+        Ok(PgConn { client, insert_user, get_user })
     }
 
     fn get(&self) -> &PgConn {

@@ -2,6 +2,8 @@
 //! encode the contract's user object, decode a POST /users body.
 //! Output: one JSON object per line, {"lang":"rust","op":..,"ns_per_op":..}
 //! (median of RUNS runs of ITERS iterations each).
+//!   json-bench [ITERS [RUNS [encode|decode|both]]]
+//! (one operation alone is for instruction counts under callgrind.)
 
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -41,6 +43,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let iters: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let op = args.get(3).map(String::as_str).unwrap_or("both");
+    let (do_enc, do_dec) = (op != "decode", op != "encode");
 
     let user = User {
         id: 42,
@@ -53,7 +57,7 @@ fn main() {
     // encode into a reused buffer, as a handler writing a response would
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut enc = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..if do_enc { runs } else { 0 } {
         let t = Instant::now();
         for _ in 0..iters {
             buf.clear();
@@ -63,13 +67,16 @@ fn main() {
         enc.push(t.elapsed().as_nanos() as f64 / iters as f64);
     }
     let mut dec = Vec::new();
-    for _ in 0..runs {
+    for _ in 0..if do_dec { runs } else { 0 } {
         let t = Instant::now();
         for _ in 0..iters {
             let v: CreateUser = serde_json::from_slice(black_box(body)).unwrap();
             black_box(&v);
         }
         dec.push(t.elapsed().as_nanos() as f64 / iters as f64);
+    }
+    if iters == 0 || !(do_enc && do_dec) {
+        return;
     }
     println!("{}", String::from_utf8(buf).unwrap());
     println!(
