@@ -7,8 +7,9 @@
  * each call is for; libpq's connect/reconnect path was traced against a local
  * PostgreSQL. Anything not listed kills the process (SECCOMP_RET_KILL_PROCESS).
  * A few calls get an error instead of the kill, because a library asks for
- * them and copes with the refusal: clone3 (glibc then uses clone, whose flags
- * a filter can see), and executable mappings (EPERM: no new code at run time).
+ * them and copes with the refusal: clone3 (ENOSYS: glibc then uses clone,
+ * whose flags a filter can see), executable mappings (EPERM: no new code at
+ * run time), fchown (EPERM) and the isatty() ioctl (ENOTTY).
  */
 #define _GNU_SOURCE
 #include "base/sandbox.h"
@@ -30,6 +31,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,6 +60,7 @@ enum rule_kind {
     RULE_ENOSYS,        /* refused with ENOSYS: the caller falls back (clone3 -> clone) */
     RULE_EPERM,         /* refused with EPERM: the caller copes */
     RULE_FIONREAD,      /* ioctl: FIONREAD (the DNS resolver); TCGETS gets ENOTTY */
+    RULE_NICE_ONLY,     /* setpriority(PRIO_PROCESS, tid, 0..19): lower only; else EPERM */
 };
 
 struct rule {
@@ -124,8 +127,9 @@ static const struct rule k_rules[] = {
     ALLOW(access),
     ALLOW(unlink),
     ALLOW(unlinkat),
-    RULE(fchown,
-         RULE_EPERM), /* as root SQLite hands new files to the db's owner; ignores failure */
+    /* as root, SQLite hands files it creates to the database's owner and
+     * ignores a failure: refused, brisk never changes owners after start-up */
+    RULE(fchown, RULE_EPERM),
     /* time */
     ALLOW(clock_gettime),
     ALLOW(clock_nanosleep),
@@ -153,13 +157,16 @@ static const struct rule k_rules[] = {
     ALLOW(rt_sigreturn),
     ALLOW(rt_sigtimedwait),
     RULE(tgkill, RULE_SELF_SIGNAL),
+    /* worker-pool threads lower their own priority as they start, which can
+     * be after the filter (src/net/workpool.c) */
+    RULE(setpriority, RULE_NICE_ONLY),
     ALLOW(exit),
     ALLOW(exit_group),
 #if SANDBOX_ASAN
     /* AddressSanitizer / LeakSanitizer (sanitizer builds only): alternate
      * signal stacks and handlers, /proc/self/maps and /proc/self/task (open,
-     * getdents), symbolized reports, and the leak check at exit, which stops the threads with
-     * ptrace from a clone()d tracer (see RULE_CLONE_THREAD) */
+     * getdents), symbolized reports, and the leak check at exit, which stops
+     * the threads with ptrace from a clone()d tracer (see RULE_CLONE_THREAD) */
     ALLOW(open),
     ALLOW(getdents),
     ALLOW(readlink), /* /proc/self/exe, to symbolize a report */
@@ -230,6 +237,18 @@ static int add_rule(scmp_filter_ctx ctx, const struct rule *r)
             rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), r->nr, 1,
                                   SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD | CLONE_UNTRACED, 0));
 #endif
+        return rc;
+    case RULE_NICE_ONLY:
+        /* a negative nice value is sign-extended: far above 19 when compared unsigned */
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 2,
+                              SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)PRIO_PROCESS, 0),
+                              SCMP_A2(SCMP_CMP_LE, 19, 0));
+        if (rc == 0)
+            rc =
+                seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), r->nr, 1, SCMP_A2(SCMP_CMP_GT, 19, 0));
+        if (rc == 0)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), r->nr, 1,
+                                  SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)PRIO_PROCESS, 0));
         return rc;
     case RULE_SELF_SIGNAL:
         return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 1,

@@ -184,6 +184,19 @@ static int call_clone3(void)
     return r == -1 && errno == ENOSYS ? CHILD_OK : CHILD_WRONG;
 }
 
+static int call_setpriority(void)
+{
+    /* the worker pool lowers its own threads' priority: allowed; raising or
+     * touching other users or groups is refused */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 10) != 0)
+        return 10;
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), -5) != -1 || errno != EPERM)
+        return 11;
+    if (setpriority(PRIO_USER, 0, 10) != -1 || errno != EPERM)
+        return 12;
+    return CHILD_OK;
+}
+
 static int call_fchown(void)
 {
     int r = fchown(1, 0, 0);
@@ -448,6 +461,7 @@ int main(void)
         {"PROT_EXEC mappings get EPERM", call_exec_mapping},
         {"clone3 gets ENOSYS (glibc falls back to clone)", call_clone3},
         {"fchown gets EPERM", call_fchown},
+        {"setpriority: lowering a thread's own priority only", call_setpriority},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         int st = run_child(refused[i].fn, SANDBOX_ENFORCE);
