@@ -346,7 +346,7 @@ int sandbox_prepare(const struct sandbox_options *opts, char *err, size_t cap)
 
     const char *path = sqlite_path(opts->database_url);
     if (path && strlen(path) < sizeof g_sb.db_path)
-        strcpy(g_sb.db_path, path); /* NOLINT: length checked */
+        snprintf(g_sb.db_path, sizeof g_sb.db_path, "%s", path);
 
     if (opts->user && opts->user[0]) {
         if (strlen(opts->user) >= sizeof g_sb.user) {
@@ -368,7 +368,7 @@ int sandbox_prepare(const struct sandbox_options *opts, char *err, size_t cap)
                      opts->user, (unsigned)euid);
             return -1;
         }
-        strcpy(g_sb.user, opts->user); /* NOLINT: length checked */
+        snprintf(g_sb.user, sizeof g_sb.user, "%s", opts->user);
         g_sb.uid = pw->pw_uid;
         g_sb.gid = pw->pw_gid;
         g_sb.switch_user = euid == 0 && pw->pw_uid != 0;
@@ -430,9 +430,9 @@ static void hand_over_database(void)
     const char *slash = strrchr(g_sb.db_path, '/');
     const char *base = slash ? slash + 1 : g_sb.db_path;
     if (!slash) {
-        strcpy(dir, ".");
+        snprintf(dir, sizeof dir, ".");
     } else if (slash == g_sb.db_path) {
-        strcpy(dir, "/");
+        snprintf(dir, sizeof dir, "/");
     } else {
         memcpy(dir, g_sb.db_path, (size_t)(slash - g_sb.db_path));
         dir[slash - g_sb.db_path] = 0;
