@@ -44,6 +44,7 @@
 #define ARENA_KEEP 65536
 #define FREE_CONNS_MAX 256 /* connection structs kept per loop for reuse */
 #define ACCEPT_BATCH 64
+#define REQS_PER_TURN 32 /* pipelined requests answered before other connections get a turn */
 #define ACCEPT_PAUSE_MS 100
 
 enum conn_state { ST_HEAD, ST_BODY, ST_HANDLING, ST_CLOSING, ST_CLOSED };
@@ -62,6 +63,7 @@ struct http_ctx {
     bool can_read;
     bool rdhup; /* the peer shut down its side (or the socket failed) */
     bool in_process;
+    unsigned turn_reqs; /* requests dispatched in the current conn_process call */
     bool dead;        /* closed while a handler still runs: free when it responds */
     bool close_after; /* send Connection: close and close after this response */
     bool fresh;       /* no request completed yet on this connection */
@@ -394,6 +396,16 @@ void http_add_header(struct http_ctx *c, const char *name, struct str value)
 
 static void release(struct http_ctx *c);
 
+/* Continue this connection after the current batch of events (once per loop iteration). */
+static void queue_ready(struct http_ctx *c)
+{
+    if (c->queued)
+        return;
+    c->queued = true;
+    c->next_ready = c->w->ready;
+    c->w->ready = c;
+}
+
 void http_respond(struct http_ctx *c, int status, const char *content_type)
 {
     if (c->dead) {
@@ -403,12 +415,8 @@ void http_respond(struct http_ctx *c, int status, const char *content_type)
     }
     queue_response(c, status, content_type);
     finish_request(c);
-    if (!c->in_process && !c->queued) {
-        /* finished from a database callback: continue after the current events */
-        c->queued = true;
-        c->next_ready = c->w->ready;
-        c->w->ready = c;
-    }
+    if (!c->in_process)
+        queue_ready(c); /* finished from a database callback: continue after the current events */
 }
 
 void http_respond_error(struct http_ctx *c, int status, const char *msg)
@@ -569,6 +577,7 @@ static void dispatch(struct http_ctx *c)
     size_t n;
     const struct route *rt = &router_table(&n)[c->m.route];
     c->state = ST_HANDLING;
+    c->turn_reqs++;
     loop_timer_disarm(c->w->loop, &c->timer);
     rt->handler(c);
 }
@@ -779,9 +788,15 @@ static void update_timer(struct http_ctx *c)
 static void conn_process(struct http_ctx *c)
 {
     c->in_process = true;
+    c->turn_reqs = 0;
     for (;;) {
         if (c->state != ST_HEAD && c->state != ST_BODY)
             break;
+        if (c->turn_reqs >= REQS_PER_TURN) {
+            /* a deep pipeline must not hold the loop: the others get a turn first */
+            queue_ready(c);
+            break;
+        }
         if (c->out.len - c->out_off > OUT_HIGH_WATER) {
             if (conn_flush(c) != 0) {
                 c->state = ST_CLOSED;
@@ -1033,9 +1048,13 @@ static void after_events(struct loop *l, void *arg)
 {
     (void)l;
     struct worker *w = arg;
-    while (w->ready) {
-        struct http_ctx *c = w->ready;
-        w->ready = c->next_ready;
+    /* one pass over what is queued now; connections queued meanwhile wait for the
+     * next iteration (after new events), so a pipelining client cannot starve others */
+    struct http_ctx *list = w->ready;
+    w->ready = NULL;
+    while (list) {
+        struct http_ctx *c = list;
+        list = c->next_ready;
         c->queued = false;
         if (c->state == ST_CLOSED)
             release(c);
@@ -1043,6 +1062,12 @@ static void after_events(struct loop *l, void *arg)
             conn_process(c);
     }
     log_flush();
+}
+
+static bool has_work(struct loop *l, void *arg)
+{
+    (void)l;
+    return ((struct worker *)arg)->ready != NULL;
 }
 
 static void on_stop(struct loop *l, void *arg)
@@ -1089,6 +1114,7 @@ static void *worker_main(void *arg)
         .drained = drained,
         .on_stop = on_stop,
         .on_tick = on_tick,
+        .has_work = has_work,
         .arg = w,
     };
     on_tick(w->loop, w);

@@ -271,7 +271,8 @@ int loop_run(struct loop *l, const struct loop_hooks *hooks, uint64_t drain_ms)
     uint64_t stop_deadline = 0;
     uint64_t last_tick = l->now_ms;
     for (;;) {
-        int n = epoll_wait(l->epfd, events, MAX_EVENTS, next_wait_ms(l));
+        bool busy = hooks->has_work && hooks->has_work(l, hooks->arg);
+        int n = epoll_wait(l->epfd, events, MAX_EVENTS, busy ? 0 : next_wait_ms(l));
         if (n < 0) {
             if (errno == EINTR)
                 continue;

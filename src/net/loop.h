@@ -77,6 +77,8 @@ struct loop_hooks {
     void (*on_stop)(struct loop *l, void *arg);
     /* Called about once per second (gauges, housekeeping). */
     void (*on_tick)(struct loop *l, void *arg);
+    /* May be NULL. True when deferred work is queued: poll for events without sleeping. */
+    bool (*has_work)(struct loop *l, void *arg);
     void *arg;
 };
 
