@@ -21,7 +21,7 @@ BUILD    = build/asan
 # FORTIFY and ASan do not mix well; sanitizers catch more anyway.
 HARDEN   = -fstack-protector-strong -fPIE -U_FORTIFY_SOURCE
 CFLAGS   = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-LDFLAGS_H = -pie -fsanitize=address,undefined
+LDFLAGS_H = -pie -fsanitize=address,undefined -Wl,-z,relro,-z,now,-z,noexecstack
 endif
 
 SRC      := $(filter-out src/main.c,$(wildcard src/*/*.c src/*.c))

@@ -36,6 +36,7 @@ static struct batch *g_head, *g_tail;
 static bool g_stopping;
 static pthread_t *g_threads;
 static int g_nthreads;
+static int g_ready; /* workers past their set-up, guarded by g_mu */
 
 static void post_done(struct batch *b)
 {
@@ -56,6 +57,8 @@ static void *worker_main(void *unused)
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), WORKER_NICE) != 0)
         log_debug("workpool: cannot lower the worker priority");
     pthread_mutex_lock(&g_mu);
+    g_ready++; /* workpool_start waits for this: no set-up runs after the sandbox is on */
+    pthread_cond_broadcast(&g_cv);
     for (;;) {
         while (!g_head && !g_stopping)
             pthread_cond_wait(&g_cv, &g_mu);
@@ -95,6 +98,10 @@ int workpool_start(int threads)
             return -1;
         }
     }
+    pthread_mutex_lock(&g_mu);
+    while (g_ready < g_nthreads)
+        pthread_cond_wait(&g_cv, &g_mu);
+    pthread_mutex_unlock(&g_mu);
     return 0;
 }
 
@@ -109,6 +116,7 @@ void workpool_stop(void)
     free(g_threads);
     g_threads = NULL;
     g_nthreads = 0;
+    g_ready = 0;
 }
 
 int workpool_threads(void)
