@@ -45,16 +45,16 @@ static const struct opt k_opts[] = {
      "log line format: text or json"},
     {"log-level", "BRISK_LOG_LEVEL", OPT_LOG_LEVEL, OFF(log_level), 0, 0, "info",
      "debug, info (includes access log), warn or error"},
-    {"max-body-bytes", "BRISK_MAX_BODY_BYTES", OPT_U64, OFF(max_body_bytes), 1,
-     (uint64_t)1 << 30, "8388608", "largest request body (413 above)"},
+    {"max-body-bytes", "BRISK_MAX_BODY_BYTES", OPT_U64, OFF(max_body_bytes), 1, (uint64_t)1 << 30,
+     "8388608", "largest request body (413 above)"},
     {"max-batch-bytes", "BRISK_MAX_BATCH_BYTES", OPT_U64, OFF(max_batch_bytes), 1,
      (uint64_t)1 << 30, "67108864", "largest POST /orders/process body (413 above)"},
     {"max-header-bytes", "BRISK_MAX_HEADER_BYTES", OPT_U64, OFF(max_header_bytes), 256,
      (uint64_t)1 << 20, "16384", "largest request line + headers (431 above)"},
     {"max-headers", "BRISK_MAX_HEADERS", OPT_U64, OFF(max_headers), 1, 1000, "100",
      "most header fields in a request (431 above)"},
-    {"header-timeout-ms", "BRISK_HEADER_TIMEOUT_MS", OPT_U64, OFF(header_timeout_ms), 1,
-     86400000, "10000", "request head must arrive within this (408 after)"},
+    {"header-timeout-ms", "BRISK_HEADER_TIMEOUT_MS", OPT_U64, OFF(header_timeout_ms), 1, 86400000,
+     "10000", "request head must arrive within this (408 after)"},
     {"body-timeout-ms", "BRISK_BODY_TIMEOUT_MS", OPT_U64, OFF(body_timeout_ms), 1, 86400000,
      "60000", "request body must arrive within this (408 after); also the write timeout"},
     {"idle-timeout-ms", "BRISK_IDLE_TIMEOUT_MS", OPT_U64, OFF(idle_timeout_ms), 1, 86400000,
@@ -63,8 +63,8 @@ static const struct opt k_opts[] = {
      "on SIGTERM/SIGINT, longest wait for requests in flight"},
     {"bg-workers", "BRISK_BG_WORKERS", OPT_U64, OFF(bg_workers), 0, 64, "1",
      "background threads processing pending orders (0: none in this process)"},
-    {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0,
-     600000, "5000", "SQLite: how long a write waits for the lock before 503"},
+    {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0, 600000,
+     "5000", "SQLite: how long a write waits for the lock before 503"},
     {"sandbox", "BRISK_SANDBOX", OPT_STR, OFF(sandbox), 1, 8, "1",
      "syscall allowlist after start-up: 1 (on), 0 (off, for debugging), log (log, not refuse)"},
     {"user", "BRISK_USER", OPT_STR, OFF(user), 0, 63, "",
@@ -160,8 +160,7 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
             return fail(err, cap, o, "is not a non-negative integer", val);
         if (v < o->min || v > o->max) {
             snprintf(err, cap, "brisk: %s (--%s): %llu is outside %llu..%llu", o->env, o->flag,
-                     (unsigned long long)v, (unsigned long long)o->min,
-                     (unsigned long long)o->max);
+                     (unsigned long long)v, (unsigned long long)o->min, (unsigned long long)o->max);
             return -1;
         }
         memcpy(base + o->offset, &v, sizeof v);
@@ -198,8 +197,8 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
     return -1;
 }
 
-int config_load_with(struct config *cfg, int argc, char **argv, const char *(*getenv_fn)(const char *),
-                     char *err, size_t cap)
+int config_load_with(struct config *cfg, int argc, char **argv,
+                     const char *(*getenv_fn)(const char *), char *err, size_t cap)
 {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < ARRAY_LEN(k_opts); i++)
@@ -263,7 +262,7 @@ void config_usage(FILE *out)
     fprintf(out, "Settings (flag / environment variable / default):\n");
     for (size_t i = 0; i < ARRAY_LEN(k_opts); i++) {
         const struct opt *o = &k_opts[i];
-        fprintf(out, "  --%-20s %-26s %s\n      %s\n", o->flag, o->env,
-                o->def[0] ? o->def : "-", o->help);
+        fprintf(out, "  --%-20s %-26s %s\n      %s\n", o->flag, o->env, o->def[0] ? o->def : "-",
+                o->help);
     }
 }

@@ -64,9 +64,9 @@ struct http_ctx {
     bool rdhup; /* the peer shut down its side (or the socket failed) */
     bool in_process;
     unsigned turn_reqs; /* requests dispatched in the current conn_process call */
-    bool dead;        /* closed while a handler still runs: free when it responds */
-    bool close_after; /* send Connection: close and close after this response */
-    bool fresh;       /* no request completed yet on this connection */
+    bool dead;          /* closed while a handler still runs: free when it responds */
+    bool close_after;   /* send Connection: close and close after this response */
+    bool fresh;         /* no request completed yet on this connection */
 
     struct buf in; /* received bytes; the current request starts at in_start */
     size_t in_start;
