@@ -9,6 +9,7 @@ run_pkgs=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev)
 run_pkgs+=(libpq-dev) # PostgreSQL client library (src/db/pg.c)
 # postgresql: the server binaries (initdb, pg_ctl) scripts/pg_cluster.sh runs for the tests
 test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps postgresql postgresql-client)
+test_pkgs+=(clang-format clang-tidy cppcheck pkg-config binutils) # lint and the readelf check
 
 case "${1:-run}" in
 run) want=("${run_pkgs[@]}") ;;

@@ -114,6 +114,11 @@ if [ "$unit_only" = 0 ] && ls fuzz/fuzz_*.c >/dev/null 2>&1; then
     fi
 fi
 
+# static checks: clang-format, banned functions, cppcheck, clang-tidy (scripts/lint.sh)
+if [ "$unit_only" = 0 ] && [ "${BRISK_TEST_NO_LINT:-0}" != 1 ]; then
+    run_suite "lint" bash -c 'bash scripts/lint.sh && echo "1 passed, 0 failed"'
+fi
+
 if [ ${#failed_suites[@]} -gt 0 ]; then
     echo "failed suites: ${failed_suites[*]}"
 fi
