@@ -68,9 +68,9 @@ if [ "$QUICK" = 1 ]; then
     SEED_USERS=300
 else
     MODE=full
-    WRK_SECONDS=5
-    WRK_WARMUP=2
-    ROUNDS=2           # each server is measured ROUNDS times per scenario, alternating
+    WRK_SECONDS=4
+    WRK_WARMUP=1
+    ROUNDS=3           # each server is measured ROUNDS times per scenario, alternating
     RATE_SECONDS=6
     RATE_WARMUP=1
     STARTUP_RUNS=3

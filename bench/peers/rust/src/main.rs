@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -33,18 +33,29 @@ struct PgConn {
     get_user: Statement,
 }
 
-/// A fixed set of connections used round-robin. A tokio-postgres client
-/// pipelines concurrent queries, so a few connections per core keep
-/// PostgreSQL busy without a checkout/return protocol.
+/// Connections used round-robin. A tokio-postgres client pipelines concurrent
+/// queries, so a few connections per core keep PostgreSQL busy without a
+/// checkout/return protocol. Like pgxpool, one connection is made at start-up
+/// (a wrong URL fails at once) and the others are added in the background.
 struct Pool {
-    conns: Vec<PgConn>,
+    conns: RwLock<Vec<Arc<PgConn>>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    async fn connect(url: &str, n: usize) -> Result<Pool, tokio_postgres::Error> {
-        let conns = futures::future::try_join_all((0..n).map(|_| Self::connect_one(url))).await?;
-        Ok(Pool { conns, next: AtomicUsize::new(0) })
+    async fn connect(url: &str, n: usize) -> Result<Arc<Pool>, tokio_postgres::Error> {
+        let first = Arc::new(Self::connect_one(url).await?);
+        let pool = Arc::new(Pool { conns: RwLock::new(vec![first]), next: AtomicUsize::new(0) });
+        let (bg, url) = (Arc::clone(&pool), url.to_owned());
+        tokio::spawn(async move {
+            for _ in 1..n {
+                match Self::connect_one(&url).await {
+                    Ok(c) => bg.conns.write().unwrap().push(Arc::new(c)),
+                    Err(e) => eprintln!("postgres connect: {e}"),
+                }
+            }
+        });
+        Ok(pool)
     }
 
     async fn connect_one(url: &str) -> Result<PgConn, tokio_postgres::Error> {
@@ -65,14 +76,15 @@ impl Pool {
         Ok(PgConn { client, insert_user, get_user })
     }
 
-    fn get(&self) -> &PgConn {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        &self.conns[i]
+    fn get(&self) -> Arc<PgConn> {
+        let conns = self.conns.read().unwrap();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % conns.len();
+        Arc::clone(&conns[i])
     }
 }
 
 struct State {
-    pool: Pool,
+    pool: Arc<Pool>,
     mac: HmacSha256, // keyed once; cloned per order
 }
 
