@@ -82,8 +82,13 @@ def process_100000_orders_while_health_stays_fast(ctx):
         want = {"id": o["id"], "subtotal_cents": sub, "discount_cents": disc, "tax_cents": tax,
                 "total_cents": total, "receipt": receipt(o["id"], o["user_id"], o["items"], total)}
         eq(res[i], want, "result %d" % i)
-    check(during >= 1, "no /health request completed while the batch ran (%.2f s)" % secs)
-    # generous bound (shared CI machines, sanitizer builds): the loop only reads the
-    # body and hands off; parsing, pricing, signing and writing run on the pool
-    check(worst < 1.0, "/health took %.3f s during the batch (%d probes, batch %.2f s)"
-          % (worst, during, secs))
+    # Not a speed target (that lives in `make bench`): the property is that /health is
+    # never queued behind the batch. Were the loop busy with it, a probe would wait for
+    # a large part of the batch; so many probes must complete while it runs, and the
+    # slowest must be short both absolutely (1 s) or, on a machine so loaded that the
+    # batch itself crawls, relative to the batch (a quarter of its time).
+    check(during >= 5, "only %d /health requests completed while the batch ran (%.2f s)"
+          % (during, secs))
+    bound = max(1.0, secs / 4)
+    check(worst < bound, "/health took %.3f s during the batch (%d probes, batch %.2f s, bound %.2f s)"
+          % (worst, during, secs, bound))
