@@ -576,7 +576,7 @@ fi
 
 # ---------------------------------------------------------------- report
 step "report"
-STAMP="$(date +%Y-%m-%d)-$(hostname -s)"
+STAMP="$(date +%Y-%m-%d)-$(hostname -s)$([ "$QUICK" = 1 ] && echo -quick || true)"
 python3 "$B/report.py" --raw "$RAW" --out "$B/results/$STAMP" --elapsed "$(($(date +%s) - T_START))"
 [ "$KEEP_WORK" = 1 ] || rm -rf "$PG_DIR"
 step "done in $(($(date +%s) - T_START))s: bench/results/$STAMP.md"
