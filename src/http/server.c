@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -306,6 +307,7 @@ static void finish_request(struct http_ctx *c)
     if (c->in_start >= c->in.len) {
         c->in.len = 0;
         c->in_start = 0;
+        buf_shrink(&c->in, KEEP_BUF); /* a big body's buffer is not kept for small requests */
     }
     c->head_len = 0;
     c->body_len = 0;
@@ -1079,11 +1081,17 @@ static void on_stop(struct loop *l, void *arg)
         w->listen.fd = -1;
     }
     loop_timer_disarm(l, &w->accept_timer);
-    /* idle keep-alive connections go now; requests in flight finish with Connection: close */
+    /* Idle keep-alive connections go now; requests in flight finish with
+     * Connection: close. "Idle" is decided after one more read: a request the
+     * client sent before the signal may still sit in the socket, unread while
+     * the loop was busy - closing over it would reset the client. conn_process
+     * answers it (and then closes), or finds nothing and closes. */
     for (struct http_ctx *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->state == ST_HEAD && c->in.len == c->in_start && !out_pending(c))
-            conn_close(c);
+        if (c->state == ST_HEAD && c->in.len == c->in_start && !out_pending(c) && !c->queued) {
+            c->can_read = true;
+            conn_process(c);
+        }
     }
 }
 
@@ -1104,6 +1112,11 @@ static void on_tick(struct loop *l, void *arg)
         db_stats(w->db, &st);
     }
     metrics_set_db(w->index, st.connections, st.busy);
+    /* Give memory that bursts (big batches, large bodies) left free in malloc's
+     * heaps back to the system, so RSS follows the load down. Once a second
+     * from one loop; glibc trims every arena. */
+    if (w->index == 0)
+        malloc_trim(64 * 1024);
 }
 
 static void *worker_main(void *arg)
