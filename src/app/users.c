@@ -14,16 +14,16 @@
 static void write_user(struct buf *b, const struct db_user *u)
 {
     char ts[RFC3339_LEN];
-    buf_append_cstr(b, "{\"id\":");
+    BUF_LIT(b, "{\"id\":");
     buf_append_i64(b, u->id);
-    buf_append_cstr(b, ",\"name\":");
+    BUF_LIT(b, ",\"name\":");
     json_write_str(b, u->name.ptr, u->name.len);
-    buf_append_cstr(b, ",\"email\":");
+    BUF_LIT(b, ",\"email\":");
     json_write_str(b, u->email.ptr, u->email.len);
-    buf_append_cstr(b, ",\"created_at\":\"");
+    BUF_LIT(b, ",\"created_at\":\"");
     fmt_rfc3339(ts, u->created_at);
     buf_append(b, ts, sizeof ts);
-    buf_append_cstr(b, "\"}");
+    BUF_LIT(b, "\"}");
 }
 
 /* Answer a storage failure that has no endpoint-specific meaning. */

@@ -66,7 +66,7 @@ void buf_shrink(struct buf *b, size_t keep)
     }
 }
 
-void buf_append(struct buf *b, const void *p, size_t n)
+void buf_append_slow(struct buf *b, const void *p, size_t n)
 {
     if (unlikely(b->failed))
         return;

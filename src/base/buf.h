@@ -47,10 +47,24 @@ void buf_shrink(struct buf *b, size_t keep);
  * pieces checks once at the end instead of after every call (SQLite's
  * mallocFailed pattern).
  */
-void buf_append(struct buf *b, const void *p, size_t n);
+void buf_append_slow(struct buf *b, const void *p, size_t n);
 void buf_append_u64(struct buf *b, uint64_t v);
 void buf_append_i64(struct buf *b, int64_t v);
 void buf_printf(struct buf *b, const char *fmt, ...) PRINTF_FMT(2, 3);
+
+/* Inline fast path: the common append fits in the allocation already there. */
+static inline void buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (likely(b->cap - b->len >= n && n && !b->failed)) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return;
+    }
+    buf_append_slow(b, p, n);
+}
+
+/* Append a string literal (length known at compile time). */
+#define BUF_LIT(b, lit) buf_append((b), (lit), sizeof(lit) - 1)
 
 static inline void buf_append_cstr(struct buf *b, const char *s)
 {
