@@ -49,7 +49,13 @@ def aggregate(recs):
         if k == "wrk":
             wrk.setdefault((r["scenario"], r["server"]), []).append(r["data"])
         elif k == "rate":
-            out["rate"].setdefault(r["scenario"], {})[r["server"]] = r["data"]
+            # several rounds: keep the one with the lowest p99 (interference only adds latency)
+            d = out["rate"].setdefault(r["scenario"], {})
+            prev = d.get(r["server"])
+            runs = (prev or {}).get("p99_each", []) + [r["data"]["p99_ms"]]
+            if prev is None or r["data"]["p99_ms"] < prev["p99_ms"]:
+                d[r["server"]] = dict(r["data"])
+            d[r["server"]]["p99_each"] = runs
         elif k == "startup":
             out["startup_ms"].setdefault(r["server"], []).append(r["data"]["ms"])
         elif k == "build":
@@ -218,9 +224,9 @@ def markdown(a, meta, elapsed):
     if a.get("pg"):
         L.append("- PostgreSQL %s (fsync %s, synchronous_commit %s, shared_buffers %s), pinned with the servers"
                  % (a["pg"]["version"], a["pg"]["fsync"], a["pg"]["synchronous_commit"], a["pg"]["shared_buffers"]))
-    L.append("- wrk: %ss per window, %s round(s) per server, servers alternating; fixed rate: %ss open loop "
-             "(bench/loadgen), the same rate for every server: half the slowest server's throughput"
-             % (meta.get("wrk_seconds"), meta.get("rounds"), meta.get("rate_seconds")))
+    L.append("- wrk: %ss per window, %s round(s) per server, servers alternating; fixed rate: %s round(s) of %ss "
+             "open loop (bench/loadgen), the same rate for every server: half the slowest server's throughput"
+             % (meta.get("wrk_seconds"), meta.get("rounds"), meta.get("rate_rounds", 1), meta.get("rate_seconds")))
     if a["check"]:
         L.append("- answers checked (bench/check_peers.py): %s" % a["check"]["summary"])
     for n in a["notes"]:
@@ -314,9 +320,13 @@ def markdown(a, meta, elapsed):
             x = d[s]
             rows.append([SCENARIO_TITLE[sc], s, f_rps(x["rate"]), f_rps(x["achieved_rps"]), f_ms(x["p50_ms"]),
                          f_ms(x["p90_ms"]), f_ms(x["p99_ms"]), f_ms(x["p999_ms"]), f_ms(x["max_ms"]),
-                         "%d / %d" % (x["errors"], x["non2xx"])])
+                         "%d / %d" % (x["errors"], x["non2xx"]),
+                         " / ".join(f_ms(v) for v in x.get("p99_each", [x["p99_ms"]]))])
+    L.append("The round with the lowest p99 is shown (interference from other work only adds latency); "
+             "every round's p99 is listed.")
+    L.append("")
     L.append(table(["scenario", "server", "rate", "achieved", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
-                    "max ms", "errors / non-2xx"], rows))
+                    "max ms", "errors / non-2xx", "p99 of each round"], rows))
     L.append("")
 
     L.append("## Resources")
