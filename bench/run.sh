@@ -98,7 +98,7 @@ jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
 # ---------------------------------------------------------------- packages
 APT_PKGS=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev libpq-dev
-    python3 procps util-linux binutils curl wrk gnuplot-nox postgresql
+    python3 procps util-linux binutils time wrk gnuplot-nox postgresql
     golang-go golang-github-gin-gonic-gin-dev golang-github-jackc-pgx-v4-dev
     cargo rustc librust-tokio-dev librust-hyper-dev librust-tokio-postgres-dev
     librust-serde-dev librust-serde-derive-dev librust-serde-json-dev librust-hmac-dev
@@ -151,14 +151,15 @@ record meta "$(printf '"mode":"%s","date":"%s","host":%s,"cpu_model":%s,"cores":
     "$WRK_SECONDS" "$ROUNDS" "$RATE_SECONDS" "$RATE_ROUNDS")"
 
 # ---------------------------------------------------------------- builds
-# time_cmd LOG CMD...: run CMD, print its wall time in seconds
+# time_cmd LOG CMD...: run CMD, print its wall time and CPU time (user + system,
+# children included) in seconds: "WALL CPU". CPU time hardly depends on what else
+# the machine runs; wall time does.
 time_cmd() {
-    local log="$1" t0 t1
+    local log="$1"
     shift
-    t0=$(date +%s.%N)
-    "$@" >>"$log" 2>&1 || { tail -n 30 "$log" >&2; die "failed: $* (log: $log)"; }
-    t1=$(date +%s.%N)
-    python3 -c "print(round($t1 - $t0, 2))"
+    /usr/bin/time -f "%e %U %S" -o "$W/time.tmp" "$@" >>"$log" 2>&1 ||
+        { tail -n 30 "$log" >&2; die "failed: $* (log: $log)"; }
+    awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$W/time.tmp"
 }
 
 stripped_size() { # FILE: size in bytes of a stripped copy
@@ -170,12 +171,13 @@ dyn_libs() {
     ldd "$1" 2>/dev/null | awk '$1 !~ /^(linux-vdso|libc\.|libm\.|libpthread|libdl|librt|libgcc_s|\/lib64\/ld-linux)/ && $3 ~ /^\// {print $1}' | tr '\n' ' '
 }
 
-record_build() { # NAME SECONDS(or null) BINARY TOOLCHAIN
-    local size libs
+record_build() { # NAME "WALL CPU"(or null) BINARY TOOLCHAIN
+    local size libs wall=null cpu=null
     size=$(stripped_size "$3")
     libs=$(dyn_libs "$3")
-    record build "$(printf '"server":"%s","clean_build_s":%s,"stripped_bytes":%s,"dyn_libs":%s,"toolchain":%s' \
-        "$1" "$2" "$size" "$(jstr "$libs")" "$(jstr "$4")")"
+    [ "$2" != null ] && read -r wall cpu <<<"$2"
+    record build "$(printf '"server":"%s","clean_build_s":%s,"clean_build_cpu_s":%s,"stripped_bytes":%s,"dyn_libs":%s,"toolchain":%s' \
+        "$1" "$wall" "$cpu" "$size" "$(jstr "$libs")" "$(jstr "$4")")"
 }
 
 BRISK_BUILD="$W/build-brisk"
