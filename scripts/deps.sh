@@ -10,6 +10,7 @@ run_pkgs+=(libpq-dev) # PostgreSQL client library (src/db/pg.c)
 # postgresql: the server binaries (initdb, pg_ctl) scripts/pg_cluster.sh runs for the tests
 test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps postgresql postgresql-client)
 test_pkgs+=(clang-format clang-tidy cppcheck pkg-config binutils) # lint and the readelf check
+test_pkgs+=(wrk) # load generator of the soak test (tests/blackbox/test_soak.py)
 
 case "${1:-run}" in
 run) want=("${run_pkgs[@]}") ;;
