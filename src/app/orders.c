@@ -283,30 +283,16 @@ void handle_order_get(struct http_ctx *c)
 
 /* ---- GET /users/{id}/orders ---- */
 
-struct list_state {
-    struct http_ctx *c;
-    int limit;
-    int count;
-    int64_t last_id;
-};
-
-/* Rows arrive limit + 1 at most: the extra one only tells that a next page exists. */
 static void list_row(void *ctx, const struct db_order *o)
 {
-    struct list_state *s = ctx;
-    if (s->count < s->limit) {
-        struct buf *b = http_body(s->c);
-        if (s->count)
-            buf_append_char(b, ',');
-        write_order(b, o);
-        s->last_id = o->id;
-    }
-    s->count++;
+    struct page *s = ctx;
+    if (page_row(s, o->id))
+        write_order(http_body(s->c), o);
 }
 
 static void list_done(void *ctx, enum db_status st)
 {
-    struct list_state *s = ctx;
+    struct page *s = ctx;
     struct http_ctx *c = s->c;
     if (st == DB_NOT_FOUND) {
         http_respond_error(c, 404, "user not found");
@@ -316,13 +302,7 @@ static void list_done(void *ctx, enum db_status st)
         respond_db_error(c, st);
         return;
     }
-    struct buf *b = http_body(c);
-    buf_append_cstr(b, "],\"next_after\":");
-    if (s->count > s->limit)
-        buf_append_i64(b, s->last_id);
-    else
-        buf_append_cstr(b, "null");
-    buf_append_char(b, '}');
+    page_finish(s);
     http_respond(c, 200, NULL);
 }
 
@@ -332,7 +312,7 @@ void handle_user_orders(struct http_ctx *c)
     if (!id_param(c, &user_id))
         return;
     struct str q = http_req(c)->query;
-    struct list_state *s = http_alloc(c, sizeof *s);
+    struct page *s = http_alloc(c, sizeof *s);
     char *scratch = http_alloc(c, q.len + 1);
     if (!s || !scratch) {
         http_respond_error(c, 500, "internal error");

@@ -165,49 +165,29 @@ void handle_user_delete(struct http_ctx *c)
 
 /* ---- list with cursor pagination ---- */
 
-struct list_state {
-    struct http_ctx *c;
-    int limit;
-    int count;
-    int64_t last_id;
-};
-
-/* Rows arrive limit + 1 at most: the extra one only tells that a next page exists. */
 static void list_row(void *ctx, const struct db_user *u)
 {
-    struct list_state *s = ctx;
-    if (s->count < s->limit) {
-        struct buf *b = http_body(s->c);
-        if (s->count)
-            buf_append_char(b, ',');
-        write_user(b, u);
-        s->last_id = u->id;
-    }
-    s->count++;
+    struct page *s = ctx;
+    if (page_row(s, u->id))
+        write_user(http_body(s->c), u);
 }
 
 static void list_done(void *ctx, enum db_status st)
 {
-    struct list_state *s = ctx;
+    struct page *s = ctx;
     struct http_ctx *c = s->c;
     if (st != DB_OK) {
         respond_db_error(c, st);
         return;
     }
-    struct buf *b = http_body(c);
-    buf_append_cstr(b, "],\"next_after\":");
-    if (s->count > s->limit)
-        buf_append_i64(b, s->last_id);
-    else
-        buf_append_cstr(b, "null");
-    buf_append_char(b, '}');
+    page_finish(s);
     http_respond(c, 200, NULL);
 }
 
 void handle_user_list(struct http_ctx *c)
 {
     struct str q = http_req(c)->query;
-    struct list_state *s = http_alloc(c, sizeof *s);
+    struct page *s = http_alloc(c, sizeof *s);
     char *scratch = http_alloc(c, q.len + 1);
     if (!s || !scratch) {
         http_respond_error(c, 500, "internal error");
