@@ -1116,7 +1116,7 @@ static void on_tick(struct loop *l, void *arg)
      * heaps back to the system, so RSS follows the load down. Once a second
      * from one loop; glibc trims every arena. */
     if (w->index == 0)
-        malloc_trim(64 * 1024);
+        malloc_trim((size_t)64 * 1024);
 }
 
 static void *worker_main(void *arg)
