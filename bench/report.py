@@ -90,7 +90,10 @@ def aggregate(recs):
             agg[f] = best[f]
         # CPU per request: the server process, and PostgreSQL (for the servers using it)
         agg["cpu_us_per_req"] = med([x.get("server_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]])
-        agg["pg_cpu_us_per_req"] = med([x.get("pg_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]])
+        # (a negative delta came from a PostgreSQL process exiting mid-window in
+        # runs before per-process accounting: unknown, not negative)
+        pg = [x.get("pg_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]]
+        agg["pg_cpu_us_per_req"] = None if any(v < 0 for v in pg) else med(pg)
         agg["errors"] = sum(x["errors_connect"] + x["errors_read"] + x["errors_write"] +
                             x["errors_timeout"] for x in runs)
         agg["non2xx"] = sum(x["errors_status"] for x in runs)
@@ -260,7 +263,8 @@ def markdown(a, meta, elapsed):
                     [f_rps(gw[c]["rps"]) if c in gw else "—" for c in cols])
         rows.append(["CPU per GET /users/{id}: server + PostgreSQL", "", ""] +
                     ["%.0f + %.0f µs" % (gw[c]["cpu_us_per_req"], gw[c]["pg_cpu_us_per_req"])
-                     if c in gw and c != "brisk-sqlite" else
+                     if c in gw and c != "brisk-sqlite" and gw[c]["pg_cpu_us_per_req"] is not None else
+                     "%.0f + ? µs" % gw[c]["cpu_us_per_req"] if c in gw and c != "brisk-sqlite" else
                      ("%.0f µs" % gw[c]["cpu_us_per_req"] if c in gw else "—") for c in cols])
 
     def json_cell(c):

@@ -414,11 +414,22 @@ scenario_path() {
 # CPU seconds (user + system, all threads) used so far by PID, and by PostgreSQL
 CLK_TCK=$(getconf CLK_TCK)
 cpu_of() { awk -v t="$CLK_TCK" '{printf "%.3f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-pg_cpu() {
+# pg_snap: "pid ticks" for every PostgreSQL process; pg_delta SNAP0 SNAP1: CPU
+# seconds used in between (per process, so a backend that exits or starts
+# meanwhile does not make the sum jump).
+pg_snap() {
     local pm files=()
-    pm=$(head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    pm=$(head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null) || return 0
     for p in "$pm" $(pgrep -P "$pm"); do files+=("/proc/$p/stat"); done
-    awk -v t="$CLK_TCK" '{s += $14 + $15} END {printf "%.3f", s / t}' "${files[@]}" 2>/dev/null || echo 0
+    awk '{print $1, $14 + $15}' "${files[@]}" 2>/dev/null || true
+}
+pg_delta() {
+    printf '%s\n---\n%s\n' "$1" "$2" | awk -v t="$CLK_TCK" '
+        /^---$/ {second = 1; next}
+        NF < 2 {next}
+        !second {a[$1] = $2; next}
+        {d = $2 - (($1 in a) ? a[$1] : 0); if (d > 0) s += d}
+        END {printf "%.3f", s / t}'
 }
 
 # Writes of one server must not pay for another's: before every POST /users window,
@@ -435,16 +446,16 @@ run_wrk() {
     local sc="$1" n="$2" secs="$3" tag="$4" out c0 p0 c1 p1
     settle_disk "$sc"
     c0=$(cpu_of "${PID[$n]}")
-    p0=$(pg_cpu)
+    p0=$(pg_snap)
     out=$(env BENCH_LUA_DIR="$B/wrk" BENCH_IDS="$(ids_of "$n")" BENCH_TAG="$tag" BENCH_BODY="$BODY" \
         "${PIN_LOAD[@]}" wrk -t"$LOAD_N" -c"$(scenario_conns "$sc")" -d"${secs}s" --timeout 10s --latency \
         -s "$B/wrk/$(scenario_lua "$sc")" "http://127.0.0.1:${PORT[$n]}$(scenario_path "$sc")" 2>&1) ||
         { echo "$out" >&2; die "wrk failed against $n"; }
     c1=$(cpu_of "${PID[$n]}")
-    p1=$(pg_cpu)
+    p1=$(pg_snap)
     echo "$out" >>"$LOGS/wrk-$sc-$n.log"
     grep '^BENCHJSON ' <<<"$out" | tail -n 1 | cut -d' ' -f2- |
-        sed "s/^{/{\"server_cpu_s\":$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f", b - a}'),\"pg_cpu_s\":$(awk -v a="$p0" -v b="$p1" 'BEGIN {printf "%.3f", b - a}'),/"
+        sed "s/^{/{\"server_cpu_s\":$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f", b - a}'),\"pg_cpu_s\":$(pg_delta "$p0" "$p1"),/"
 }
 
 # rotate ARRAY by K: the order servers are measured in changes every round
