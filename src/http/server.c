@@ -190,6 +190,17 @@ static bool reqid_ok(struct str s)
     return true;
 }
 
+/* Write v in lower-case hex without leading zeros at p (at most 16 bytes);
+ * returns the end. */
+static char *put_hex(char *p, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    int n = v ? (64 - __builtin_clzll(v) + 3) / 4 : 1;
+    for (int i = n - 1; i >= 0; i--, v >>= 4)
+        p[i] = digits[v & 15];
+    return p + n;
+}
+
 static void set_request_id(struct http_ctx *c, struct str sent)
 {
     if (sent.ptr && reqid_ok(sent)) {
@@ -197,9 +208,16 @@ static void set_request_id(struct http_ctx *c, struct str sent)
         c->reqid_len = sent.len;
         return;
     }
-    int n = snprintf(c->reqid, sizeof c->reqid, "%s-%x-%llx", g_reqid_prefix, c->w->index,
-                     (unsigned long long)++c->w->reqid_seq);
-    c->reqid_len = n > 0 ? (size_t)n : 0;
+    /* "<prefix>-<loop hex>-<seq hex>", written by hand: snprintf was a third of
+     * the user-space instructions of a GET /health. */
+    char *p = c->reqid;
+    memcpy(p, g_reqid_prefix, 8);
+    p += 8;
+    *p++ = '-';
+    p = put_hex(p, (uint64_t)c->w->index);
+    *p++ = '-';
+    p = put_hex(p, ++c->w->reqid_seq);
+    c->reqid_len = (size_t)(p - c->reqid);
 }
 
 static struct str route_label(int route)

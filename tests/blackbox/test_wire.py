@@ -189,6 +189,8 @@ def request_id_echo_and_generation(ctx):
         r = ctx.req("GET", "/health")
         rid = r.header("X-Request-Id")
         check(rid, "no generated X-Request-Id")
+        check(re.fullmatch(r"[0-9a-f]{8}-(0|[1-9a-f][0-9a-f]*)-[1-9a-f][0-9a-f]*", rid),
+              "generated id %r is not <prefix>-<loop>-<seq> in hex" % rid)
         ids.add(rid)
     eq(len(ids), 5, "distinct generated ids")
     long_id = "B" * 129
