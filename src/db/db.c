@@ -13,10 +13,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include <libpq-fe.h>
-
 #include "base/log.h"
 #include "db/db_int.h"
+#include "db/pq_load.h"
 
 enum backend_kind { BACKEND_NONE, BACKEND_SQLITE, BACKEND_POSTGRES };
 
@@ -81,6 +80,12 @@ static enum backend_kind classify_url(const char *url, const char **out_path, co
         path = url + strlen("sqlite:");
     } else if (has_prefix_ci(url, "postgres://") || has_prefix_ci(url, "postgresql://") ||
                looks_like_conninfo(url)) {
+        /* libpq is loaded only now, for PostgreSQL (first at start-up, before the sandbox) */
+        const char *lerr = pq_load();
+        if (lerr) {
+            *out_err = lerr;
+            return BACKEND_NONE;
+        }
         /* libpq's own parser; its message is not passed on: it may quote the password */
         char *perr = NULL;
         PQconninfoOption *opts = PQconninfoParse(url, &perr);
@@ -143,6 +148,12 @@ struct db *db_open(const struct db_config *cfg, struct loop *loop)
     }
     log_error("BRISK_DATABASE_URL: %s", err);
     return NULL;
+}
+
+void db_flush(struct db *db)
+{
+    if (db->ops->flush)
+        db->ops->flush(db);
 }
 
 void db_close(struct db *db)

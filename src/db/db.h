@@ -74,6 +74,15 @@ struct db *db_open(const struct db_config *cfg, struct loop *loop);
  */
 void db_tick(struct db *db);
 
+/*
+ * Run the work a backend defers to the end of a loop turn. SQLite queues the
+ * user creates of a turn and commits them here in one transaction - one
+ * fsync for all, instead of one each - then calls their callbacks. The
+ * owning loop calls this after each batch of events; it is cheap when nothing
+ * waits. Until it runs, a create may not have called back yet.
+ */
+void db_flush(struct db *db);
+
 /* Close a handle opened by db_open; NULL is accepted. */
 void db_close(struct db *db);
 

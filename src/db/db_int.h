@@ -34,7 +34,8 @@ struct db_ops {
     void (*user_list)(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
                       void *ctx);
     void (*stats)(const struct db *db, struct db_stats *out);
-    void (*tick)(struct db *db); /* may be NULL */
+    void (*tick)(struct db *db);  /* may be NULL */
+    void (*flush)(struct db *db); /* may be NULL */
     void (*order_create)(struct db *db, const struct db_order_new *o, db_order_fn row,
                          db_done_fn done, void *ctx);
     void (*order_get)(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);

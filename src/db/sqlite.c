@@ -5,7 +5,10 @@
  * multi-thread mode (SQLITE_OPEN_NOMUTEX): a connection is never shared, so
  * SQLite need not lock it. Every statement is prepared once at open and reused
  * with sqlite3_reset + sqlite3_clear_bindings; each operation blocks for at
- * most the busy timeout and calls row() and done() before it returns.
+ * most the busy timeout and calls row() and done() before it returns - except
+ * user creates, which wait for db_flush at the end of the loop turn and are
+ * then committed together in one transaction: one fsync for all of them
+ * (group commit) instead of one each.
  * Threads and processes share the file through SQLite's own locking: in WAL
  * mode readers run beside the one writer, and writers queue on busy_timeout.
  *
@@ -32,6 +35,10 @@
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
 /* one row: a user (name <= 800 bytes, email <= 254) or an order (items <= about 20 KiB) */
 #define SCRATCH_MAX ((size_t)64 * 1024)
+/* User creates committed in one transaction at most; more are flushed at once. */
+#define CREATE_BATCH_MAX 256
+/* Their names and emails (<= 1054 bytes each): bounds a batch grown by callbacks while flushing. */
+#define CREATE_TEXT_MAX ((size_t)4 * 1024 * 1024)
 
 _Static_assert(ARRAY_LEN(sqlite_migrations) > 0, "at least one migration");
 
@@ -119,8 +126,29 @@ static const struct stmt_def {
                           0, 1},
 };
 
+/* A user create waiting for db_flush; its text is copied into the batch. */
+struct sq_create {
+    size_t name_off, name_len, email_off, email_len; /* in the batch's text */
+    db_user_fn row;
+    db_done_fn done;
+    void *ctx;
+    enum db_status status; /* filled by the flush */
+    int64_t id;
+    int64_t created_at;
+};
+
+struct sq_batch {
+    struct sq_create *v;
+    size_t n, cap;
+    struct buf text;
+};
+
 struct db_sqlite {
     struct db base; /* first: db.c sees only this */
+    /* Two batches: creates made by the callbacks of a flush go to the other one. */
+    struct sq_batch batch[2];
+    int cur;       /* the batch creates are added to */
+    bool flushing; /* a flush is running: it takes the other batch when done */
     sqlite3 *conn;
     sqlite3_stmt *stmt[ST_COUNT];
     char *path;               /* for log lines; a file path holds no secret */
@@ -631,12 +659,6 @@ out_done:
     done(ctx, status);
 }
 
-static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
-                           db_done_fn done, void *ctx)
-{
-    run_user_stmt(to_sqlite(db), ST_USER_INSERT, 0, name, email, row, done, ctx);
-}
-
 static void sq_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
 {
     run_user_stmt(to_sqlite(db), ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
@@ -758,6 +780,144 @@ static enum db_status tx_commit(struct db_sqlite *s, const char *op)
     enum db_status st = fail_status(s, rc, op);
     tx_rollback(s);
     return st;
+}
+
+/*
+ * Insert every create of batch b in one transaction. A create refused by the
+ * email index is rolled back alone (SQLite undoes just the failed statement)
+ * and reported as a conflict; any other failure - BEGIN busy past the
+ * timeout, disk full, the COMMIT itself - fails the whole batch, so no row
+ * is reported that was not durably committed. Fills each create's status.
+ */
+static void batch_insert(struct db_sqlite *s, struct sq_batch *b)
+{
+    const char *op = stmt_defs[ST_USER_INSERT].name;
+    sqlite3_stmt *st = s->stmt[ST_USER_INSERT];
+    enum db_status status = DB_OK;
+    size_t i;
+    int rc = step_done(s, ST_BEGIN);
+
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, op);
+        goto out_fail;
+    }
+    for (i = 0; i < b->n; i++) {
+        struct sq_create *e = &b->v[i];
+        struct db_user u;
+
+        rc = bind_str(st, 1, (struct str){b->text.data + e->name_off, e->name_len});
+        if (rc == SQLITE_OK)
+            rc = bind_str(st, 2, (struct str){b->text.data + e->email_off, e->email_len});
+        if (rc == SQLITE_OK)
+            rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            e->status = read_user(s, st, op, &u);
+            e->id = u.id;
+            e->created_at = u.created_at;
+            rc = e->status == DB_OK ? sqlite3_step(st) : SQLITE_DONE;
+            if (rc == SQLITE_ROW) {
+                log_error("db sqlite %s: %s: more than one row", s->path, op);
+                e->status = DB_ERROR;
+                rc = SQLITE_DONE;
+            }
+        } else if (rc == SQLITE_DONE) {
+            log_error("db sqlite %s: %s: INSERT RETURNING gave no row", s->path, op);
+            e->status = DB_ERROR;
+        } else if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+            e->status = DB_CONFLICT; /* the only UNIQUE besides the id is lower(email) */
+            rc = SQLITE_DONE;
+        }
+        if (rc != SQLITE_DONE) {
+            status = fail_status(s, rc, op);
+            stmt_release(st);
+            tx_rollback(s);
+            goto out_fail;
+        }
+        stmt_release(st);
+    }
+    status = tx_commit(s, op);
+    if (status == DB_OK)
+        return;
+
+out_fail:
+    for (i = 0; i < b->n; i++)
+        b->v[i].status = status;
+}
+
+/*
+ * Commit the creates waiting in the current batch, then answer them. The
+ * callbacks may create more users: those go to the other batch, flushed by
+ * the next round of the loop here.
+ */
+static void sq_flush(struct db *db)
+{
+    struct db_sqlite *s = to_sqlite(db);
+
+    if (s->flushing)
+        return;
+    s->flushing = true;
+    while (s->batch[s->cur].n) {
+        struct sq_batch *b = &s->batch[s->cur];
+        s->cur ^= 1;
+        if (op_enter(s, "user_create")) {
+            batch_insert(s, b);
+            op_leave(s, b->v[0].status);
+        } else {
+            for (size_t i = 0; i < b->n; i++)
+                b->v[i].status = DB_ERROR;
+        }
+        for (size_t i = 0; i < b->n; i++) {
+            struct sq_create *e = &b->v[i];
+            if (e->status == DB_OK && e->row) {
+                struct db_user u = {
+                    .id = e->id,
+                    .name = {b->text.data + e->name_off, e->name_len},
+                    .email = {b->text.data + e->email_off, e->email_len},
+                    .created_at = e->created_at,
+                };
+                e->row(e->ctx, &u);
+            }
+            e->done(e->ctx, e->status);
+        }
+        b->n = 0;
+        buf_reset(&b->text);
+        buf_shrink(&b->text, (size_t)64 * 1024);
+    }
+    s->flushing = false;
+}
+
+/* Queue the create for the end of the loop turn (sq_flush). */
+static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
+                           db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    struct sq_batch *b = &s->batch[s->cur];
+    struct sq_create *e;
+
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        struct sq_create *v = realloc(b->v, cap * sizeof *v);
+        if (!v)
+            log_fatal("out of memory");
+        b->v = v;
+        b->cap = cap;
+    }
+    if (buf_reserve(&b->text, name.len + email.len)) {
+        log_error("db sqlite %s: user_create: %zu bytes of users already wait for a commit",
+                  s->path, b->text.len);
+        done(ctx, DB_UNAVAILABLE);
+        return;
+    }
+    e = &b->v[b->n++];
+    *e = (struct sq_create){.row = row, .done = done, .ctx = ctx, .status = DB_ERROR};
+    e->name_off = b->text.len;
+    e->name_len = name.len;
+    buf_append(&b->text, name.ptr, name.len);
+    e->email_off = b->text.len;
+    e->email_len = email.len;
+    buf_append(&b->text, email.ptr, email.len);
+    if (b->n >= CREATE_BATCH_MAX)
+        sq_flush(db);
 }
 
 /* Column i as a slice (NULL ptr for SQL NULL). */
@@ -1242,6 +1402,16 @@ static void sq_close(struct db *db)
     if (s->conn && sqlite3_close(s->conn) != SQLITE_OK)
         log_error("db sqlite %s: close failed: %s", s->path, sqlite3_errmsg(s->conn));
     buf_free(&s->scratch);
+    for (int i = 0; i < 2; i++) {
+        /* The loop flushes after every turn, so only a drain cut short by its
+         * deadline leaves creates here: never committed, never answered, and
+         * their requests are gone - calling back would touch freed memory. */
+        if (s->batch[i].n)
+            log_warn("db sqlite %s: %zu user creates dropped at close, never committed", s->path,
+                     s->batch[i].n);
+        free(s->batch[i].v);
+        buf_free(&s->batch[i].text);
+    }
     free(s->path);
     free(s);
 }
@@ -1251,6 +1421,7 @@ static const struct db_ops sqlite_ops = {
     .close = sq_close,
     .ping = sq_ping,
     .user_create = sq_user_create,
+    .flush = sq_flush,
     .user_get = sq_user_get,
     .user_update = sq_user_update,
     .user_delete = sq_user_delete,
@@ -1300,6 +1471,8 @@ struct db *db__sqlite_open(const char *path, const struct db_config *cfg)
     s->base.ops = &sqlite_ops;
     s->path = dup_cstr(path);
     buf_init(&s->scratch, SCRATCH_MAX);
+    buf_init(&s->batch[0].text, CREATE_TEXT_MAX);
+    buf_init(&s->batch[1].text, CREATE_TEXT_MAX);
     /* No SQLITE_OPEN_CREATE: a missing file means db_migrate did not run here. */
     s->conn = open_conn(path, SQLITE_OPEN_READWRITE, busy_timeout_ms(cfg));
     if (!s->conn)

@@ -225,6 +225,8 @@ static enum db_status op_create(struct db *db, struct str name, struct str email
 {
     cap_init(c);
     db_user_create(db, name, email, cap_row, cap_done, c);
+    ok(c->dones == 0, "create: waits for the flush");
+    db_flush(db);
     ok(c->dones == 1 && c->rows_after_done == 0, "create: one done, rows before it");
     return c->status;
 }
@@ -1263,10 +1265,10 @@ static void test_orders_processes(void)
 
 static void cleanup(void)
 {
-    static const char *const dbs[] = {"plain.db",          "prefixed.db", "slashes.db",
-                                      "data/brisk.db",     "users.db",    "schema.db",
-                                      "durable.db",        "locked.db",   "reentry.db",
-                                      "never-migrated.db", "orders.db",   "orders-mp.db"};
+    static const char *const dbs[] = {
+        "plain.db",  "prefixed.db",  "slashes.db", "data/brisk.db", "users.db",
+        "schema.db", "durable.db",   "locked.db",  "reentry.db",    "never-migrated.db",
+        "orders.db", "orders-mp.db", "group.db"};
     char p[256];
     for (size_t i = 0; i < ARRAY_LEN(dbs); i++) {
         path_in_dir(p, sizeof p, dbs[i]);
@@ -1275,6 +1277,122 @@ static void cleanup(void)
     path_in_dir(p, sizeof p, "data");
     rmdir(p);
     ok(rmdir(g_dir) == 0, "temporary directory cleaned up (%s)", strerror(errno));
+}
+
+/* A done callback that queues one more create (as a pipelined request would). */
+struct chain {
+    struct capture first, second;
+    struct db *db;
+};
+
+static void chain_done(void *ctx, enum db_status st)
+{
+    struct chain *ch = ctx;
+    cap_done(&ch->first, st);
+    cap_init(&ch->second);
+    db_user_create(ch->db, cs("Chained"), cs("chained@x.io"), cap_row, cap_done, &ch->second);
+}
+
+static void chain_row(void *ctx, const struct db_user *u)
+{
+    cap_row(&((struct chain *)ctx)->first, u);
+}
+
+/* Group commit: the creates of one loop turn go to the file in one transaction. */
+static void test_group_commit(void)
+{
+    enum { N = 6, MANY = 300 };
+    static struct capture c[MANY];
+    char path[256];
+    struct capture one;
+
+    path_in_dir(path, sizeof path, "group.db");
+    ok(migrate_url(path) == 0, "group: migrate");
+    struct db *db = open_url(path, 50);
+    ok(db != NULL, "group: open");
+    if (!db)
+        return;
+    ok(op_create(db, cs("Taken"), cs("taken@x.io"), &one) == DB_OK, "group: an existing user");
+    int64_t first = one.u[0].id;
+
+    /* one turn: new users, a duplicate inside the batch (case differs), one already taken */
+    static const char *const emails[N] = {"a@x.io",     "b@x.io", "A@X.io",
+                                          "TAKEN@x.io", "c@x.io", "b@x.io"};
+    static const enum db_status want[N] = {DB_OK,       DB_OK, DB_CONFLICT,
+                                           DB_CONFLICT, DB_OK, DB_CONFLICT};
+    for (int i = 0; i < N; i++) {
+        cap_init(&c[i]);
+        db_user_create(db, cs("Batch"), cs(emails[i]), cap_row, cap_done, &c[i]);
+    }
+    int waiting = 0;
+    for (int i = 0; i < N; i++)
+        waiting += c[i].dones == 0;
+    ok(waiting == N, "group: nothing answered before the flush");
+    sqlite3 *raw = raw_open(path);
+    ok(raw && raw_int(raw, "SELECT count(*) FROM users") == 1, "group: nothing stored before it");
+    db_flush(db);
+    int64_t next = first + 1;
+    for (int i = 0; i < N; i++) {
+        ok(c[i].dones == 1 && c[i].status == want[i], "group: create %d answered %d (want %d)", i,
+           c[i].status, want[i]);
+        if (want[i] == DB_OK) {
+            ok(c[i].rows == 1 && row_is(&c[i].u[0], next, "Batch", emails[i]),
+               "group: create %d got row id %lld", i, (long long)next);
+            next++;
+        } else {
+            ok(c[i].rows == 0, "group: refused create %d has no row", i);
+        }
+    }
+    ok(raw && raw_int(raw, "SELECT count(*) FROM users") == 4, "group: three more users stored");
+
+    /* a create from a done callback is committed by the same flush call */
+    struct chain ch = {.db = db};
+    cap_init(&ch.first);
+    db_user_create(db, cs("Lead"), cs("lead@x.io"), chain_row, chain_done, &ch);
+    db_flush(db);
+    ok(ch.first.dones == 1 && ch.first.status == DB_OK, "group: lead create");
+    ok(ch.second.dones == 1 && ch.second.status == DB_OK && ch.second.rows == 1,
+       "group: create from its done callback committed by the same flush");
+
+    /* a batch fails whole: locked past the busy timeout, none stored, all answered */
+    ok(raw && raw_exec(raw, "BEGIN IMMEDIATE") == SQLITE_OK, "group: raw takes the write lock");
+    for (int i = 0; i < 3; i++) {
+        char e[32];
+        snprintf(e, sizeof e, "locked%d@x.io", i);
+        cap_init(&c[i]);
+        db_user_create(db, cs("Locked"), cs(e), cap_row, cap_done, &c[i]);
+    }
+    db_flush(db);
+    for (int i = 0; i < 3; i++)
+        ok(c[i].dones == 1 && c[i].status == DB_UNAVAILABLE && c[i].rows == 0,
+           "group: locked create %d unavailable", i);
+    ok(raw && raw_exec(raw, "COMMIT") == SQLITE_OK, "group: raw releases the lock");
+    ok(raw && raw_int(raw, "SELECT count(*) FROM users WHERE name = 'Locked'") == 0,
+       "group: nothing of the failed batch stored");
+
+    /* more than a batch: the first CREATE_BATCH_MAX are committed at once */
+    for (int i = 0; i < MANY; i++) {
+        char e[32];
+        snprintf(e, sizeof e, "many%d@x.io", i);
+        cap_init(&c[i]);
+        db_user_create(db, cs("Many"), cs(e), cap_row, cap_done, &c[i]);
+    }
+    int early = 0;
+    for (int i = 0; i < MANY; i++)
+        early += c[i].dones;
+    ok(early == 256, "group: a full batch is committed without waiting (%d answered)", early);
+    db_flush(db);
+    int good = 0;
+    for (int i = 0; i < MANY; i++)
+        good += c[i].dones == 1 && c[i].status == DB_OK && c[i].rows == 1;
+    ok(good == MANY, "group: all %d creates stored (%d)", MANY, good);
+    ok(raw && raw_int(raw, "SELECT count(*) FROM users WHERE name = 'Many'") == MANY,
+       "group: rows in the file");
+    sqlite3_close(raw);
+    struct db_stats stats;
+    db_stats(db, &stats);
+    ok(stats.busy == 0, "group: idle afterwards");
+    db_close(db);
 }
 
 int main(void)
@@ -1295,6 +1413,7 @@ int main(void)
     test_reopen();
     test_unavailable();
     test_reentry();
+    test_group_commit();
     test_orders();
     test_orders_processes();
     cleanup();
