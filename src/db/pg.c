@@ -75,7 +75,9 @@
 #define OP_FREE_MAX 256                  /* operation structs kept for reuse */
 #define OP_HEAP_KEEP ((size_t)64 * 1024) /* parameter buffers larger than this are not kept */
 #define MAX_PARAMS 8
-#define MAX_UNIT_RESULTS 3 /* results kept per unit (statements sent before one Sync) */
+#define MAX_UNIT_RESULTS 3         /* results kept per unit (statements sent before one Sync) */
+#define CREATE_BATCH_MAX 256       /* user creates sent as one INSERT at most */
+#define CREATE_BATCHES_IN_FLIGHT 2 /* per handle; creates arriving meanwhile join the next */
 #define ORDER_CREATE_RETRIES 5
 #define PROCESS_MAX 10000 /* orders claimed by one orders_process call at most */
 #define LABEL_MAX 160
@@ -132,10 +134,19 @@ static const struct stmt_def {
     int ncols;
 } stmt_defs[ST_COUNT] = {
     [ST_PING] = {"ping", "SELECT 1", 0, {0}, 1},
+    /*
+     * Every user create goes through a batch (one or more users, in order):
+     * one statement, one commit, one WAL flush for all of them. A user whose
+     * email is taken - also by an earlier row of the same batch - is skipped
+     * by ON CONFLICT and so has no row back: that create is the conflict.
+     * Parameters in text form: '{"name",...}' and '{"email",...}'.
+     */
     [ST_USER_INSERT] = {"user_create",
-                        "INSERT INTO users (name, email) VALUES ($1, $2) RETURNING " USER_COLS,
+                        "INSERT INTO users (name, email) SELECT n, e "
+                        "FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(n, e, i) "
+                        "ORDER BY i ON CONFLICT DO NOTHING RETURNING " USER_COLS,
                         2,
-                        {OID_TEXT, OID_TEXT},
+                        {OID_TEXT_ARRAY, OID_TEXT_ARRAY},
                         USER_NCOLS},
     [ST_USER_GET] =
         {"user_get", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, {OID_INT8}, USER_NCOLS},
@@ -225,7 +236,8 @@ static const struct stmt_def {
 enum op_kind {
     OP_PREPARE, /* internal: the PQsendPrepare batch of a new connection */
     OP_PING,
-    OP_USER, /* create, get, update: one user row */
+    OP_USER,         /* create, get, update: one user row */
+    OP_CREATE_BATCH, /* internal: carries the OP_USER creates of one INSERT */
     OP_USER_DELETE,
     OP_USER_LIST,
     OP_ORDER_CREATE,
@@ -243,7 +255,10 @@ enum tx_step { TX_CLAIM, TX_MARK, TX_COMMIT, TX_ROLLBACK };
  * their parameter buffers are reused through the handle's free list.
  */
 struct pg_op {
-    struct pg_op *next; /* in the wait queue or a connection's sent list */
+    struct pg_op *next;                   /* in the wait queue or a connection's sent list */
+    struct pg_op *members, *members_tail; /* OP_CREATE_BATCH: its creates, in order */
+    struct pg_op *next_member;
+    bool counted; /* OP_CREATE_BATCH: in pg->batches_in_flight */
     struct pg_conn *conn;
     enum op_kind kind;
     enum stmt_id stmt;
@@ -312,6 +327,8 @@ struct db_pg {
     int nq;
     struct pg_op *txq_head, *txq_tail; /* waiting orders_process calls */
     int ntxq;
+    struct pg_op *batch_open; /* user creates gathering until a batch may be sent */
+    int batches_in_flight;
     struct pg_op *free_ops;
     int nfree;
     int busy;  /* caller operations not finished yet */
@@ -507,7 +524,7 @@ static struct pg_op *op_new(struct db_pg *pg, enum op_kind kind, void *ctx)
     op->kind = kind;
     op->ctx = ctx;
     op->queued_ms = now_ms(pg);
-    if (kind != OP_PREPARE)
+    if (kind != OP_PREPARE && kind != OP_CREATE_BATCH)
         pg->busy++;
     return op;
 }
@@ -603,9 +620,36 @@ static void param_str(struct pg_op *op, struct str s)
  * The end of every caller operation: the done callback, once. The struct is
  * recycled first, so the callback may start new operations with it.
  */
+static void op_finish(struct db_pg *pg, struct pg_op *op, enum db_status st);
+
+/*
+ * Retire a batch carrier: out of the in-flight count, recycled. Returns its
+ * creates (linked by next_member) for the caller to answer; the carrier is
+ * gone before any of them is, so their callbacks may start new batches.
+ */
+static struct pg_op *batch_retire(struct db_pg *pg, struct pg_op *batch)
+{
+    struct pg_op *members = batch->members;
+    batch->members = batch->members_tail = NULL;
+    if (batch->counted)
+        pg->batches_in_flight--;
+    op_free(pg, batch);
+    return members;
+}
+
 static void op_finish(struct db_pg *pg, struct pg_op *op, enum db_status st)
 {
     enum op_kind kind = op->kind;
+    if (kind == OP_CREATE_BATCH) {
+        struct pg_op *m = batch_retire(pg, op);
+        while (m) {
+            struct pg_op *next = m->next_member;
+            m->next_member = NULL;
+            op_finish(pg, m, st);
+            m = next;
+        }
+        return;
+    }
     void *ctx = op->ctx;
     db_done_fn done = op->done;
     db_count_fn count_done = op->count_done;
@@ -824,8 +868,11 @@ static void tx_begin(struct pg_conn *c);
  * there are two or more), then simple operations to the least loaded
  * connection with pipeline room.
  */
+static void batch_flush(struct db_pg *pg);
+
 static void dispatch(struct db_pg *pg)
 {
+    batch_flush(pg);
     while (pg->txq_head) {
         struct pg_conn *best = NULL;
         int nready = 0, nreserved = 0;
@@ -1019,6 +1066,7 @@ static void leave(struct db_pg *pg)
             again |= conn_recheck(&pg->conns[i]);
         if (again)
             continue;
+        batch_flush(pg);
         if ((pg->q_head || pg->txq_head) && !any_usable(pg)) {
             maybe_reconnect(pg);
             if (!any_usable(pg)) {
@@ -1130,16 +1178,67 @@ static enum db_status done_user(struct pg_conn *c, struct pg_op *op)
 
     if (!r)
         return DB_ERROR;
-    if (PQntuples(r) == 0) {
-        if (op->stmt != ST_USER_INSERT)
-            return DB_NOT_FOUND;
-        log_error("db postgres %s: %s: INSERT RETURNING gave no row", c->pg->label, what);
-        return DB_ERROR;
-    }
+    if (PQntuples(r) == 0)
+        return DB_NOT_FOUND;
     st = read_user(c, r, 0, what, &u);
     if (st == DB_OK && op->user_row)
         op->user_row(op->ctx, &u);
     return st;
+}
+
+/*
+ * A batch's INSERT answered: each returned row belongs to the first create
+ * not yet matched with exactly that email (rows come back in insertion
+ * order, so the scan rarely moves); a create left without a row lost its
+ * email to an existing user or an earlier create: DB_CONFLICT.
+ */
+static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
+{
+    struct db_pg *pg = c->pg;
+    const char *what = stmt_defs[ST_USER_INSERT].name;
+    const PGresult *r = unit_result(c, batch, 0, ST_USER_INSERT);
+    PGresult *owned = batch->res[0];
+    int n = r ? PQntuples(r) : 0;
+
+    if (!r || n > batch->max) {
+        if (r)
+            log_error("db postgres %s: %s: %d rows for %d users", pg->label, what, n, batch->max);
+        op_finish(pg, batch, DB_ERROR);
+        return;
+    }
+    batch->res[0] = NULL; /* outlives the carrier: the rows are read while answering */
+    struct pg_op *members = batch_retire(pg, batch);
+    struct pg_op *from = members;
+    for (int row = 0; row < n; row++) {
+        struct str email = value_str(r, row, 2);
+        struct pg_op *m = from, *hit = NULL;
+        for (int pass = 0; pass < 2 && !hit; pass++, m = members) {
+            for (; m && !hit; m = m->next_member) {
+                if (m->count == 0 && (size_t)m->pl[1] == email.len &&
+                    memcmp(m->pv[1], email.ptr, email.len) == 0)
+                    hit = m;
+            }
+        }
+        if (!hit) {
+            log_error("db postgres %s: %s: a returned row matches no create", pg->label, what);
+            continue;
+        }
+        hit->count = row + 1;
+        from = hit->next_member;
+    }
+    for (struct pg_op *m = members, *next; m; m = next) {
+        enum db_status st = DB_CONFLICT;
+        next = m->next_member;
+        m->next_member = NULL;
+        if (m->count > 0) {
+            struct db_user u;
+            st = read_user(c, r, (int)m->count - 1, what, &u);
+            if (st == DB_OK && m->user_row)
+                m->user_row(m->ctx, &u);
+        }
+        op_finish(pg, m, st);
+    }
+    PQclear(owned);
 }
 
 static enum db_status done_user_list(struct pg_conn *c, struct pg_op *op)
@@ -1427,6 +1526,9 @@ static void unit_done(struct pg_conn *c, struct pg_op *op)
         return;
     }
     switch (op->kind) {
+    case OP_CREATE_BATCH:
+        done_create_batch(c, op);
+        return;
     case OP_PING:
         st = DB_OK;
         break;
@@ -1602,6 +1704,66 @@ static void pg_ping(struct db *db, db_done_fn done, void *ctx)
     submit(pg, op);
 }
 
+/* Append s as a quoted element of a text-form array: '"' with '"' and '\\' escaped. */
+static size_t array_elem(char *out, const char *s, size_t n)
+{
+    size_t k = 0;
+    out[k++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            out[k++] = '\\';
+        out[k++] = s[i];
+    }
+    out[k++] = '"';
+    return k;
+}
+
+/* Parameter `which` (0 names, 1 emails) of a batch: the members' values as '{"..",".."}'. */
+static void param_array(struct pg_op *batch, int which)
+{
+    int i = batch->nparams++;
+    char *dst = batch->pbase + batch->plen;
+    size_t k = 0;
+
+    dst[k++] = '{';
+    for (const struct pg_op *m = batch->members; m; m = m->next_member) {
+        if (m != batch->members)
+            dst[k++] = ',';
+        k += array_elem(dst + k, m->pv[which], (size_t)m->pl[which]);
+    }
+    dst[k++] = '}';
+    dst[k] = '\0';
+    batch->pv[i] = dst;
+    batch->pl[i] = (int)k;
+    batch->pf[i] = 0;
+    batch->plen += k + 1;
+}
+
+/*
+ * Send the gathering batch when fewer than CREATE_BATCHES_IN_FLIGHT are
+ * out, or when it is full. Under load the creates that arrive while a batch
+ * commits all go out in the next one: group commit without a timer, and no
+ * wait at all when the database is idle.
+ */
+static void batch_flush(struct db_pg *pg)
+{
+    struct pg_op *batch = pg->batch_open;
+
+    if (!batch || (pg->batches_in_flight >= CREATE_BATCHES_IN_FLIGHT &&
+                   batch->max < CREATE_BATCH_MAX && !pg->closing))
+        return;
+    pg->batch_open = NULL;
+    size_t bytes = 0;
+    for (const struct pg_op *m = batch->members; m; m = m->next_member)
+        bytes += 2 * ((size_t)m->pl[0] + (size_t)m->pl[1]) + 6; /* escapes, quotes, commas */
+    params_reserve(batch, bytes + 6);
+    param_array(batch, 0);
+    param_array(batch, 1);
+    batch->counted = true;
+    pg->batches_in_flight++;
+    submit(pg, batch);
+}
+
 static void pg_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
                            db_done_fn done, void *ctx)
 {
@@ -1611,7 +1773,21 @@ static void pg_user_create(struct db *db, struct str name, struct str email, db_
     params_reserve(op, name.len + email.len);
     param_str(op, name);
     param_str(op, email);
-    submit(pg, op);
+
+    enter(pg);
+    struct pg_op *batch = pg->batch_open;
+    if (!batch) {
+        batch = pg->batch_open = op_new(pg, OP_CREATE_BATCH, NULL);
+        batch->stmt = ST_USER_INSERT;
+    }
+    if (batch->members_tail)
+        batch->members_tail->next_member = op;
+    else
+        batch->members = op;
+    batch->members_tail = op;
+    batch->max++; /* members */
+    batch_flush(pg);
+    leave(pg);
 }
 
 static void pg_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
@@ -1792,6 +1968,11 @@ static void pg_close(struct db *db)
 
     pg->closing = true;
     pg->depth++;
+    if (pg->batch_open) {
+        struct pg_op *batch = pg->batch_open;
+        pg->batch_open = NULL;
+        op_finish(pg, batch, DB_UNAVAILABLE);
+    }
     for (int i = 0; i < POOL_PER_LOOP; i++) {
         struct pg_conn *c = &pg->conns[i];
         if (c->conn || c->sent_head || c->reserved)

@@ -694,6 +694,93 @@ static void test_pipelining(struct db *db)
        st.connections);
 }
 
+/* Group commit: creates made while batches are out go together in the next INSERT. */
+static void test_create_batches(struct db *db, struct db *other)
+{
+    enum { N = 12, MANY = 700 };
+    static struct capture caps[MANY];
+    static const char *const names[N] = {"B0",
+                                         "B1",
+                                         "quote \" and \\ back",
+                                         "{braces},comma",
+                                         "NULL",
+                                         "B5",
+                                         "B6",
+                                         "B7",
+                                         "\xc3\xa9l\xc3\xa8ve",
+                                         "B9",
+                                         "B10",
+                                         "B11"};
+    static const char *const emails[N] = {"b0@x.io", "b1@x.io", "b2\"q@x.io", "b3,{}@x.io",
+                                          "b4@x.io", "B0@X.IO", "piped@x.io", "b7\\@x.io",
+                                          "b8@x.io", "b4@x.io", "b10@x.io",   "b10@x.io"};
+    static const enum db_status want[N] = {DB_OK, DB_OK,       DB_OK,       DB_OK,
+                                           DB_OK, DB_CONFLICT, DB_CONFLICT, DB_OK,
+                                           DB_OK, DB_CONFLICT, DB_OK,       DB_CONFLICT};
+    int dones = 0;
+
+    for (int i = 0; i < N; i++) {
+        cap_init(&caps[i]);
+        db_user_create(db, cs(names[i]), cs(emails[i]), cap_user, cap_done, &caps[i]);
+    }
+    for (uint64_t end = wall_ms() + 10000; wall_ms() < end; pump_once()) {
+        dones = 0;
+        for (int i = 0; i < N; i++)
+            dones += caps[i].dones;
+        if (dones == N)
+            break;
+    }
+    ok(dones == N, "batch: every create answered (%d)", dones);
+    for (int i = 0; i < N; i++) {
+        char want_text[160];
+        snprintf(want_text, sizeof want_text, "%s|%s", names[i], emails[i]);
+        ok(caps[i].dones == 1 && caps[i].status == want[i],
+           "batch: create %d answered %d (want %d)", i, caps[i].status, want[i]);
+        if (want[i] == DB_OK)
+            ok(caps[i].rows == 1 && strcmp(caps[i].text[0], want_text) == 0,
+               "batch: create %d row %s", i, caps[i].text[0]);
+        else
+            ok(caps[i].rows == 0, "batch: refused create %d has no row", i);
+    }
+    /* the rows really are stored: read back through the other handle */
+    for (int i = 0; i < N; i++) {
+        struct capture g;
+        if (want[i] != DB_OK)
+            continue;
+        cap_init(&g);
+        db_user_get(other, caps[i].id[0], cap_user, cap_done, &g);
+        ok(wait_cap(&g, 5000) && g.status == DB_OK && strcmp(g.text[0], caps[i].text[0]) == 0,
+           "batch: user %d stored", i);
+    }
+
+    /* many at once: more than one full batch, all distinct */
+    static char many_email[MANY][32];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(many_email[i], sizeof many_email[i], "many%d@x.io", i);
+        cap_init(&caps[i]);
+        db_user_create(db, cs("Many"), cs(many_email[i]), cap_user, cap_done, &caps[i]);
+    }
+    int good = 0;
+    for (uint64_t end = wall_ms() + 20000; wall_ms() < end; pump_once()) {
+        dones = good = 0;
+        for (int i = 0; i < MANY; i++) {
+            dones += caps[i].dones;
+            good += caps[i].status == DB_OK && caps[i].rows == 1;
+        }
+        if (dones == MANY)
+            break;
+    }
+    ok(dones == MANY && good == MANY, "batch: %d creates stored (%d done, %d ok)", MANY, dones,
+       good);
+    int64_t ids_distinct = 1;
+    for (int i = 1; i < MANY; i++)
+        ids_distinct &= caps[i].id[0] != caps[i - 1].id[0];
+    ok(ids_distinct, "batch: each create got its own row");
+    struct db_stats st;
+    db_stats(db, &st);
+    ok(st.busy == 0, "batch: idle afterwards (%d)", st.busy);
+}
+
 static void test_queue_bound(struct db *db)
 {
     enum { N = 5000 };
@@ -892,6 +979,7 @@ int main(void)
     test_orders(g_dbs[0]);
     test_process(g_dbs[0], g_dbs[1]);
     test_pipelining(g_dbs[0]);
+    test_create_batches(g_dbs[0], g_dbs[1]);
     test_queue_bound(g_dbs[0]);
     test_server_kills(g_dbs[0], url);
     test_unreachable();
