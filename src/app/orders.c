@@ -332,19 +332,34 @@ void handle_user_orders(struct http_ctx *c)
 
 /*
  * Nothing of a batch runs on the event loop but the hand-offs: a 100000-order
- * body is ~10 MB of JSON, and parsing, validating and writing it would hold
+ * body is ~20 MB of JSON, and parsing, validating and writing it would hold
  * the loop (and every connection on it) for hundreds of milliseconds. So:
- *   1. one pool task parses and validates the body (request arena);
+ *   1. one pool task reads and validates the body;
  *   2. the pool prices and signs all orders in parallel ranges;
  *   3. one pool task writes the response body;
- * each step's completion hops back to the loop, which starts the next one
- * and finally responds. The loop never touches the request while it waits.
+ * each step's completion hops back to the loop, which starts the next one and
+ * finally responds. Steps 2 and 3 are queued with workpool_run_next, ahead of
+ * batches whose step 1 has not started: a batch in progress finishes before
+ * the next one is read, so few batches hold memory at once. The loop never
+ * touches the request while it waits.
+ *
+ * Memory: a JSON tree costs about ten times its text (a 1000-order body of
+ * 220 kB parses into ~2 MB), and with a few batches in flight those trees
+ * were most of the process's peak RSS. So step 1 streams the orders array:
+ * each order is parsed alone into a small scratch arena (reused for the next
+ * order), validated, and kept as a struct batch_order plus its lines (about
+ * 250 bytes an order) in the batch's own arena, which is freed as soon as the
+ * response body is written. Only a valid batch takes that path: any problem
+ * (a syntax error anywhere, a bad order, a count out of range, an unusual top
+ * level such as escapes in a member name) sends the body through the
+ * whole-document reader and the checks in their old order, so every error
+ * answer is exactly what it always was.
  */
 
 struct batch_order {
     struct str id;
     int64_t user_id;
-    const struct order_line *lines; /* request memory; read-only on the workers */
+    const struct order_line *lines; /* batch or request memory; read-only on the workers */
     size_t nlines;
     /* written by the worker that owns this slot */
     struct order_totals t;
@@ -353,30 +368,84 @@ struct batch_order {
     char receipt[PRICING_HEX_LEN + 1];
 };
 
+/* Orders live in chunks of BATCH_GRAIN (one pool range each): the streaming
+ * reader does not know the count in advance and never copies a chunk. */
+#define BATCH_CHUNKS ((BATCH_MAX + BATCH_GRAIN - 1) / BATCH_GRAIN)
+#define SCRATCH_KEEP 65536 /* scratch arena kept between orders */
+
 struct batch {
     struct http_ctx *c;
     size_t n;
-    struct batch_order *orders;
+    struct batch_order *chunk[BATCH_CHUNKS];
+    struct arena mem; /* the streamed orders; empty on the whole-document path */
     /* outcome of a step run on the pool; answered on the loop */
     int status; /* 0: go on */
     char err[ERRMSG_MAX];
 };
 
+static inline struct batch_order *batch_at(const struct batch *b, size_t i)
+{
+    return &b->chunk[i / BATCH_GRAIN][i % BATCH_GRAIN];
+}
+
 static void batch_priced(void *arg);
 static void batch_written(void *arg);
 
+/* Answer an error; the batch's own memory goes first. */
+static void batch_fail(struct batch *b, int status, const char *msg)
+{
+    arena_free(&b->mem);
+    http_respond_error(b->c, status, msg);
+}
+
 /*
- * Validate orders[i] into *o (lines copied into request memory). Returns 0,
- * 400 with the message in err, or 413 when request memory ran out. The
- * "orders[i]." names are only formatted for a message: the common path of a
- * 100000-order batch runs no snprintf.
+ * The slot of order i, allocating its chunk from a on the chunk's first
+ * order: BATCH_GRAIN slots, or fewer when the count (total, 0 when not known
+ * yet) ends sooner.
  */
-static int batch_read(struct http_ctx *c, const struct json_value *v, size_t i,
+static struct batch_order *batch_slot(struct batch *b, struct arena *a, size_t i, size_t total)
+{
+    struct batch_order **ch = &b->chunk[i / BATCH_GRAIN];
+    if (i % BATCH_GRAIN == 0) {
+        size_t n = total && total - i < BATCH_GRAIN ? total - i : BATCH_GRAIN;
+        *ch = arena_alloc(a, n * sizeof **ch);
+        if (!*ch)
+            return NULL;
+    }
+    return &(*ch)[i % BATCH_GRAIN];
+}
+
+/*
+ * Make *s outlive the scratch memory of the streaming reader: a string that
+ * does not point into the body (it had escapes, so it was decoded into the
+ * scratch arena) is copied into a. Returns false when a is full.
+ */
+static bool keep_str(struct str *s, struct str body, struct arena *a)
+{
+    uintptr_t p = (uintptr_t)s->ptr, lo = (uintptr_t)body.ptr;
+    if (p >= lo && p - lo <= body.len && s->len <= body.len - (p - lo))
+        return true;
+    char *q = arena_alloc(a, s->len);
+    if (!q)
+        return false;
+    memcpy(q, s->ptr, s->len);
+    s->ptr = q;
+    return true;
+}
+
+/*
+ * Validate orders[i] into *o, its lines copied into a. With body set (the
+ * streaming reader), strings outside the body are copied into a too. Returns
+ * 0, 400 with the message in err, or 413 when a ran out. The "orders[i]."
+ * names are only formatted for a message: the common path runs no snprintf.
+ */
+static int batch_read(struct arena *a, const struct str *body, const struct json_value *v, size_t i,
                       struct batch_order *o, char *err, size_t errcap)
 {
     struct order_line lines[PRICING_MAX_LINES];
     char name[48];
 
+    memset(o, 0, sizeof *o);
     if (v->type != JSON_OBJECT) {
         snprintf(err, errcap, "orders[%zu] must be an object", i);
         return 400;
@@ -407,7 +476,14 @@ static int batch_read(struct http_ctx *c, const struct json_value *v, size_t i,
         pricing_parse_lines(items, name, lines, &o->nlines, err, errcap);
         return 400;
     }
-    struct order_line *copy = http_alloc(c, o->nlines * sizeof *copy);
+    if (body) {
+        if (!keep_str(&o->id, *body, a))
+            return 413;
+        for (size_t k = 0; k < o->nlines; k++)
+            if (!keep_str(&lines[k].sku, *body, a))
+                return 413;
+    }
+    struct order_line *copy = arena_alloc(a, o->nlines * sizeof *copy);
     if (!copy)
         return 413;
     memcpy(copy, lines, o->nlines * sizeof *copy);
@@ -415,12 +491,246 @@ static int batch_read(struct http_ctx *c, const struct json_value *v, size_t i,
     return 0;
 }
 
-/* Pool step 1: parse the body and validate every order into b->orders. */
-static void batch_parse(void *arg, size_t begin, size_t end)
+/* ---- step 1, the streaming reader ---- */
+
+/* Bytes the lexical scan stops at: strings and brackets. */
+static const unsigned char scan_stop[256] = {
+    ['"'] = 1, ['\\'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
+/* Bytes that end a number or a literal. */
+static const unsigned char scalar_end[256] = {
+    [','] = 1, ['}'] = 1, [']'] = 1, [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1};
+
+static size_t skip_ws(const char *s, size_t len, size_t pos)
 {
-    (void)begin;
-    (void)end;
-    struct batch *b = arg;
+    while (pos < len && (s[pos] == ' ' || s[pos] == '\n' || s[pos] == '\r' || s[pos] == '\t'))
+        pos++;
+    return pos;
+}
+
+/*
+ * Where the value starting at s[pos] (not whitespace, pos < len) ends, found
+ * lexically: strings skipped (escapes included), brackets counted. *deepest
+ * is the nesting of containers inside it, itself included. Returns 0 when no
+ * end was found. Nothing is validated: json_parse of the slice does that, and
+ * when it accepts the slice, the slice is exactly one value (a valid value
+ * opening with a bracket ends at the bracket that balances it).
+ */
+static size_t value_end(const char *text, size_t len, size_t pos, size_t *deepest)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = pos, depth = 0;
+    bool in_str = false;
+
+    *deepest = 0;
+    if (s[pos] != '{' && s[pos] != '[' && s[pos] != '"') {
+        while (i < len && !scalar_end[s[i]])
+            i++;
+        return i;
+    }
+    for (;;) {
+        while (i < len && !scan_stop[s[i]])
+            i++;
+        if (i >= len)
+            return 0;
+        unsigned char ch = s[i++];
+        if (in_str) {
+            if (ch == '\\') {
+                i++; /* the escaped byte */
+            } else if (ch == '"') {
+                in_str = false;
+                if (depth == 0)
+                    return i;
+            }
+            continue;
+        }
+        switch (ch) {
+        case '"':
+            in_str = true;
+            break;
+        case '{':
+        case '[':
+            if (++depth > *deepest)
+                *deepest = depth;
+            break;
+        case '}':
+        case ']':
+            if (depth == 0)
+                return 0;
+            if (--depth == 0)
+                return i;
+            break;
+        default: /* a backslash outside a string */
+            return 0;
+        }
+    }
+}
+
+/* Nonzero when some byte of w is '{', '}', '[' or ']' (setting bit 5 makes '[' '{' and ']' '}'). */
+static inline uint64_t has_bracket(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t x = w | ones * 0x20, a = x ^ ones * '{', c = x ^ ones * '}';
+    return (((a - ones) & ~a) | ((c - ones) & ~c)) & highs;
+}
+
+/*
+ * The quick guess of value_end for a container at s[pos]: brackets counted,
+ * strings not even looked at. Right unless a string inside holds a bracket;
+ * a wrong end never makes a valid slice (a valid object or array ends only at
+ * its balancing bracket), so when json_parse rejects the slice the caller
+ * asks value_end. Returns 0 when no end was found.
+ */
+static size_t bracket_end(const char *text, size_t len, size_t pos, size_t *deepest)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    size_t i = pos, depth = 0;
+    *deepest = 0;
+    for (;;) {
+        uint64_t w;
+        while (i + 8 <= len && (memcpy(&w, s + i, 8), !has_bracket(w)))
+            i += 8;
+        while (i < len && (s[i] | 0x20) != '{' && (s[i] | 0x20) != '}')
+            i++;
+        if (i >= len)
+            return 0;
+        if ((s[i++] | 0x20) == '{') {
+            if (++depth > *deepest)
+                *deepest = depth;
+        } else if (depth == 0 || --depth == 0) {
+            return depth == 0 ? i : 0;
+        }
+    }
+}
+
+/* Parse the slice s[pos..end) (one value) into scratch memory. */
+static const struct json_value *parse_slice(const char *s, size_t pos, size_t end,
+                                            struct arena *scratch)
+{
+    const struct json_value *v;
+    struct json_error jerr;
+    return json_parse(s + pos, end - pos, scratch, &v, &jerr) == 0 ? v : NULL;
+}
+
+/*
+ * The orders array starting at s[*pos] ('['): every order parsed alone,
+ * validated and kept in b->mem. Returns true with b->n set and *pos past
+ * the ']', or false for anything but 1..BATCH_MAX valid orders.
+ */
+static bool stream_orders(struct batch *b, struct str body, size_t *pos, struct arena *scratch)
+{
+    const char *s = body.ptr;
+    size_t len = body.len, p = skip_ws(s, len, *pos + 1), n = 0;
+
+    for (;;) {
+        size_t deepest, end;
+        if (p >= len || s[p] != '{' || n == BATCH_MAX)
+            return false;
+        end = bracket_end(s, len, p, &deepest);
+        const struct json_value *v = end ? parse_slice(s, p, end, scratch) : NULL;
+        if (!v || deepest > JSON_MAX_DEPTH - 2) {
+            /* a bracket in a string: scan again, strings skipped */
+            arena_reset(scratch, SCRATCH_KEEP);
+            end = value_end(s, len, p, &deepest);
+            v = end ? parse_slice(s, p, end, scratch) : NULL;
+        }
+        if (!v || deepest > JSON_MAX_DEPTH - 2) /* inside the top object and the array */
+            return false;
+        struct batch_order *o = batch_slot(b, &b->mem, n, 0);
+        if (!o || batch_read(&b->mem, &body, v, n, o, b->err, sizeof b->err) != 0)
+            return false;
+        n++;
+        arena_reset(scratch, SCRATCH_KEEP);
+        p = skip_ws(s, len, end);
+        if (p < len && s[p] == ',') {
+            p = skip_ws(s, len, p + 1);
+            continue;
+        }
+        if (p < len && s[p] == ']')
+            break;
+        return false;
+    }
+    b->n = n;
+    *pos = p + 1;
+    return true;
+}
+
+#define TOP_KEYS_MAX 16 /* members of the top-level object the streaming reader handles */
+
+/*
+ * The streaming reader: true when the body is a valid batch, read into b.
+ * False for anything else (nothing of b->mem is then in use).
+ */
+static bool batch_stream(struct batch *b, struct str body)
+{
+    const char *s = body.ptr;
+    size_t len = body.len;
+    struct str keys[TOP_KEYS_MAX];
+    size_t nkeys = 0, p = skip_ws(s, len, 0);
+    bool have_orders = false, ok = false;
+    struct arena scratch;
+
+    arena_init(&scratch, http_arena(b->c)->cap);
+    arena_init(&b->mem, http_arena(b->c)->cap);
+    if (p >= len || s[p] != '{')
+        goto out;
+    p = skip_ws(s, len, p + 1);
+    for (;;) {
+        /* a member name of printable ASCII without escapes, not seen before */
+        size_t deepest, end;
+        if (p >= len || s[p] != '"' || nkeys == TOP_KEYS_MAX)
+            goto out;
+        end = value_end(s, len, p, &deepest);
+        if (!end)
+            goto out;
+        struct str key = {s + p + 1, end - p - 2};
+        for (size_t i = 0; i < key.len; i++)
+            if (key.ptr[i] < 0x20 || key.ptr[i] > 0x7e || key.ptr[i] == '\\')
+                goto out;
+        for (size_t i = 0; i < nkeys; i++)
+            if (str_eq(keys[i], key))
+                goto out;
+        keys[nkeys++] = key;
+        p = skip_ws(s, len, end);
+        if (p >= len || s[p] != ':')
+            goto out;
+        p = skip_ws(s, len, p + 1);
+        if (p >= len)
+            goto out;
+        if (str_eq(key, STR_LIT("orders"))) {
+            if (s[p] != '[' || !stream_orders(b, body, &p, &scratch))
+                goto out;
+            have_orders = true;
+        } else {
+            /* another member: valid JSON, ignored */
+            end = value_end(s, len, p, &deepest);
+            if (!end || deepest > JSON_MAX_DEPTH - 1 || !parse_slice(s, p, end, &scratch))
+                goto out;
+            arena_reset(&scratch, SCRATCH_KEEP);
+            p = end;
+        }
+        p = skip_ws(s, len, p);
+        if (p < len && s[p] == ',') {
+            p = skip_ws(s, len, p + 1);
+            continue;
+        }
+        if (p < len && s[p] == '}')
+            break;
+        goto out;
+    }
+    ok = have_orders && skip_ws(s, len, p + 1) == len;
+out:
+    arena_free(&scratch);
+    if (!ok) {
+        arena_free(&b->mem);
+        b->n = 0;
+    }
+    return ok;
+}
+
+/* ---- step 1, the whole-document reader (every error answer comes from here) ---- */
+
+static void batch_parse_dom(struct batch *b)
+{
     struct http_ctx *c = b->c;
     struct str raw = http_body_raw(c);
     const struct json_value *body;
@@ -447,14 +757,11 @@ static void batch_parse(void *arg, size_t begin, size_t end)
         return;
     }
     b->n = orders->u.arr.n;
-    b->orders = http_alloc(c, b->n * sizeof *b->orders);
-    if (!b->orders) {
-        b->status = 413;
-        snprintf(b->err, sizeof b->err, "request too large");
-        return;
-    }
     for (size_t i = 0; i < b->n; i++) {
-        int st = batch_read(c, &orders->u.arr.items[i], i, &b->orders[i], b->err, sizeof b->err);
+        struct batch_order *o = batch_slot(b, http_arena(c), i, b->n);
+        int st = o ? batch_read(http_arena(c), NULL, &orders->u.arr.items[i], i, o, b->err,
+                                sizeof b->err)
+                   : 413;
         if (st) {
             b->status = st;
             if (st != 400)
@@ -464,12 +771,22 @@ static void batch_parse(void *arg, size_t begin, size_t end)
     }
 }
 
+/* Pool step 1: read and validate every order of the body into b. */
+static void batch_parse(void *arg, size_t begin, size_t end)
+{
+    (void)begin;
+    (void)end;
+    struct batch *b = arg;
+    if (!batch_stream(b, http_body_raw(b->c)))
+        batch_parse_dom(b);
+}
+
 /* Pool step 2: price and sign orders [begin, end); each range owns its slots. */
 static void batch_run(void *arg, size_t begin, size_t end)
 {
     struct batch *b = arg;
     for (size_t i = begin; i < end; i++) {
-        struct batch_order *o = &b->orders[i];
+        struct batch_order *o = batch_at(b, i);
         o->error = pricing_compute(o->lines, o->nlines, &o->t);
         if (!o->error)
             o->sign_failed = pricing_sign(o->id, o->user_id, o->lines, o->nlines, o->t.total_cents,
@@ -477,52 +794,93 @@ static void batch_run(void *arg, size_t begin, size_t end)
     }
 }
 
-/* Pool step 3: write the response body. */
+/* The pieces of one result: what step 3 writes, and what it counts first. */
+#define R_ID "{\"id\":"
+#define R_SUB ",\"subtotal_cents\":"
+#define R_DISC ",\"discount_cents\":"
+#define R_TAX ",\"tax_cents\":"
+#define R_TOTAL ",\"total_cents\":"
+#define R_RECEIPT ",\"receipt\":\""
+#define R_END "\"}"
+#define R_OPEN "{\"results\":["
+#define R_CLOSE "]}"
+#define LIT_LEN(lit) (sizeof(lit) - 1)
+
+/* Length of v in decimal. */
+static size_t dec_len(int64_t v)
+{
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t n = v < 0 ? 2 : 1;
+    while (u >= 10) {
+        u /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* Length of s as json_write_str writes it, quotes included. */
+static size_t json_str_len(struct str s)
+{
+    size_t n = 2;
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char ch = (unsigned char)s.ptr[i];
+        if (ch == '"' || ch == '\\' || ch == '\b' || ch == '\f' || ch == '\n' || ch == '\r' ||
+            ch == '\t')
+            n += 2;
+        else
+            n += ch < 0x20 ? 6 : 1;
+    }
+    return n;
+}
+
+/* Pool step 3: write the response body, in one allocation of the exact size. */
 static void batch_write(void *arg, size_t begin, size_t end)
 {
     (void)begin;
     (void)end;
     struct batch *b = arg;
     struct buf *out = http_body(b->c);
+    size_t need = LIT_LEN(R_OPEN) + LIT_LEN(R_CLOSE) + (b->n - 1);
+    for (size_t i = 0; i < b->n; i++) {
+        const struct batch_order *o = batch_at(b, i);
+        need += LIT_LEN(R_ID R_SUB R_DISC R_TAX R_TOTAL R_RECEIPT R_END) + PRICING_HEX_LEN +
+                json_str_len(o->id) + dec_len(o->t.subtotal_cents) + dec_len(o->t.discount_cents) +
+                dec_len(o->t.tax_cents) + dec_len(o->t.total_cents);
+    }
     buf_reset(out);
-    /*
-     * One allocation up front: a result is at most 229 bytes of names, digits
-     * and receipt plus its id escaped (2 * len + 2). Only a hint: on failure
-     * the appends below grow the buffer (or set out->failed) themselves.
-     */
-    size_t need = 16;
-    for (size_t i = 0; i < b->n; i++)
-        need += 2 * b->orders[i].id.len + 240;
+    /* only a hint: on failure the appends below grow the buffer (or set out->failed) */
     if (buf_reserve(out, need) != 0)
         log_warn("orders/process: cannot reserve %zu response bytes up front", need);
-    buf_append_cstr(out, "{\"results\":[");
+    BUF_LIT(out, R_OPEN);
     for (size_t i = 0; i < b->n; i++) {
-        const struct batch_order *o = &b->orders[i];
+        const struct batch_order *o = batch_at(b, i);
         if (i)
             buf_append_char(out, ',');
-        buf_append_cstr(out, "{\"id\":");
+        BUF_LIT(out, R_ID);
         json_write_str(out, o->id.ptr, o->id.len);
-        buf_append_cstr(out, ",\"subtotal_cents\":");
+        BUF_LIT(out, R_SUB);
         buf_append_i64(out, o->t.subtotal_cents);
-        buf_append_cstr(out, ",\"discount_cents\":");
+        BUF_LIT(out, R_DISC);
         buf_append_i64(out, o->t.discount_cents);
-        buf_append_cstr(out, ",\"tax_cents\":");
+        BUF_LIT(out, R_TAX);
         buf_append_i64(out, o->t.tax_cents);
-        buf_append_cstr(out, ",\"total_cents\":");
+        BUF_LIT(out, R_TOTAL);
         buf_append_i64(out, o->t.total_cents);
-        buf_append_cstr(out, ",\"receipt\":\"");
+        BUF_LIT(out, R_RECEIPT);
         buf_append(out, o->receipt, PRICING_HEX_LEN);
-        buf_append_cstr(out, "\"}");
+        BUF_LIT(out, R_END);
     }
-    buf_append_cstr(out, "]}");
+    BUF_LIT(out, R_CLOSE);
+    /* the orders are written: their memory goes back before the response is queued */
+    arena_free(&b->mem);
 }
 
-/* Schedule the next pool step, or answer 503 when the pool cannot take it. */
+/* Schedule the next pool step (ahead of batches not started yet), or answer 503. */
 static void batch_next(struct batch *b, size_t n, size_t grain,
                        void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg))
 {
-    if (workpool_run(http_loop(b->c), n, grain, fn, done, b) != 0)
-        http_respond_error(b->c, 503, "server busy");
+    if (workpool_run_next(http_loop(b->c), n, grain, fn, done, b) != 0)
+        batch_fail(b, 503, "server busy");
 }
 
 /* Loop: after step 1. */
@@ -530,7 +888,7 @@ static void batch_parsed(void *arg)
 {
     struct batch *b = arg;
     if (b->status) {
-        http_respond_error(b->c, b->status, b->err);
+        batch_fail(b, b->status, b->err);
         return;
     }
     batch_next(b, b->n, BATCH_GRAIN, batch_run, batch_priced);
@@ -541,14 +899,15 @@ static void batch_priced(void *arg)
 {
     struct batch *b = arg;
     for (size_t i = 0; i < b->n; i++) {
-        if (b->orders[i].error) {
-            snprintf(b->err, sizeof b->err, "orders[%zu]: %s", i, b->orders[i].error);
-            http_respond_error(b->c, 400, b->err);
+        const struct batch_order *o = batch_at(b, i);
+        if (o->error) {
+            snprintf(b->err, sizeof b->err, "orders[%zu]: %s", i, o->error);
+            batch_fail(b, 400, b->err);
             return;
         }
-        if (b->orders[i].sign_failed) {
+        if (o->sign_failed) {
             log_error("orders/process: signing failed (openssl)");
-            http_respond_error(b->c, 500, "internal error");
+            batch_fail(b, 500, "internal error");
             return;
         }
     }
@@ -560,7 +919,7 @@ static void batch_written(void *arg)
 {
     struct batch *b = arg;
     if (http_body(b->c)->failed) {
-        http_respond_error(b->c, 500, "internal error");
+        batch_fail(b, 500, "internal error");
         return;
     }
     http_respond(b->c, 200, NULL);
@@ -576,5 +935,8 @@ void handle_orders_process(struct http_ctx *c)
         return;
     }
     b->c = c;
-    batch_next(b, 1, 1, batch_parse, batch_parsed);
+    arena_init(&b->mem, 0);
+    /* a new batch queues behind the steps of batches already started */
+    if (workpool_run(http_loop(c), 1, 1, batch_parse, batch_parsed, b) != 0)
+        http_respond_error(c, 503, "server busy");
 }

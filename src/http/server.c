@@ -1156,26 +1156,18 @@ static bool drained(struct loop *l, void *arg)
 }
 
 /*
- * Memory policy. Big transient blocks (bodies, responses and arena blocks
- * above KEEP_BUF) are mmapped by malloc and so go back to the kernel on
- * free: glibc's default would raise its mmap threshold to the largest block
- * freed so far (up to 32 MB), keep such blocks in its heaps, and leave RSS at
- * the peak of the last burst. Setting the threshold also fixes the trim
- * threshold at its 128 kB default, so a heap's free top goes back on free too.
- */
-static void memory_policy(void)
-{
-    if (mallopt(M_MMAP_THRESHOLD, KEEP_BUF) != 1) /* sanitizers' allocators say no */
-        log_debug("mallopt(M_MMAP_THRESHOLD) failed: big blocks stay in malloc's heaps");
-}
-
-/*
- * What is left free inside the heaps (holes below their top) is given back
- * by malloc_trim once a second. It walks and madvises every malloc arena,
+ * Give memory that bursts (big batches, large bodies) left free in malloc's
+ * heaps back to the system, so RSS follows the load down: malloc_trim once a
+ * second (glibc trims every arena). It walks and madvises every arena,
  * holding each one's lock, and took up to 16 ms after big batches: on loop 0
  * that stalled every connection of the loop once a second (the p99 of
- * POST /orders/process at a fixed rate). It runs on the worker pool instead,
- * at most one at a time.
+ * POST /orders/process at a fixed rate). So it runs on the worker pool, at
+ * most one at a time.
+ *
+ * Not done: a fixed M_MMAP_THRESHOLD (64 kB), so that big blocks are
+ * mmapped and go back on free. Peak RSS stayed the same (the big blocks are
+ * live at the peak anyway) and a 1000-order batch cost 3-4 times the CPU:
+ * fresh pages to fault in and munmaps to shoot down on every request.
  */
 static atomic_bool g_trim_queued;
 
@@ -1387,7 +1379,6 @@ int server_run(const struct server_config *cfg)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    memory_policy();
     if (workpool_start(cfg->threads) != 0)
         goto out_metrics;
     if (cfg->start_services && cfg->start_services() != 0)

@@ -1,10 +1,11 @@
 /*
  * workpool.c - CPU worker threads (see workpool.h).
  *
- * One FIFO of batches under a mutex; workers claim fixed-size chunks of the
- * batch at the head. The worker finishing a batch's last chunk posts the
- * completion to the batch's loop. Claims are rare (one per `grain` items), so
- * one lock is cheaper than anything cleverer.
+ * Two FIFOs of batches under one mutex: continuations (workpool_run_next)
+ * and new work (workpool_run); workers claim fixed-size chunks of the batch at
+ * the head of the first non-empty one. The worker finishing a batch's last
+ * chunk posts the completion to the batch's loop. Claims are rare (one per
+ * `grain` items), so one lock is cheaper than anything cleverer.
  */
 #define _GNU_SOURCE /* gettid */
 #include "net/workpool.h"
@@ -32,7 +33,12 @@ struct batch {
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
-static struct batch *g_head, *g_tail;
+struct queue {
+    struct batch *head, *tail;
+};
+
+static struct queue g_next; /* continuations of work already started: served first */
+static struct queue g_new;
 static bool g_stopping;
 static pthread_t *g_threads;
 static int g_nthreads;
@@ -60,16 +66,17 @@ static void *worker_main(void *unused)
     g_ready++; /* workpool_start waits for this: no set-up runs after the sandbox is on */
     pthread_cond_broadcast(&g_cv);
     for (;;) {
-        while (!g_head && !g_stopping)
+        while (!g_next.head && !g_new.head && !g_stopping)
             pthread_cond_wait(&g_cv, &g_mu);
-        if (!g_head)
+        struct queue *q = g_next.head ? &g_next : &g_new;
+        if (!q->head)
             break; /* stopping and nothing queued */
-        struct batch *b = g_head;
+        struct batch *b = q->head;
         size_t ci = b->next_chunk++;
         if (b->next_chunk == b->nchunks) {
-            g_head = b->next;
-            if (!g_head)
-                g_tail = NULL;
+            q->head = b->next;
+            if (!q->head)
+                q->tail = NULL;
         }
         pthread_mutex_unlock(&g_mu);
         size_t begin = ci * b->grain;
@@ -124,9 +131,8 @@ int workpool_threads(void)
     return g_nthreads;
 }
 
-int workpool_run(struct loop *l, size_t n, size_t grain,
-                 void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
-                 void *arg)
+static int run(struct queue *q, struct loop *l, size_t n, size_t grain,
+               void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg), void *arg)
 {
     if (n == 0)
         return loop_post(l, done, arg);
@@ -142,12 +148,26 @@ int workpool_run(struct loop *l, size_t n, size_t grain,
     b->nchunks = (n + b->grain - 1) / b->grain;
     atomic_init(&b->left, b->nchunks);
     pthread_mutex_lock(&g_mu);
-    if (g_tail)
-        g_tail->next = b;
+    if (q->tail)
+        q->tail->next = b;
     else
-        g_head = b;
-    g_tail = b;
+        q->head = b;
+    q->tail = b;
     pthread_cond_broadcast(&g_cv);
     pthread_mutex_unlock(&g_mu);
     return 0;
+}
+
+int workpool_run(struct loop *l, size_t n, size_t grain,
+                 void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
+                 void *arg)
+{
+    return run(&g_new, l, n, grain, fn, done, arg);
+}
+
+int workpool_run_next(struct loop *l, size_t n, size_t grain,
+                      void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
+                      void *arg)
+{
+    return run(&g_next, l, n, grain, fn, done, arg);
 }

@@ -34,4 +34,14 @@ int workpool_run(struct loop *l, size_t n, size_t grain,
                  void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
                  void *arg);
 
+/*
+ * workpool_run for a continuation (the next step of work already started):
+ * queued behind other continuations but ahead of everything workpool_run
+ * queued, so started work finishes (and frees what it holds) before new work
+ * begins. Same contract otherwise.
+ */
+int workpool_run_next(struct loop *l, size_t n, size_t grain,
+                      void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg),
+                      void *arg);
+
 #endif
