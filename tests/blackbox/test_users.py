@@ -547,6 +547,46 @@ def concurrent_creates(ctx):
 
 
 @test()
+def burst_of_creates_each_gets_its_own_row(ctx):
+    """Creates arriving together are committed together (one transaction per loop
+    turn on SQLite, one INSERT per batch on PostgreSQL): each answer must still be
+    the caller's own row, exactly one create per email (case-insensitively) wins,
+    and every 201 is stored."""
+    base = uniq("burst")
+    groups = 8
+    sends = []  # (name, email, group)
+    for g in range(groups):
+        addr = "%s-%d@example.com" % (base, g)
+        for k, mail in enumerate((addr, addr.upper(), addr, addr.title())):
+            name = 'n%d-%d "q" \\ {b},c NULL \u00e9' % (g, k)
+            sends.append((name, mail, g))
+    conns = [ctx.conn(timeout=20) for _ in sends]
+    try:
+        reqs = [build_request("POST", "/users", {"name": n, "email": m}) for n, m, _ in sends]
+        for c, data in zip(conns, reqs):  # all on the wire before any answer is read
+            c.send(data)
+        answers = [c.read_response("POST") for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    winners = {}
+    for (name, mail, g), r in zip(sends, answers):
+        common_checks(r, "POST")
+        check(r.status in (201, 409), "burst create %r: %d %r" % (mail, r.status, r.body[:200]))
+        if r.status == 201:
+            check_user(r.json(), name=name, mail=mail)
+            check(g not in winners, "two creates of email group %d won" % g)
+            winners[g] = r.json()
+        else:
+            eq(r.json(), {"error": "email already exists"}, "409 body")
+    eq(sorted(winners), list(range(groups)), "one winner per email group")
+    for u in winners.values():
+        r = ctx.req("GET", "/users/%d" % u["id"])
+        eq(r.status, 200, "GET of a burst winner")
+        eq(r.json(), u, "stored user equals the 201 body")
+
+
+@test()
 def json_escaping_round_trip(ctx):
     names = ['"quoted" \\ back/slash', "snow \u2603 face \U0001F600 <tag> &amp;", "line\u2028sep",
              "\ufeffbom", "tab-less \u00a0nbsp", "'single'", "{\"json\":[1]}"]
