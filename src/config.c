@@ -4,9 +4,11 @@
  * One table drives parsing, validation and --help, so a new setting is one
  * line here and one field in struct config.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "config.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,7 +171,11 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
     case OPT_INT_THREADS: {
         uint64_t v;
         if (!*val) {
-            long n = sysconf(_SC_NPROCESSORS_ONLN);
+            /* the CPUs this process may run on (taskset, cgroup cpusets), not
+             * all online ones: two loops pinned to one core only contend */
+            cpu_set_t set;
+            long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+                                                                 : sysconf(_SC_NPROCESSORS_ONLN);
             v = n > 0 ? (uint64_t)n : 1;
         } else if (parse_u64(val, &v) != 0 || v < o->min || v > o->max) {
             return fail(err, cap, o, "is not a thread count in 1..1024", val);

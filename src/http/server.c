@@ -1428,8 +1428,9 @@ int server_run(const struct server_config *cfg)
         }
     }
     if (started == cfg->threads)
-        log_info("brisk %s listening on %s:%d with %d threads, database %s", BRISK_VERSION,
-                 cfg->addr_host, port, cfg->threads, db_backend_name(g_workers[0].db));
+        log_info("brisk %s listening on %s:%d with %d thread%s, database %s", BRISK_VERSION,
+                 cfg->addr_host, port, cfg->threads, cfg->threads == 1 ? "" : "s",
+                 db_backend_name(g_workers[0].db));
 
     if (started == cfg->threads) {
         int sig = 0;

@@ -4,6 +4,7 @@ errors, signals and drain, durability across kill -9."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -426,6 +427,37 @@ def flags_override_environment(ctx):
                     json.loads(ln)
                 except ValueError:
                     fail("--log-format=json flag ignored: %r" % ln[:200])
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@test(server=None)
+def default_threads_follow_cpu_affinity(ctx):
+    """Without BRISK_THREADS, one loop per CPU the process may run on (taskset,
+    cpusets), as Go's GOMAXPROCS and tokio do: not one per online CPU."""
+    if not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
+        return
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env.update({"BRISK_DATABASE_URL": "sqlite:" + os.path.join(ctx.tmpdir(), "aff.db"),
+                "BRISK_ADDR": "127.0.0.1:%d" % port})
+    p = subprocess.Popen(["taskset", "-c", "0", ctx.binary, "serve"], env=env, cwd=ctx.tmpdir(),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline and p.poll() is None:
+            try:
+                if request(port, "GET", "/health", timeout=1, check_common=False).status == 200:
+                    break
+            except Exception:  # noqa: BLE001
+                time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _, e = p.communicate(timeout=20)
+        e = e.decode("utf-8", "replace")
+        check(re.search(r"listening on 127\.0\.0\.1:%d with 1 thread," % port, e),
+              "pinned to one CPU, the start-up line does not say 1 thread: %r" % e[-400:])
     finally:
         if p.poll() is None:
             p.kill()
