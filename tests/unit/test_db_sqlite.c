@@ -1362,7 +1362,14 @@ static void test_group_commit(void)
         cap_init(&c[i]);
         db_user_create(db, cs("Locked"), cs(e), cap_row, cap_done, &c[i]);
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     db_flush(db);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double waited_ms =
+        (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+    ok(waited_ms >= 49 && waited_ms < 5000, "group: waited the 50 ms busy timeout (%.1f ms)",
+       waited_ms);
     for (int i = 0; i < 3; i++)
         ok(c[i].dones == 1 && c[i].status == DB_UNAVAILABLE && c[i].rows == 0,
            "group: locked create %d unavailable", i);
