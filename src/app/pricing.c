@@ -1,28 +1,26 @@
 /*
  * pricing.c - order lines, prices and receipts (see pricing.h).
  *
- * Receipts: HMAC-SHA256 through OpenSSL 3's EVP_MAC. The "HMAC" algorithm is
- * fetched once per process; each thread keeps one keyed EVP_MAC_CTX (created
- * on its first signature, freed by a pthread key destructor at thread exit)
- * and re-initialises it per message with EVP_MAC_init(ctx, NULL, 0, NULL),
- * which restarts HMAC from the key's precomputed inner/outer state: no
- * allocation and no key schedule per order (measured on OpenSSL 3.0: about
- * 240 ns per 66-byte message, against 510 ns for EVP_MAC_CTX_dup of a keyed
- * template and 400 ns for re-keying every time). The message
- * is streamed through a small stack buffer, so its length (unbounded when the
- * fuzzers call in) never needs a heap buffer.
+ * Receipts: HMAC-SHA256 (RFC 2104) on OpenSSL's one-shot SHA-256 functions.
+ * The SHA-256 states after the inner and the outer padded key are computed
+ * once per key; a signature copies both (no allocation, no key schedule per
+ * order) and streams the message through a small stack buffer, so its length
+ * (unbounded when the fuzzers call in) never needs a heap buffer. EVP_MAC did
+ * the same work, but its first use loads OpenSSL's default provider, which
+ * faulted in about 2 MB of libcrypto for one algorithm: peak RSS of a process
+ * that signs. SHA256_Init and friends are deprecated in OpenSSL 3 (the EVP
+ * layer is preferred) but present in every 3.x; they use the same assembly.
  */
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init/Update/Final, see above */
 #include "app/pricing.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #define KEY_MAX 4096
 
@@ -192,9 +190,9 @@ const char *pricing_parse_stored(struct str json, struct arena *a, struct order_
 /* ---- receipt message: streamed into a buf or an HMAC ---- */
 
 struct msg_writer {
-    struct buf *b;    /* append here, or */
-    EVP_MAC_CTX *mac; /* feed the MAC */
-    int failed;       /* EVP_MAC_update failed */
+    struct buf *b;   /* append here, or */
+    SHA256_CTX *sha; /* feed the inner hash */
+    int failed;      /* SHA256_Update failed */
     size_t len;
     char chunk[1024];
 };
@@ -205,7 +203,7 @@ static void mw_flush(struct msg_writer *w)
         return;
     if (w->b)
         buf_append(w->b, w->chunk, w->len);
-    else if (!w->failed && EVP_MAC_update(w->mac, (const unsigned char *)w->chunk, w->len) != 1)
+    else if (!w->failed && SHA256_Update(w->sha, w->chunk, w->len) != 1)
         w->failed = 1;
     w->len = 0;
 }
@@ -269,39 +267,39 @@ void pricing_receipt_message(struct buf *b, struct str id, int64_t user_id,
 {
     struct msg_writer w;
     w.b = b;
-    w.mac = NULL;
+    w.sha = NULL;
     w.failed = 0;
     w.len = 0;
     write_message(&w, id, user_id, lines, n, total_cents);
 }
 
-/* ---- key and per-thread HMAC contexts ---- */
+/* ---- key and HMAC ---- */
+
+#define SHA256_BLOCK 64
 
 static char g_key[KEY_MAX] = PRICING_DEFAULT_KEY;
 static size_t g_key_len = sizeof PRICING_DEFAULT_KEY - 1;
-static atomic_uint g_key_gen = 1; /* bumped by pricing_set_key: threads re-key when stale */
-
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static EVP_MAC *g_mac;      /* the fetched "HMAC" implementation; NULL if unavailable */
-static pthread_key_t g_tls; /* per-thread struct thread_mac */
-static bool g_tls_ok;
+static SHA256_CTX g_inner, g_outer; /* after the key block xor 0x36 / 0x5c */
+static bool g_keyed;                /* g_inner and g_outer are valid */
 
-struct thread_mac {
-    EVP_MAC_CTX *ctx;
-    unsigned gen; /* g_key_gen the ctx was keyed with */
-};
-
-static void thread_mac_free(void *p)
+/* Compute g_inner and g_outer for g_key. */
+static void key_states(void)
 {
-    struct thread_mac *t = p;
-    EVP_MAC_CTX_free(t->ctx);
-    free(t);
-}
-
-static void init_once(void)
-{
-    g_mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
-    g_tls_ok = pthread_key_create(&g_tls, thread_mac_free) == 0;
+    unsigned char block[SHA256_BLOCK] = {0}, pad[SHA256_BLOCK];
+    if (g_key_len > SHA256_BLOCK)
+        SHA256((const unsigned char *)g_key, g_key_len, block); /* long keys are hashed first */
+    else
+        memcpy(block, g_key, g_key_len);
+    for (size_t i = 0; i < SHA256_BLOCK; i++)
+        pad[i] = block[i] ^ 0x36;
+    g_keyed = SHA256_Init(&g_inner) == 1 && SHA256_Update(&g_inner, pad, sizeof pad) == 1;
+    for (size_t i = 0; i < SHA256_BLOCK; i++)
+        pad[i] = block[i] ^ 0x5c;
+    g_keyed =
+        g_keyed && SHA256_Init(&g_outer) == 1 && SHA256_Update(&g_outer, pad, sizeof pad) == 1;
+    OPENSSL_cleanse(block, sizeof block);
+    OPENSSL_cleanse(pad, sizeof pad);
 }
 
 int pricing_set_key(const char *key)
@@ -309,43 +307,11 @@ int pricing_set_key(const char *key)
     size_t n = strlen(key);
     if (n < 1 || n > KEY_MAX)
         return -1;
+    pthread_once(&g_once, key_states); /* the default key's states must not come later */
     memcpy(g_key, key, n); /* NOLINT(bugprone-not-null-terminated-result): bytes + length */
     g_key_len = n;
-    atomic_fetch_add(&g_key_gen, 1);
+    key_states();
     return 0;
-}
-
-/* This thread's HMAC context, keyed with the current key; NULL when OpenSSL fails. */
-static EVP_MAC_CTX *thread_ctx(void)
-{
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_end(),
-    };
-    unsigned gen = atomic_load(&g_key_gen);
-    struct thread_mac *t;
-
-    if (pthread_once(&g_once, init_once) != 0 || !g_mac || !g_tls_ok)
-        return NULL;
-    t = pthread_getspecific(g_tls);
-    if (t && t->gen == gen)
-        return t->ctx;
-    if (!t) {
-        t = calloc(1, sizeof *t);
-        if (!t)
-            return NULL;
-        t->ctx = EVP_MAC_CTX_new(g_mac);
-        if (!t->ctx || pthread_setspecific(g_tls, t) != 0) {
-            thread_mac_free(t);
-            return NULL;
-        }
-    }
-    t->gen = 0;
-    if (EVP_MAC_init(t->ctx, (const unsigned char *)g_key, g_key_len, params) != 1)
-        return NULL; /* stays unkeyed (gen 0): the next call tries again */
-    t->gen = gen;
-    return t->ctx;
 }
 
 static void to_hex(const unsigned char *md, size_t n, char *out)
@@ -361,23 +327,26 @@ static void to_hex(const unsigned char *md, size_t n, char *out)
 int pricing_sign(struct str id, int64_t user_id, const struct order_line *lines, size_t n,
                  int64_t total_cents, char out[PRICING_HEX_LEN + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    size_t mdlen = 0;
+    unsigned char md[SHA256_DIGEST_LENGTH];
     struct msg_writer w;
-    EVP_MAC_CTX *ctx = thread_ctx();
+    SHA256_CTX ctx;
 
     out[0] = '\0';
-    /* NULL key: restart from the key already set (HMAC keeps its padded-key state) */
-    if (!ctx || EVP_MAC_init(ctx, NULL, 0, NULL) != 1)
+    if (pthread_once(&g_once, key_states) != 0 || !g_keyed)
         return -1;
+    ctx = g_inner; /* H((K ^ ipad) || message) */
     w.b = NULL;
-    w.mac = ctx;
+    w.sha = &ctx;
     w.failed = 0;
     w.len = 0;
     write_message(&w, id, user_id, lines, n, total_cents);
-    if (w.failed || EVP_MAC_final(ctx, md, &mdlen, sizeof md) != 1 || mdlen != 32)
+    int ok = !w.failed && SHA256_Final(md, &ctx) == 1;
+    ctx = g_outer; /* H((K ^ opad) || inner) */
+    ok = ok && SHA256_Update(&ctx, md, sizeof md) == 1 && SHA256_Final(md, &ctx) == 1;
+    OPENSSL_cleanse(&ctx, sizeof ctx);
+    if (!ok)
         return -1;
-    to_hex(md, mdlen, out);
+    to_hex(md, sizeof md, out);
     return 0;
 }
 
@@ -414,23 +383,16 @@ const char *pricing_sign_stored(int64_t id, int64_t user_id, struct str items_js
 
 int pricing_request_hash(int64_t user_id, struct str canonical_items, char out[PRICING_HEX_LEN + 1])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
+    unsigned char md[SHA256_DIGEST_LENGTH];
     char uid[24];
-    int rc = -1;
     int len = snprintf(uid, sizeof uid, "%lld|", (long long)user_id);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    SHA256_CTX ctx;
 
     out[0] = '\0';
-    if (!ctx)
+    if (SHA256_Init(&ctx) != 1 || SHA256_Update(&ctx, uid, (size_t)len) != 1 ||
+        SHA256_Update(&ctx, canonical_items.ptr, canonical_items.len) != 1 ||
+        SHA256_Final(md, &ctx) != 1)
         return -1;
-    if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-        EVP_DigestUpdate(ctx, uid, (size_t)len) == 1 &&
-        EVP_DigestUpdate(ctx, canonical_items.ptr, canonical_items.len) == 1 &&
-        EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32) {
-        to_hex(md, mdlen, out);
-        rc = 0;
-    }
-    EVP_MD_CTX_free(ctx);
-    return rc;
+    to_hex(md, sizeof md, out);
+    return 0;
 }

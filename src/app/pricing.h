@@ -130,9 +130,9 @@ void pricing_receipt_message(struct buf *b, struct str id, int64_t user_id,
 /*
  * Write the receipt (lowercase hex HMAC-SHA256 of the message above with the
  * current key) into out[0..64] (NUL-terminated). id is the order id as text.
- * Streams the message through a fixed stack buffer: no allocation per order
- * (one HMAC context per thread, made on the thread's first call and freed at
- * its exit). Returns 0, or -1 when OpenSSL fails (out is then "").
+ * Streams the message through a fixed stack buffer: no allocation (the
+ * key's inner and outer SHA-256 states are computed once per key and copied).
+ * Returns 0, or -1 when OpenSSL fails (out is then "").
  */
 int pricing_sign(struct str id, int64_t user_id, const struct order_line *lines, size_t n,
                  int64_t total_cents, char out[PRICING_HEX_LEN + 1]);
