@@ -9,7 +9,9 @@ VERSION := 0.1.0
 WARN     = -Wall -Wextra -Werror -Wshadow -Wvla -Wformat=2 -Wimplicit-fallthrough \
            -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith -Wundef
 HARDEN   = -fstack-protector-strong -fPIE -D_FORTIFY_SOURCE=2 -fstack-clash-protection
-CFLAGS  ?= -O2 -g
+# -g1: line tables for perf, gdb backtraces and sanitizer reports at two thirds of the
+# compile time of full -g; `make CFLAGS="-O2 -g"` for variables in gdb.
+CFLAGS  ?= -O2 -g1
 PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/include/postgresql)
 ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc $(PQ_CFLAGS) -MMD -MP \
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
