@@ -16,7 +16,8 @@ PQ_CFLAGS := $(shell pkg-config --cflags libpq 2>/dev/null || echo -I/usr/includ
 ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc $(PQ_CFLAGS) -MMD -MP \
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
 LDFLAGS_H = -pie -Wl,-z,relro,-z,now,-z,noexecstack
-LIBS     = -lsqlite3 -lpq -lcrypto -lseccomp -lpthread
+# No -lpq: libpq is dlopen()ed only for a PostgreSQL URL (src/db/pq_load.c).
+LIBS     = -lsqlite3 -lcrypto -lseccomp -lpthread
 
 ifeq ($(SAN),1)
 BUILD    = build/asan
@@ -48,9 +49,12 @@ $(BUILD)/%.o: %.c
 	@$(if $(V),,echo "  CC     $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+# test_db_pg.c also calls libpq itself (to set up its databases).
+$(BUILD)/tests/test_db_pg: TEST_LIBS = -lpq
+
 $(BUILD)/tests/%: tests/unit/%.c $(OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS_H) -o $@ $< $(OBJ) $(LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDFLAGS_H) -o $@ $< $(OBJ) $(LIBS) $(TEST_LIBS)
 
 $(BUILD)/tests/json_check: tests/json_diff/json_check.c $(OBJ)
 	@mkdir -p $(dir $@)

@@ -58,12 +58,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#include <libpq-fe.h>
-
 #include "base/compiler.h"
 #include "base/log.h"
 #include "db/db_int.h"
 #include "db/migrations_pg.h"
+#include "db/pq_load.h"
 #include "net/loop.h"
 
 #define POOL_PER_LOOP 2         /* connections per handle (per event-loop thread) */
