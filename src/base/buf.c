@@ -79,16 +79,36 @@ void buf_append_slow(struct buf *b, const void *p, size_t n)
     b->len += n;
 }
 
+static const char digits2[200] = "00010203040506070809"
+                                 "10111213141516171819"
+                                 "20212223242526272829"
+                                 "30313233343536373839"
+                                 "40414243444546474849"
+                                 "50515253545556575859"
+                                 "60616263646566676869"
+                                 "70717273747576777879"
+                                 "80818283848586878889"
+                                 "90919293949596979899";
+
 size_t fmt_u64(char *dst, uint64_t v)
 {
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        dst[i] = tmp[n - 1 - i];
+    /* count the digits first (ids are small: a few compares), then write two at a time
+     * from the right; p10 wraps only after the 20th digit, when the loop stops */
+    size_t n = 1;
+    for (uint64_t p10 = 10; n < 20 && v >= p10; p10 *= 10)
+        n++;
+    char *p = dst + n;
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        p -= 2;
+        memcpy(p, digits2 + (size_t)2 * r, 2);
+    }
+    if (v >= 10) {
+        memcpy(p - 2, digits2 + (size_t)2 * v, 2);
+    } else {
+        p[-1] = (char)('0' + v);
+    }
     return n;
 }
 
