@@ -3,15 +3,17 @@
  * encoding/json (bench/json/go) and serde_json (bench/peers/rust json-bench).
  *
  *   encode_user         the contract's user object written into a reused
- *                       response buffer exactly as src/app/users.c:write_user
- *                       does (buf_append_*, json_write_str, fmt_rfc3339 from
- *                       the unix time the database returns)
+ *                       response buffer by the server's own code
+ *                       (user_write_json in src/app/user_json.h, which
+ *                       src/app/users.c:write_user calls), from the row the
+ *                       database returns (created_at as unix time)
  *   decode_create_user  a POST /users body parsed by json_parse into the
  *                       request arena, then name and email looked up with
  *                       json_get (as read_user_fields does, before validation);
  *                       the arena is reset per request, as the server does
  *
- * Linked against brisk's own objects (src/json/json.c and src/base/).
+ * Linked against brisk's own objects (src/json/json.c and src/base/); the
+ * user writer is a header (src/app/user_json.h) so no src/app object is needed.
  * Output: one JSON object per line; median of RUNS runs of ITERS iterations.
  *   json_bench [ITERS [RUNS [encode|decode|both]]]
  * (one operation alone is for instruction counts under callgrind: run it with
@@ -22,33 +24,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "app/user_json.h"
 #include "base/arena.h"
 #include "base/buf.h"
-#include "base/timefmt.h"
 #include "json/json.h"
-
-struct user {
-    int64_t id;
-    const char *name, *email;
-    size_t name_len, email_len;
-    int64_t created_at;
-};
-
-/* Mirror of src/app/users.c:write_user (static there). */
-static void write_user(struct buf *b, const struct user *u)
-{
-    char ts[RFC3339_LEN];
-    buf_append_cstr(b, "{\"id\":");
-    buf_append_i64(b, u->id);
-    buf_append_cstr(b, ",\"name\":");
-    json_write_str(b, u->name, u->name_len);
-    buf_append_cstr(b, ",\"email\":");
-    json_write_str(b, u->email, u->email_len);
-    buf_append_cstr(b, ",\"created_at\":\"");
-    fmt_rfc3339(ts, u->created_at);
-    buf_append(b, ts, sizeof ts);
-    buf_append_cstr(b, "\"}");
-}
 
 static double now_ns(void)
 {
@@ -76,14 +55,16 @@ int main(int argc, char **argv)
         return 2;
     double enc[99], dec[99];
 
-    struct user u = {42, "Ada Lovelace", "ada@example.com", 12, 15, 1795759553}; /* 2026-11-27T06:05:53Z */
+    struct db_user u = {42, STR_LIT("Ada Lovelace"), STR_LIT("ada@example.com"),
+                        1795759553}; /* 2026-11-27T06:05:53Z */
     struct buf b;
     buf_init(&b, 0);
     for (int r = 0; r < runs && do_enc; r++) {
         double t = now_ns();
         for (long i = 0; i < iters; i++) {
             buf_reset(&b);
-            write_user(&b, &u);
+            SINK(&u); /* a fresh row each time: nothing about it is known at compile time */
+            user_write_json(&b, &u);
             SINK(b.data);
         }
         enc[r] = (now_ns() - t) / (double)iters;

@@ -24,6 +24,10 @@
 #include <sys/random.h>
 #include <time.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include "base/compiler.h"
 
 /* ---- byte-level helpers ------------------------------------------------ */
@@ -776,12 +780,16 @@ static const char esc_letter[256] = {
     ['\f'] = 'f',          ['\r'] = 'r', [0x0e ... 0x1f] = 'u', ['"'] = '"',  ['\\'] = '\\',
 };
 
-void json_write_str(struct buf *b, const char *str, size_t n)
+/* The writer's original loop: every piece through the checked appends. Used when
+ * the buffer has already failed or cannot reserve the worst case, so the bytes
+ * appended (and where a capped buffer stops) stay exactly what they always were. */
+static void write_str_checked(struct buf *b, const char *str, size_t n, bool open_quote)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;
     size_t run = 0, i = 0;
-    buf_append_char(b, '"');
+    if (open_quote)
+        buf_append_char(b, '"');
     while (i < n) {
         /* Non-ASCII bytes are copied as they are: only '"', '\\' and controls stop us. */
         while (i + 8 <= n) {
@@ -810,6 +818,182 @@ void json_write_str(struct buf *b, const char *str, size_t n)
     if (n > run)
         buf_append(b, str + run, n - run);
     buf_append_char(b, '"');
+}
+
+static inline void store64(char *p, uint64_t w)
+{
+    memcpy(p, &w, sizeof w);
+}
+
+static inline uint32_t load32(const unsigned char *p)
+{
+    uint32_t w;
+    memcpy(&w, p, sizeof w);
+    return w;
+}
+
+static inline void store32(char *p, uint32_t w)
+{
+    memcpy(p, &w, sizeof w);
+}
+
+/* Nonzero when some byte of w needs an escape: '"', '\\' or a control character.
+ * Every such byte has its high bit set in the result; a borrow may also flag the
+ * byte just above one (never below), so the lowest flagged byte is always a real one. */
+static inline uint64_t swar_needs_escape(uint64_t w)
+{
+    return swar_has_zero(w ^ (ONES * '"')) | swar_has_zero(w ^ (ONES * '\\')) | swar_has_ctl(w);
+}
+
+#ifdef __SSE2__
+/* Bit i set exactly when byte i of v needs an escape. */
+static inline unsigned sse_needs_escape(__m128i v)
+{
+    __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+    __m128i bs = _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'));
+    __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+    return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, bs), ctl));
+}
+#endif
+
+/* Write the escape for byte c (esc_letter[c] != 0) at o; returns the end. */
+static inline char *put_escape(char *o, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char e = esc_letter[c];
+    o[0] = '\\';
+    if (e == 'u') {
+        o[1] = 'u';
+        o[2] = '0';
+        o[3] = '0';
+        o[4] = hex[c >> 4];
+        o[5] = hex[c & 15];
+        return o + 6;
+    }
+    o[1] = e;
+    return o + 2;
+}
+
+/* Any length, escapes or not. Whole words are stored as loaded and the output
+ * advanced only past their clean prefix; the room (JSON_STR_BODY_MAX) covers it. */
+static char *put_str_general(char *o, const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t left = n - i;
+#ifdef __SSE2__
+        if (left >= 16) {
+            __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)(s + i));
+            unsigned m = sse_needs_escape(v);
+            _mm_storeu_si128((__m128i_u *)(void *)o, v);
+            if (!m) {
+                o += 16;
+                i += 16;
+                continue;
+            }
+            unsigned k = (unsigned)__builtin_ctz(m);
+            o = put_escape(o + k, s[i + k]);
+            i += k + 1;
+            continue;
+        }
+#endif
+        if (left >= 8) {
+            uint64_t w = load64(s + i);
+            store64(o, w);
+            if (!swar_needs_escape(w)) {
+                o += 8;
+                i += 8;
+                continue;
+            }
+            /* the word holds one: copy up to it */
+            while (!esc_letter[s[i]])
+                *o++ = (char)s[i++];
+            o = put_escape(o, s[i++]);
+            continue;
+        }
+        if (n >= 8) {
+            /* 1..7 bytes left: load the last 8 bytes of the input and shift out the
+             * 8 - left already written (flags only spill upwards, so the shifted mask
+             * still has every byte that needs an escape); the byte order decides
+             * which end the shift drops */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            unsigned k = (unsigned)(8 - left);
+            uint64_t w = load64(s + n - 8);
+            if (!(swar_needs_escape(w) >> (8 * k))) {
+                store64(o, w >> (8 * k));
+                return o + left;
+            }
+#endif
+        }
+        unsigned char c = s[i++];
+        if (esc_letter[c])
+            o = put_escape(o, c);
+        else
+            *o++ = (char)c;
+    }
+    return o;
+}
+
+char *json_put_str_body(char *o, const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    /* Short clean strings (names, emails): two overlapping loads cover the whole string
+     * and, clean, two overlapping stores copy it. */
+    if (n - 8 <= 8) { /* 8 <= n <= 16 */
+        uint64_t lo = load64(s), hi = load64(s + n - 8);
+#ifdef __SSE2__
+        unsigned m = sse_needs_escape(
+            _mm_unpacklo_epi64(_mm_cvtsi64_si128((long long)lo), _mm_cvtsi64_si128((long long)hi)));
+#else
+        uint64_t m = swar_needs_escape(lo) | swar_needs_escape(hi);
+#endif
+        if (!m) {
+            store64(o, lo);
+            store64(o + n - 8, hi);
+            return o + n;
+        }
+    } else if (n - 4 < 4) { /* 4 <= n < 8 */
+        uint32_t lo = load32(s), hi = load32(s + n - 4);
+        if (!swar_needs_escape((uint64_t)lo | (uint64_t)hi << 32)) {
+            store32(o, lo);
+            store32(o + n - 4, hi);
+            return o + n;
+        }
+    }
+    return put_str_general(o, s, n);
+}
+
+void json_write_str(struct buf *b, const char *str, size_t n)
+{
+    /* Largest piece escaped straight into reserved room: bounds the over-reservation
+     * (6 bytes out per byte in) for long strings. */
+    enum { CHUNK = 4096 };
+    if (unlikely(b->failed)) {
+        write_str_checked(b, str, n, true);
+        return;
+    }
+    size_t done = 0;
+    for (;;) {
+        size_t piece = n - done < CHUNK ? n - done : CHUNK;
+        bool last = piece == n - done;
+        if (buf_reserve(b, JSON_STR_BODY_MAX(piece) + 2) != 0)
+            break;
+        char *o = b->data + b->len;
+        if (done == 0)
+            *o++ = '"';
+        o = json_put_str_body(o, str + done, piece);
+        done += piece;
+        if (last) {
+            *o++ = '"';
+            b->len = (size_t)(o - b->data);
+            return;
+        }
+        b->len = (size_t)(o - b->data);
+    }
+    /* The room was not there (capped buffer): finish with checked appends. What is
+     * written so far is what the checked loop would have written too, and escapes
+     * never straddle a piece, so the rest continues the same literal. */
+    write_str_checked(b, str + done, n - done, done == 0);
 }
 
 void json_write_value(struct buf *b, const struct json_value *v)

@@ -103,6 +103,20 @@ const struct json_value *json_get(const struct json_value *obj, const char *key)
 void json_write_str(struct buf *b, const char *s, size_t n);
 
 /*
+ * Room json_put_str_body may write into for n input bytes: 6 per byte (the worst
+ * case, \u00XX) plus 8 for whole-word stores past the end (bytes it leaves
+ * unspecified beyond the returned pointer).
+ */
+#define JSON_STR_BODY_MAX(n) (6 * (size_t)(n) + 8)
+
+/*
+ * Unchecked writer for callers that reserved the room: escape s[0..n) exactly as
+ * json_write_str does, without the quotes, into dst, which must have
+ * JSON_STR_BODY_MAX(n) writable bytes. Returns the end of what was written.
+ */
+char *json_put_str_body(char *dst, const char *s, size_t n);
+
+/*
  * Append any parsed value (compact form, no whitespace); numbers are written as
  * their literal (a hand-built number with an empty raw is written from i when
  * is_int, else as 0). Strings are escaped as by json_write_str. Recursive: the

@@ -5,6 +5,9 @@
  * Inputs are parsed from memory that ends right at a PROT_NONE page, so any read
  * past len faults at once (picohttpparser's guard-page trick); every truncated
  * prefix of a set of valid documents is checked that way.
+ *
+ * The writer's fast paths (json_put_str_body, user_write_json) are compared byte
+ * for byte with the plain loops they replaced, kept here as references.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -13,8 +16,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "app/user_json.h"
 #include "base/arena.h"
 #include "base/buf.h"
+#include "base/timefmt.h"
 #include "json/json.h"
 #include "test.h"
 
@@ -1059,6 +1064,277 @@ static void test_writer(void)
     buf_free(&b);
 }
 
+/* ---- writer fast paths against the original loops ------------------------- */
+
+/* The original json_write_str: a byte loop through the checked appends. */
+static void ref_write_str(struct buf *b, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t run = 0;
+    buf_append_char(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        char e = 0;
+        switch (c) {
+        case '"':
+            e = '"';
+            break;
+        case '\\':
+            e = '\\';
+            break;
+        case '\b':
+            e = 'b';
+            break;
+        case '\f':
+            e = 'f';
+            break;
+        case '\n':
+            e = 'n';
+            break;
+        case '\r':
+            e = 'r';
+            break;
+        case '\t':
+            e = 't';
+            break;
+        default:
+            if (c < 0x20)
+                e = 'u';
+        }
+        if (!e)
+            continue;
+        if (i > run)
+            buf_append(b, str + run, i - run);
+        if (e == 'u') {
+            char t[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            buf_append(b, t, sizeof t);
+        } else {
+            char t[2] = {'\\', e};
+            buf_append(b, t, sizeof t);
+        }
+        run = i + 1;
+    }
+    if (n > run)
+        buf_append(b, str + run, n - run);
+    buf_append_char(b, '"');
+}
+
+/* The original write_user of src/app/users.c. */
+static void ref_write_user(struct buf *b, const struct db_user *u)
+{
+    char ts[RFC3339_LEN];
+    BUF_LIT(b, "{\"id\":");
+    buf_append_i64(b, u->id);
+    BUF_LIT(b, ",\"name\":");
+    ref_write_str(b, u->name.ptr, u->name.len);
+    BUF_LIT(b, ",\"email\":");
+    ref_write_str(b, u->email.ptr, u->email.len);
+    BUF_LIT(b, ",\"created_at\":\"");
+    fmt_rfc3339(ts, u->created_at);
+    buf_append(b, ts, sizeof ts);
+    BUF_LIT(b, "\"}");
+}
+
+static bool buf_same(const struct buf *x, const struct buf *y)
+{
+    return x->len == y->len && x->failed == y->failed &&
+           (x->len == 0 || memcmp(x->data, y->data, x->len) == 0);
+}
+
+/* s[0..n) (copied to end at the guard page) through json_write_str and through
+ * json_put_str_body (into exactly JSON_STR_BODY_MAX(n) bytes of malloc, for ASan),
+ * both compared with the reference; returns true when all agree. */
+static bool str_same(const char *s, size_t n)
+{
+    static struct buf got, want;
+    if (!got.max) {
+        buf_init(&got, 0);
+        buf_init(&want, 0);
+    }
+    const char *in = guard_copy(s, n);
+    buf_reset(&got);
+    buf_reset(&want);
+    BUF_LIT(&got, "x"); /* not at offset 0 */
+    BUF_LIT(&want, "x");
+    json_write_str(&got, in, n);
+    ref_write_str(&want, in, n);
+    bool same = buf_same(&got, &want);
+    char *room = malloc(JSON_STR_BODY_MAX(n));
+    if (!room)
+        abort();
+    char *end = json_put_str_body(room, in, n);
+    same = same && (size_t)(end - room) + 3 == want.len &&
+           memcmp(room, want.data + 2, want.len - 3) == 0;
+    free(room);
+    return same;
+}
+
+static void test_writer_fast(void)
+{
+    /* every byte value alone, and at every position of clean strings of every length up
+     * to 40 (the word, overlap and tail paths) */
+    long bad = 0;
+    for (int c = 0; c < 256; c++) {
+        char one = (char)c;
+        bad += !str_same(&one, 1);
+    }
+    ok(bad == 0, "each byte 0x00..0xff alone: %ld mismatches", bad);
+    bad = 0;
+    char s[8192];
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++)
+            s[i] = (char)('a' + i % 26);
+        bad += !str_same(s, n);
+        for (size_t pos = 0; pos < n; pos++)
+            for (int c = 0; c < 256; c++) {
+                char keep = s[pos];
+                s[pos] = (char)c;
+                bad += !str_same(s, n);
+                s[pos] = keep;
+            }
+    }
+    ok(bad == 0, "each byte at each position, lengths 0..40: %ld mismatches", bad);
+
+    /* random strings, biased towards bytes that need escapes and towards the bytes a
+     * borrow can falsely flag ('#' after '"', ']' after '\\', 0x20 and 0x01 after 0) */
+    static const unsigned char pool[] = {'"', '\\', 0,    1,    0x1f, 0x20, '#',  ']',
+                                         '!', '[',  0x7f, 0x80, 0xff, 'a',  '\n', 0x21};
+    uint64_t x = 0x243f6a8885a308d3ULL;
+    bad = 0;
+    for (int k = 0; k < 20000; k++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        size_t n = (size_t)(x % 300);
+        unsigned density = (unsigned)(x >> 60); /* 0..15: how often a pool byte */
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s[i] = (x & 15) < density ? (char)pool[(x >> 8) % sizeof pool] : (char)(x >> 16);
+        }
+        bad += !str_same(s, n);
+    }
+    ok(bad == 0, "random strings: %ld mismatches", bad);
+
+    /* long strings cross the writer's 4096-byte pieces; escapes on and around the seam */
+    bad = 0;
+    for (size_t n = 4090; n <= 4100; n++) {
+        memset(s, 'q', n);
+        bad += !str_same(s, n);
+        for (size_t pos = 4088; pos < n; pos++) {
+            s[pos] = '\n';
+            bad += !str_same(s, n);
+            s[pos] = 'q';
+        }
+    }
+    memset(s, '"', sizeof s);
+    bad += !str_same(s, sizeof s);
+    for (size_t i = 0; i < sizeof s; i++)
+        s[i] = (char)(i * 7);
+    bad += !str_same(s, sizeof s);
+    ok(bad == 0, "long strings: %ld mismatches", bad);
+
+    /* capped buffers: same bytes, same length, same failed flag, for every cap from
+     * too small to enough, starting empty or part full, and already failed */
+    static const char *const strs[] = {"", "Ada Lovelace", "a\"b\\c\nd\x01", "0123456789abcdefXYZ"};
+    bad = 0;
+    for (size_t k = 0; k < ARRAY_LEN(strs); k++) {
+        for (size_t max = 1; max < 80; max++) {
+            for (int pre = 0; pre < 3; pre++) {
+                struct buf g, w;
+                buf_init(&g, max);
+                buf_init(&w, max);
+                if (pre == 1) {
+                    BUF_LIT(&g, "ab");
+                    BUF_LIT(&w, "ab");
+                }
+                if (pre == 2) {
+                    g.failed = w.failed = 1;
+                }
+                json_write_str(&g, strs[k], strlen(strs[k]));
+                ref_write_str(&w, strs[k], strlen(strs[k]));
+                bad += !buf_same(&g, &w);
+                buf_free(&g);
+                buf_free(&w);
+            }
+        }
+    }
+    /* a long string into a cap between its length and the worst case */
+    memset(s, 'z', 5000);
+    s[4500] = '\t';
+    for (size_t max = 4000; max < 5100; max += 7) {
+        struct buf g, w;
+        buf_init(&g, max);
+        buf_init(&w, max);
+        json_write_str(&g, s, 5000);
+        ref_write_str(&w, s, 5000);
+        bad += !buf_same(&g, &w);
+        buf_free(&g);
+        buf_free(&w);
+    }
+    ok(bad == 0, "capped and failed buffers: %ld mismatches", bad);
+}
+
+static void test_user_json(void)
+{
+    static char big[5000];
+    memset(big, 'n', sizeof big);
+    big[4999] = '"';
+    const struct db_user users[] = {
+        {42, STR_LIT("Ada Lovelace"), STR_LIT("ada@example.com"), 1795759553},
+        {0, STR_LIT(""), STR_LIT(""), 0},
+        {INT64_MAX, STR_LIT("A \"quoted\" \\ name\n"), STR_LIT("x@y.z"), 253402300799},
+        {INT64_MIN, STR_LIT("\xc3\xa9\x01\x7f"), STR_LIT("e@e.e"), -1},
+        {-5, {NULL, 0}, {NULL, 0}, INT64_MIN},
+        {7, {big, sizeof big}, STR_LIT("long@example.com"), 951782400},
+        {8, STR_LIT("n"), {big, 4096}, 951782400},
+        {9, STR_LIT("n"), {big, 4097}, 951782400},
+    };
+    long bad = 0;
+    for (size_t k = 0; k < ARRAY_LEN(users); k++) {
+        struct buf g, w;
+        buf_init(&g, 0);
+        buf_init(&w, 0);
+        for (int rep = 0; rep < 3; rep++) { /* appended after what is there */
+            user_write_json(&g, &users[k]);
+            ref_write_user(&w, &users[k]);
+        }
+        bad += !buf_same(&g, &w);
+        buf_free(&g);
+        buf_free(&w);
+        /* every cap, part full or failed */
+        size_t maxcap = users[k].name.len + users[k].email.len + 120;
+        for (size_t max = 1; max < maxcap; max += max < 200 ? 1 : 97) {
+            for (int pre = 0; pre < 3; pre++) {
+                buf_init(&g, max);
+                buf_init(&w, max);
+                if (pre == 1) {
+                    BUF_LIT(&g, "[");
+                    BUF_LIT(&w, "[");
+                }
+                if (pre == 2)
+                    g.failed = w.failed = 1;
+                user_write_json(&g, &users[k]);
+                ref_write_user(&w, &users[k]);
+                bad += !buf_same(&g, &w);
+                buf_free(&g);
+                buf_free(&w);
+            }
+        }
+    }
+    ok(bad == 0, "user_write_json as the original write_user: %ld mismatches", bad);
+    struct buf b;
+    buf_init(&b, 0);
+    user_write_json(&b, &users[0]);
+    static const char want[] = "{\"id\":42,\"name\":\"Ada Lovelace\",\"email\":\"ada@example.com\","
+                               "\"created_at\":\"2026-11-27T06:05:53Z\"}";
+    ok(b.len == sizeof want - 1 && memcmp(b.data, want, b.len) == 0, "user: %.*s", (int)b.len,
+       b.data);
+    buf_free(&b);
+}
+
 /* ---- arena ---------------------------------------------------------------- */
 
 static void test_arena(void)
@@ -1175,6 +1451,8 @@ int main(void)
     test_duplicates();
     test_truncation();
     test_writer();
+    test_writer_fast();
+    test_user_json();
     test_arena();
     arena_free(&g_arena);
     return test_done();
