@@ -543,6 +543,65 @@ def process_validation(ctx):
     check(r.status in (400, 405), "GET /orders/process: %d" % r.status)
 
 
+@test()
+def process_body_shapes(ctx):
+    """POST /orders/process reads the orders array one order at a time and leaves
+    anything unusual to the whole-document reader: the answers must not depend on
+    which of the two read the body."""
+    e = expect_error
+    o1 = {"id": "a\"b\\c", "user_id": 5, "items": [line("x{y]z", 2, 300), line("Q", 1, 1)]}
+    o2 = {"id": "}{][", "user_id": 6, "items": [line("[", 1, 99)], "note": {"deep": [[[{"a": "]"}]]]}}
+    orders = [o1, o2]
+    # escapes and brackets inside strings, unknown members, whitespace everywhere
+    body = json.dumps({"before": [1, {"x": "]}"}], "orders": orders, "after": None}, indent=1)
+    check_results(ctx.req("POST", "/orders/process", body), orders)
+    # strings the reader decodes (\u0041), in an id and a sku
+    raw = ('{"orders":[{"id":"\\u0069d","user_id":1,"items":[{"sku":"\\u0041-1",'
+           '"quantity":1,"unit_price_cents":100}]}]}')
+    check_results(ctx.req("POST", "/orders/process", raw),
+                  [{"id": "id", "user_id": 1, "items": [line("A-1", 1, 100)]}])
+    good = json.dumps({"id": "o", "user_id": 1, "items": [line()]})
+    # a member name written with an escape is "orders" all the same
+    check_results(ctx.req("POST", "/orders/process", '{"\\u006frders":[%s]}' % good),
+                  [{"id": "o", "user_id": 1, "items": [line()]}])
+    e(ctx.req("POST", "/orders/process", '{"orders":[%s],"\\u006frders":[]}' % good), 400,
+      'duplicate key "orders"')
+    e(ctx.req("POST", "/orders/process", '{"orders":[%s],"orders":[%s]}' % (good, good)), 400,
+      'duplicate key "orders"')
+    # a syntax error anywhere is the answer, also after valid orders or a bad one
+    e(ctx.req("POST", "/orders/process", '{"orders":[%s],"x":tru}' % good), 400,
+      "invalid json at offset %d: invalid literal" % len('{"orders":[%s],"x":' % good))
+    bad = json.dumps({"id": "o", "user_id": 0, "items": [line()]})
+    text = '{"orders":[%s,%s] ' % (good, bad)
+    e(ctx.req("POST", "/orders/process", text), 400,
+      "invalid json at offset %d: unexpected end of input" % len(text))
+    e(ctx.req("POST", "/orders/process", '{"orders":[%s,%s]}' % (good, bad)), 400,
+      "orders[1].user_id must be a positive integer")
+
+    # nesting: at most 64 levels, counted from the document's root
+    def nested(k):
+        return "[" * k + "]" * k
+
+    for k, ok in ((61, True), (62, False)):  # the root, orders, an order, then k arrays
+        order = ('{"id":"o","user_id":1,"items":[{"sku":"a","quantity":1,"unit_price_cents":1}],'
+                 '"x":%s}' % nested(k))
+        r = ctx.req("POST", "/orders/process", '{"orders":[%s]}' % order)
+        if ok:
+            eq(r.status, 200, "an order nesting %d arrays (%r)" % (k, r.body[:200]))
+        else:
+            e(r, 400, "nesting deeper than 64 levels")
+    for k, ok in ((63, True), (64, False)):  # the root, then k arrays beside the orders
+        r = ctx.req("POST", "/orders/process", '{"x":%s,"orders":[%s]}' % (nested(k), good))
+        if ok:
+            eq(r.status, 200, "a member nesting %d arrays (%r)" % (k, r.body[:200]))
+        else:
+            e(r, 400, "nesting deeper than 64 levels")
+    # many top-level members
+    many = {"m%d" % i: i for i in range(40)}
+    many["orders"] = [{"id": "o", "user_id": 1, "items": [line()]}]
+    check_results(ctx.req("POST", "/orders/process", many), many["orders"])
+
+
 # ---------------------------------------------------------------- background processing
 
 @test()

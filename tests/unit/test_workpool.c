@@ -1,8 +1,10 @@
 /*
  * test_workpool.c - the CPU pool runs every item exactly once, completions
- * arrive on the loop's thread, and loop_post works from other threads.
+ * arrive on the loop's thread, continuations (workpool_run_next) run ahead of
+ * new work, and loop_post works from other threads.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +81,59 @@ static void test_batches(void)
     workpool_stop();
 }
 
+/* ---- ordering: one worker, held by a gate while work is queued behind it ---- */
+
+static atomic_int g_gate_started, g_gate_open, g_seq;
+static int g_order[4], g_ordered_left;
+static struct loop *g_order_loop;
+
+static void gate_fn(void *arg, size_t begin, size_t end)
+{
+    (void)arg;
+    (void)begin;
+    (void)end;
+    atomic_store(&g_gate_started, 1);
+    while (!atomic_load(&g_gate_open))
+        sched_yield();
+}
+
+static void ordered_fn(void *arg, size_t begin, size_t end)
+{
+    (void)begin;
+    (void)end;
+    g_order[atomic_fetch_add(&g_seq, 1)] = (int)(intptr_t)arg;
+}
+
+static void ordered_done(void *arg)
+{
+    (void)arg;
+    if (--g_ordered_left == 0)
+        loop_request_stop(g_order_loop);
+}
+
+static void test_next_first(void)
+{
+    ok(workpool_start(1) == 0, "pool of one starts");
+    g_order_loop = loop_create(0);
+    g_ordered_left = 5;
+    ok(workpool_run(g_order_loop, 1, 1, gate_fn, ordered_done, NULL) == 0, "gate queued");
+    while (!atomic_load(&g_gate_started))
+        sched_yield();
+    /* the worker is held: queue new work (1, 2) and continuations (3, 4) behind it */
+    ok(workpool_run(g_order_loop, 1, 1, ordered_fn, ordered_done, (void *)1) == 0, "new 1");
+    ok(workpool_run(g_order_loop, 1, 1, ordered_fn, ordered_done, (void *)2) == 0, "new 2");
+    ok(workpool_run_next(g_order_loop, 1, 1, ordered_fn, ordered_done, (void *)3) == 0, "next 3");
+    ok(workpool_run_next(g_order_loop, 1, 1, ordered_fn, ordered_done, (void *)4) == 0, "next 4");
+    atomic_store(&g_gate_open, 1);
+    struct loop_hooks hooks = {.drained = drained};
+    ok(loop_run(g_order_loop, &hooks, 1000) == 0, "every completion arrived");
+    ok(g_order[0] == 3 && g_order[1] == 4 && g_order[2] == 1 && g_order[3] == 2,
+       "continuations first, each queue in order: %d %d %d %d", g_order[0], g_order[1], g_order[2],
+       g_order[3]);
+    loop_destroy(g_order_loop);
+    workpool_stop();
+}
+
 struct poster {
     struct loop *loop;
     int count;
@@ -120,6 +175,7 @@ static void test_post(void)
 int main(void)
 {
     test_batches();
+    test_next_first();
     test_post();
     return test_done();
 }
