@@ -1211,7 +1211,7 @@ static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
     for (int row = 0; row < n; row++) {
         struct str email = value_str(r, row, 2);
         struct pg_op *m = from, *hit = NULL;
-        for (int pass = 0; pass < 2 && !hit; pass++, m = members) {
+        for (int pass = 0; pass < 2 && !hit && email.ptr; pass++, m = members) {
             for (; m && !hit; m = m->next_member) {
                 if (m->count == 0 && (size_t)m->pl[1] == email.len &&
                     memcmp(m->pv[1], email.ptr, email.len) == 0)

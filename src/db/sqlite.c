@@ -806,7 +806,7 @@ static void batch_insert(struct db_sqlite *s, struct sq_batch *b)
     }
     for (i = 0; i < b->n; i++) {
         struct sq_create *e = &b->v[i];
-        struct db_user u;
+        struct db_user u = {0};
 
         rc = bind_str(st, 1, (struct str){b->text.data + e->name_off, e->name_len});
         if (rc == SQLITE_OK)
