@@ -290,8 +290,9 @@ def markdown(a, meta, elapsed):
     L.append(table(head, rows))
     L.append("")
     L.append("go-gin and go-nethttp share their JSON codec (encoding/json); the JSON row of both brisk "
-             "columns is brisk's own codec in C. brisk's binary links libsqlite3, libcrypto, libseccomp "
-             "and libpq dynamically (not counted); the Go binaries are static; the Rust binary links libc only.")
+             "columns is brisk's own codec in C. brisk's binary links libsqlite3, libcrypto and libseccomp "
+             "dynamically (not counted) and loads libpq (with its own dependencies) only for a PostgreSQL URL; "
+             "the Go binaries are static; the Rust binary links libc only.")
     L.append("")
 
     # throughput + latency under max load
@@ -374,7 +375,8 @@ def markdown(a, meta, elapsed):
     L.append(table(["scenario"] + srvs, rows))
     L.append("")
     L.append("RSS counts the pages of shared libraries a process touched (\"file\"): brisk's include "
-             "libcrypto, libsqlite3 and libpq with its Kerberos/LDAP/GnuTLS dependencies; the Go and Rust "
+             "libcrypto and libsqlite3, and brisk-pg's also libpq with its Kerberos/LDAP/GnuTLS dependencies "
+             "(loaded only for PostgreSQL); the Go and Rust "
              "binaries are (mostly) static, so their code is in their own file pages.")
     L.append("")
 
