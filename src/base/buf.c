@@ -27,9 +27,9 @@ void buf_free(struct buf *b)
     b->failed = 0;
 }
 
-int buf_reserve(struct buf *b, size_t extra)
+int buf_reserve_slow(struct buf *b, size_t extra)
 {
-    if (likely(b->cap - b->len >= extra))
+    if (b->cap - b->len >= extra)
         return 0;
     if (extra > b->max || b->len > b->max - extra)
         return -1;

@@ -29,11 +29,19 @@ void buf_init(struct buf *b, size_t max);
 /* Release the allocation; the buffer is left empty and may be reused. */
 void buf_free(struct buf *b);
 
+/* buf_reserve's growing half (out of line). */
+int buf_reserve_slow(struct buf *b, size_t extra) WARN_UNUSED;
+
 /*
  * Make room for at least `extra` more bytes after len. Returns 0, or -1 when
  * that would exceed max (the buffer is then unchanged).
  */
-int buf_reserve(struct buf *b, size_t extra) WARN_UNUSED;
+static inline WARN_UNUSED int buf_reserve(struct buf *b, size_t extra)
+{
+    if (likely(b->cap - b->len >= extra))
+        return 0;
+    return buf_reserve_slow(b, extra);
+}
 
 /* Drop the first n bytes (n <= len), moving the rest to the front. */
 void buf_consume(struct buf *b, size_t n);

@@ -876,7 +876,7 @@ static inline char *put_escape(char *o, unsigned char c)
 
 /* Any length, escapes or not. Whole words are stored as loaded and the output
  * advanced only past their clean prefix; the room (JSON_STR_BODY_MAX) covers it. */
-static char *put_str_general(char *o, const unsigned char *s, size_t n)
+static __attribute__((noinline)) char *put_str_general(char *o, const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
