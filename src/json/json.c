@@ -9,8 +9,15 @@
  * no reallocation. Strings without escapes point into the input; strings with
  * escapes are validated and measured in one pass, then decoded into an arena
  * buffer of the exact size in a second pass that only handles the escapes.
- * Hot loops (string bodies, UTF-8 validation, the writer) skip 8 bytes at a
- * time while no byte needs attention (SWAR), and use tables otherwise.
+ * Hot loops (string bodies, UTF-8 validation) skip 8 bytes at a time while no
+ * byte needs attention (SWAR), and use tables otherwise.
+ *
+ * The writer reserves the worst case (6 output bytes per input byte) and then
+ * escapes without bounds checks: whole words (16 bytes with SSE2, else 8) are
+ * stored as loaded and the output advanced past their clean prefix; a short
+ * string is checked with two overlapping 8-byte loads and copied with two
+ * stores. A buffer that has failed or cannot reserve that much takes the
+ * original checked loop, so what a capped buffer ends up holding is unchanged.
  *
  * Every read is bounds-checked against len: the input need not be terminated
  * and is never read past its end.
@@ -940,18 +947,22 @@ char *json_put_str_body(char *o, const char *str, size_t n)
     /* Short clean strings (names, emails): two overlapping loads cover the whole string
      * and, clean, two overlapping stores copy it. */
     if (n - 8 <= 8) { /* 8 <= n <= 16 */
-        uint64_t lo = load64(s), hi = load64(s + n - 8);
 #ifdef __SSE2__
-        unsigned m = sse_needs_escape(
-            _mm_unpacklo_epi64(_mm_cvtsi64_si128((long long)lo), _mm_cvtsi64_si128((long long)hi)));
+        __m128i lo = _mm_loadl_epi64((const __m128i_u *)(const void *)s);
+        __m128i hi = _mm_loadl_epi64((const __m128i_u *)(const void *)(s + n - 8));
+        if (!sse_needs_escape(_mm_unpacklo_epi64(lo, hi))) {
+            _mm_storel_epi64((__m128i_u *)(void *)o, lo);
+            _mm_storel_epi64((__m128i_u *)(void *)(o + n - 8), hi);
+            return o + n;
+        }
 #else
-        uint64_t m = swar_needs_escape(lo) | swar_needs_escape(hi);
-#endif
-        if (!m) {
+        uint64_t lo = load64(s), hi = load64(s + n - 8);
+        if (!(swar_needs_escape(lo) | swar_needs_escape(hi))) {
             store64(o, lo);
             store64(o + n - 8, hi);
             return o + n;
         }
+#endif
     } else if (n - 4 < 4) { /* 4 <= n < 8 */
         uint32_t lo = load32(s), hi = load32(s + n - 4);
         if (!swar_needs_escape((uint64_t)lo | (uint64_t)hi << 32)) {
