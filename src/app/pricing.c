@@ -58,6 +58,7 @@ static const char *line_int(const struct json_value *obj, const char *name, size
                             size_t errcap)
 {
     const struct json_value *v = json_get(obj, field);
+    *out = 0; /* defined on every path (clang-analyzer follows the error paths too) */
     if (!v || v->type == JSON_NULL) {
         snprintf(err, errcap, "%s[%zu].%s is required", name, idx, field);
         return err;
