@@ -106,6 +106,7 @@ struct worker {
     size_t nconns;
     struct http_ctx *free_list;
     size_t nfree;
+    size_t nowned;          /* closed connections whose handler still runs (pool, database) */
     struct http_ctx *ready; /* connections whose handler finished outside conn_process */
     uint64_t reqid_seq;
     pthread_t tid;
@@ -462,6 +463,7 @@ void http_respond(struct http_ctx *c, int status, const char *content_type)
 {
     if (c->dead) {
         /* the client went away while the handler waited: nothing to send */
+        c->w->nowned--;
         release(c);
         return;
     }
@@ -1009,6 +1011,7 @@ static void conn_close(struct http_ctx *c)
     w->nconns--;
     if (c->state == ST_HANDLING) {
         c->dead = true; /* the handler still owns it: released when it responds */
+        w->nowned++;
         return;
     }
     c->state = ST_CLOSED;
@@ -1152,7 +1155,10 @@ static bool drained(struct loop *l, void *arg)
 {
     (void)l;
     struct worker *w = arg;
-    return w->nconns == 0;
+    /* also wait for handlers still working for clients that left (a batch on
+     * the pool): their completions are posted to this loop, and a loop that
+     * exited would drop them with the request's memory */
+    return w->nconns == 0 && w->nowned == 0;
 }
 
 /*
@@ -1227,6 +1233,17 @@ static void *worker_main(void *arg)
         next = c->next;
         conn_close(c);
     }
+    /* The drain deadline passed with handlers still working (a batch on the
+     * pool): their completions are posted to this loop, so turn it (one
+     * iteration per call now that it is stopping) until they have all
+     * answered - else they, and their requests' memory, would be dropped with
+     * the loop. The pool always finishes; 30 s bounds a stuck database, whose
+     * waits db_close then ends. */
+    uint64_t give_up = loop_now_ms(w->loop) + 30000;
+    while (w->nowned > 0 && loop_now_ms(w->loop) < give_up)
+        loop_run(w->loop, &hooks, 0);
+    if (w->nowned > 0)
+        log_warn("loop %d: %zu handlers still running at exit", w->index, w->nowned);
     /* closing the handle completes what still waits on it (503), which releases
      * connections whose client left mid-query: before the free list goes */
     db_close(w->db);
