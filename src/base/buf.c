@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "base/log.h"
+#include "base/str.h"
 
 void buf_init(struct buf *b, size_t max)
 {
@@ -79,17 +80,6 @@ void buf_append_slow(struct buf *b, const void *p, size_t n)
     b->len += n;
 }
 
-static const char digits2[200] = "00010203040506070809"
-                                 "10111213141516171819"
-                                 "20212223242526272829"
-                                 "30313233343536373839"
-                                 "40414243444546474849"
-                                 "50515253545556575859"
-                                 "60616263646566676869"
-                                 "70717273747576777879"
-                                 "80818283848586878889"
-                                 "90919293949596979899";
-
 size_t fmt_u64(char *dst, uint64_t v)
 {
     /* count the digits first (ids are small: a few compares), then write two at a time
@@ -102,10 +92,10 @@ size_t fmt_u64(char *dst, uint64_t v)
         unsigned r = (unsigned)(v % 100);
         v /= 100;
         p -= 2;
-        memcpy(p, digits2 + (size_t)2 * r, 2);
+        memcpy(p, str_digit_pairs + (size_t)2 * r, 2);
     }
     if (v >= 10) {
-        memcpy(p - 2, digits2 + (size_t)2 * v, 2);
+        memcpy(p - 2, str_digit_pairs + (size_t)2 * v, 2);
     } else {
         p[-1] = (char)('0' + v);
     }

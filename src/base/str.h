@@ -50,4 +50,8 @@ static inline bool str_ieq_lit(struct str a, const char *lit)
  */
 bool str_to_i64(struct str s, int64_t *out);
 
+/* "00" "01" ... "99": the two digits of n at str_digit_pairs + 2 * n, for writers
+ * that emit two decimal digits at a time (integers, timestamps). */
+extern const char str_digit_pairs[200];
+
 #endif

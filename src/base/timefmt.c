@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "base/compiler.h"
+#include "base/str.h"
 
 int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 {
@@ -25,21 +26,10 @@ int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + (int64_t)doe - 719468;
 }
 
-static const char digits2[200] = "00010203040506070809"
-                                 "10111213141516171819"
-                                 "20212223242526272829"
-                                 "30313233343536373839"
-                                 "40414243444546474849"
-                                 "50515253545556575859"
-                                 "60616263646566676869"
-                                 "70717273747576777879"
-                                 "80818283848586878889"
-                                 "90919293949596979899";
-
 /* v < 100 */
 static inline void two(char *p, unsigned v)
 {
-    memcpy(p, digits2 + (size_t)2 * v, 2);
+    memcpy(p, str_digit_pairs + (size_t)2 * v, 2);
 }
 
 /* Unix seconds of 9999-12-31T23:59:59Z, the last instant with a four-digit year. */
