@@ -20,29 +20,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "config.h"
 #include "db/db.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* config_load_with applies the default thread count on every call, and glibc answers
- * sysconf(_SC_NPROCESSORS_ONLN) by opening and reading /sys/devices/system/cpu/online:
- * three system calls per load, two loads per input, about a third of this harness's time.
- * The count does not change during a run, so this binary asks the kernel once (the default
- * is still applied, and checked, on every input); every other name goes to glibc. */
-long __sysconf(int name);
-__attribute__((no_sanitize("coverage"))) long sysconf(int name)
-{
-    static long ncpu;
-    if (name != _SC_NPROCESSORS_ONLN)
-        return __sysconf(name);
-    if (ncpu <= 0)
-        ncpu = __sysconf(name);
-    return ncpu;
-}
 
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
