@@ -43,6 +43,7 @@ static bool g_stopping;
 static pthread_t *g_threads;
 static int g_nthreads;
 static int g_ready; /* workers past their set-up, guarded by g_mu */
+static atomic_uint_fast64_t g_scheduled;
 
 static void post_done(struct batch *b)
 {
@@ -131,9 +132,15 @@ int workpool_threads(void)
     return g_nthreads;
 }
 
+uint64_t workpool_scheduled(void)
+{
+    return atomic_load_explicit(&g_scheduled, memory_order_relaxed);
+}
+
 static int run(struct queue *q, struct loop *l, size_t n, size_t grain,
                void (*fn)(void *arg, size_t begin, size_t end), void (*done)(void *arg), void *arg)
 {
+    atomic_fetch_add_explicit(&g_scheduled, 1, memory_order_relaxed);
     if (n == 0)
         return loop_post(l, done, arg);
     struct batch *b = calloc(1, sizeof *b);

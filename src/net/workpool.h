@@ -11,6 +11,7 @@
 #define BRISK_WORKPOOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct loop;
 
@@ -22,6 +23,10 @@ void workpool_stop(void);
 
 /* Number of worker threads. */
 int workpool_threads(void);
+
+/* Work items scheduled so far (workpool_run and workpool_run_next calls): a
+ * caller that samples it twice learns whether the pool had work in between. */
+uint64_t workpool_scheduled(void);
 
 /*
  * Run fn(arg, begin, end) over [0, n) in ranges of about `grain` items on the
