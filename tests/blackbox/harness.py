@@ -565,6 +565,19 @@ def build_request(method, path, body=None, headers=None, version="HTTP/1.1", hos
     return raw
 
 
+def wait_health(port, proc, timeout=15.0):
+    """Poll GET /health on a server process started by hand until it answers 200
+    (True), it exits or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if request(port, "GET", "/health", timeout=1, check_common=False).status == 200:
+                return True
+        except Exception:  # noqa: BLE001
+            time.sleep(0.05)
+    return False
+
+
 def request(port, method, path, body=None, headers=None, timeout=5.0, check_common=True,
             conn=None, **kw):
     """One request on a fresh connection (or `conn`); returns the Response."""

@@ -11,7 +11,8 @@ import subprocess
 import time
 
 from harness import (TOKEN, Conn, build_request, check, common_checks, eq, expect_error, fail,
-                     free_port, parse_metrics, metric, request, sanitizer_summary, test, uniq)
+                     free_port, parse_metrics, metric, request, sanitizer_summary, test, uniq,
+                     wait_health)
 
 AUTH = [("Authorization", "Bearer " + TOKEN)]
 
@@ -402,16 +403,7 @@ def flags_override_environment(ctx):
                          env=env, cwd=ctx.tmpdir(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 15
-        ok = False
-        while time.time() < deadline and p.poll() is None:
-            try:
-                if request(port, "GET", "/health", timeout=1, check_common=False).status == 200:
-                    ok = True
-                    break
-            except Exception:  # noqa: BLE001
-                time.sleep(0.05)
-        if not ok:
+        if not wait_health(port, p):
             p.kill()
             _, e = p.communicate(timeout=10)
             fail("serve --addr=... did not listen on the flag's port (env BRISK_ADDR differs): rc=%s %r"
@@ -446,13 +438,7 @@ def default_threads_follow_cpu_affinity(ctx):
     p = subprocess.Popen(["taskset", "-c", "0", ctx.binary, "serve"], env=env, cwd=ctx.tmpdir(),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + 15
-        while time.time() < deadline and p.poll() is None:
-            try:
-                if request(port, "GET", "/health", timeout=1, check_common=False).status == 200:
-                    break
-            except Exception:  # noqa: BLE001
-                time.sleep(0.05)
+        wait_health(port, p)
         p.send_signal(signal.SIGTERM)
         _, e = p.communicate(timeout=20)
         e = e.decode("utf-8", "replace")

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import check, eq, fail, free_port, request, sanitizer_summary, test, uniq
+from harness import check, eq, fail, free_port, request, sanitizer_summary, test, uniq, wait_health
 
 
 def proc_status(pid):
@@ -190,13 +190,7 @@ def not_root_user_must_be_self(ctx):
         p = subprocess.Popen([ctx.binary], env=env, cwd=d, stdin=subprocess.DEVNULL, stdout=errf,
                              stderr=errf, preexec_fn=pre)
         try:
-            deadline = time.time() + 15
-            while time.time() < deadline and p.poll() is None:
-                try:
-                    if request(port, "GET", "/health", timeout=1, check_common=False).status == 200:
-                        break
-                except Exception:  # noqa: BLE001
-                    time.sleep(0.05)
+            wait_health(port, p)
             check(p.poll() is None, "BRISK_USER naming the current account: exited %s: %s"
                   % (p.returncode, open(errf.name).read()[-500:]))
             exercise(port)
