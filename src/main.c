@@ -21,6 +21,11 @@ static int start_background(void)
     return bgworker_start(&g_bg);
 }
 
+static int harden(void)
+{
+    return sandbox_harden();
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -87,8 +92,16 @@ int main(int argc, char **argv)
     }
     g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &dbc};
 
+    struct app_config app = {
+        .db = &dbc,
+        .threads = cfg.threads,
+        .max_batch_body = cfg.max_batch_bytes,
+        .start = start_background,
+        .stop = bgworker_stop,
+        .harden = harden,
+    };
     size_t nroutes;
-    const struct route *routes = app_routes(&nroutes);
+    const struct route *routes = app_routes(&app, &nroutes);
     if (router_init(routes, nroutes) != 0)
         return 1;
 
@@ -99,16 +112,12 @@ int main(int argc, char **argv)
         .limits = {.max_header_bytes = cfg.max_header_bytes,
                    .max_headers = cfg.max_headers,
                    .max_body = cfg.max_body_bytes},
-        .max_batch_body = cfg.max_batch_bytes,
         .header_timeout_ms = cfg.header_timeout_ms,
         .body_timeout_ms = cfg.body_timeout_ms,
         .idle_timeout_ms = cfg.idle_timeout_ms,
         .drain_ms = cfg.drain_seconds * 1000,
         .api_token = cfg.api_token,
-        .db = &dbc,
-        .harden = sandbox_harden,
-        .start_services = start_background,
-        .stop_services = bgworker_stop,
+        .app = app_server_hooks(&app),
     };
     return server_run(&sc) == 0 ? 0 : 1;
 }

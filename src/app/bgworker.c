@@ -4,13 +4,13 @@
 #include "app/bgworker.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 
 #include "app/pricing.h"
 #include "base/arena.h"
 #include "base/log.h"
-#include "http/metrics.h"
 #include "net/loop.h"
 
 struct bgworker {
@@ -27,6 +27,8 @@ struct bgworker {
 
 static struct bgworker *g_workers;
 static int g_n;
+static _Atomic uint64_t g_orders_processed;
+static _Atomic int64_t g_orders_pending = -1; /* -1: not measured yet */
 
 static void round_start(void *arg);
 
@@ -53,7 +55,7 @@ static void round_done(void *ctx, enum db_status st, int64_t n)
     if (st != DB_OK)
         return; /* logged by the backend; try again at the next tick */
     if (n > 0) {
-        metrics_add_orders_processed((uint64_t)n);
+        atomic_fetch_add_explicit(&g_orders_processed, (uint64_t)n, memory_order_relaxed);
         log_debug("background worker %d processed %lld orders", w->index, (long long)n);
     }
     /* a full batch means more may be waiting: go on without waiting for the tick */
@@ -76,7 +78,7 @@ static void pending_done(void *ctx, enum db_status st, int64_t n)
     struct bgworker *w = ctx;
     w->counting = false;
     if (st == DB_OK)
-        metrics_set_orders_pending(n);
+        atomic_store_explicit(&g_orders_pending, n, memory_order_relaxed);
 }
 
 static void on_tick(struct loop *l, void *arg)
@@ -167,4 +169,21 @@ void bgworker_stop(void)
         if (g_workers[i].started)
             pthread_join(g_workers[i].tid, NULL);
     free_workers();
+}
+
+void bgworker_render_metrics(struct buf *b)
+{
+    buf_append_cstr(b, "# HELP orders_processed_total Orders priced, signed and marked processed "
+                       "by the background workers.\n# TYPE orders_processed_total counter\n"
+                       "orders_processed_total ");
+    buf_append_u64(b, atomic_load_explicit(&g_orders_processed, memory_order_relaxed));
+    buf_append_char(b, '\n');
+    int64_t pending = atomic_load_explicit(&g_orders_pending, memory_order_relaxed);
+    if (pending >= 0) {
+        buf_append_cstr(b, "# HELP orders_pending Orders waiting for background processing "
+                           "(all processes sharing the database).\n"
+                           "# TYPE orders_pending gauge\norders_pending ");
+        buf_append_i64(b, pending);
+        buf_append_char(b, '\n');
+    }
 }

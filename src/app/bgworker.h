@@ -10,6 +10,7 @@
 #ifndef BRISK_BGWORKER_H
 #define BRISK_BGWORKER_H
 
+#include "base/buf.h"
 #include "db/db.h"
 
 struct bgworker_config {
@@ -26,5 +27,11 @@ int bgworker_start(const struct bgworker_config *cfg);
 
 /* Stop after the batch in progress commits (or fails) and join the workers. */
 void bgworker_stop(void);
+
+/*
+ * Append the background metric families (orders processed by this process,
+ * orders pending in the database) to b; any thread.
+ */
+void bgworker_render_metrics(struct buf *b);
 
 #endif

@@ -216,7 +216,7 @@ void handle_order_create(struct http_ctx *c)
 
     if (!idempotency_key(c, &key))
         return;
-    const struct json_value *body = http_json_body(c);
+    const struct json_value *body = app_json_body(c);
     if (!body)
         return;
     if (body->type != JSON_OBJECT) {
@@ -258,7 +258,7 @@ void handle_order_create(struct http_ctx *c)
         o->idempotency_key = key;
         o->request_hash = (struct str){hash, PRICING_HEX_LEN};
     }
-    db_order_create(http_db(c), o, order_row, create_done, c);
+    db_order_create(app_db(c), o, order_row, create_done, c);
 }
 
 /* ---- GET /orders/{id} ---- */
@@ -278,7 +278,7 @@ void handle_order_get(struct http_ctx *c)
 {
     int64_t id;
     if (id_param(c, &id))
-        db_order_get(http_db(c), id, order_row, get_done, c);
+        db_order_get(app_db(c), id, order_row, get_done, c);
 }
 
 /* ---- GET /users/{id}/orders ---- */
@@ -325,7 +325,7 @@ void handle_user_orders(struct http_ctx *c)
     }
     s->c = c;
     buf_append_cstr(http_body(c), "{\"orders\":[");
-    db_order_list(http_db(c), user_id, after, s->limit + 1, list_row, list_done, s);
+    db_order_list(app_db(c), user_id, after, s->limit + 1, list_row, list_done, s);
 }
 
 /* ---- POST /orders/process ---- */

@@ -25,11 +25,12 @@ static void ready_done(void *ctx, enum db_status st)
 
 void handle_ready(struct http_ctx *c)
 {
-    db_ping(http_db(c), ready_done, c);
+    db_ping(app_db(c), ready_done, c);
 }
 
 void handle_metrics(struct http_ctx *c)
 {
-    metrics_render(http_body(c), db_backend_name(http_db(c)));
+    metrics_render(http_body(c));
+    app_metrics_render(http_body(c), c);
     http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8");
 }

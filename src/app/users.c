@@ -95,11 +95,11 @@ static int read_user_fields(struct http_ctx *c, const struct json_value *body, b
 
 void handle_user_create(struct http_ctx *c)
 {
-    const struct json_value *body = http_json_body(c);
+    const struct json_value *body = app_json_body(c);
     struct str name, email;
     if (!body || read_user_fields(c, body, true, &name, &email) != 0)
         return;
-    db_user_create(http_db(c), name, email, user_row, user_done, c);
+    db_user_create(app_db(c), name, email, user_row, user_done, c);
 }
 
 static bool id_param(struct http_ctx *c, int64_t *id)
@@ -114,7 +114,7 @@ void handle_user_get(struct http_ctx *c)
 {
     int64_t id;
     if (id_param(c, &id))
-        db_user_get(http_db(c), id, user_row, user_done, c);
+        db_user_get(app_db(c), id, user_row, user_done, c);
 }
 
 void handle_user_update(struct http_ctx *c)
@@ -122,11 +122,11 @@ void handle_user_update(struct http_ctx *c)
     int64_t id;
     if (!id_param(c, &id))
         return;
-    const struct json_value *body = http_json_body(c);
+    const struct json_value *body = app_json_body(c);
     struct str name, email;
     if (!body || read_user_fields(c, body, false, &name, &email) != 0)
         return;
-    db_user_update(http_db(c), id, name, email, user_row, user_done, c);
+    db_user_update(app_db(c), id, name, email, user_row, user_done, c);
 }
 
 static void delete_done(void *ctx, enum db_status st)
@@ -152,7 +152,7 @@ void handle_user_delete(struct http_ctx *c)
 {
     int64_t id;
     if (id_param(c, &id))
-        db_user_delete(http_db(c), id, delete_done, c);
+        db_user_delete(app_db(c), id, delete_done, c);
 }
 
 /* ---- list with cursor pagination ---- */
@@ -193,5 +193,5 @@ void handle_user_list(struct http_ctx *c)
     }
     s->c = c;
     buf_append_cstr(http_body(c), "{\"users\":[");
-    db_user_list(http_db(c), after, s->limit + 1, list_row, list_done, s);
+    db_user_list(app_db(c), after, s->limit + 1, list_row, list_done, s);
 }

@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-#include "http/server.h"
+#include "http/request.h"
 
 #include "http/url.h"
 

@@ -29,15 +29,11 @@ struct route_hist {
 struct thread_block {
     _Atomic uint64_t *counts; /* [route+1][method][status] */
     struct route_hist *hist;  /* [route+1] */
-    _Atomic int db_conns;
-    _Atomic int db_busy;
 };
 
 static struct thread_block *g_blocks;
 static int g_nthreads;
 static size_t g_nroutes; /* including the "unmatched" slot 0 */
-static _Atomic uint64_t g_orders_processed;
-static _Atomic int64_t g_orders_pending = -1; /* -1: not measured yet */
 
 int metrics_init(int nthreads, size_t nroutes)
 {
@@ -98,22 +94,6 @@ void metrics_record(int thread, int route, enum http_method method, int status,
     bump(&h->count, 1);
 }
 
-void metrics_set_db(int thread, int connections, int busy)
-{
-    atomic_store_explicit(&g_blocks[thread].db_conns, connections, memory_order_relaxed);
-    atomic_store_explicit(&g_blocks[thread].db_busy, busy, memory_order_relaxed);
-}
-
-void metrics_set_orders_pending(int64_t n)
-{
-    atomic_store_explicit(&g_orders_pending, n, memory_order_relaxed);
-}
-
-void metrics_add_orders_processed(uint64_t n)
-{
-    atomic_fetch_add_explicit(&g_orders_processed, n, memory_order_relaxed);
-}
-
 static const char *route_label(size_t r)
 {
     if (r == 0)
@@ -128,7 +108,7 @@ static uint64_t load(_Atomic uint64_t *p)
     return atomic_load_explicit(p, memory_order_relaxed);
 }
 
-void metrics_render(struct buf *b, const char *db_backend)
+void metrics_render(struct buf *b)
 {
     buf_append_cstr(b, "# HELP http_requests_total HTTP responses sent, by method, route "
                        "pattern and status.\n# TYPE http_requests_total counter\n");
@@ -184,35 +164,6 @@ void metrics_render(struct buf *b, const char *db_backend)
                    (double)sum / 1e9);
         buf_printf(b, "http_request_duration_seconds_count{route=\"%s\"} ", label);
         buf_append_u64(b, count);
-        buf_append_char(b, '\n');
-    }
-    int conns = 0, busy = 0;
-    for (int t = 0; t < g_nthreads; t++) {
-        conns += atomic_load_explicit(&g_blocks[t].db_conns, memory_order_relaxed);
-        busy += atomic_load_explicit(&g_blocks[t].db_busy, memory_order_relaxed);
-    }
-    buf_printf(b,
-               "# HELP db_pool_connections Open database connections.\n"
-               "# TYPE db_pool_connections gauge\n"
-               "db_pool_connections{backend=\"%s\"} %d\n"
-               "# HELP db_pool_busy Database connections running a query.\n"
-               "# TYPE db_pool_busy gauge\n"
-               "db_pool_busy{backend=\"%s\"} %d\n"
-               "# HELP db_pool_threads Event-loop threads, each with its own database handle.\n"
-               "# TYPE db_pool_threads gauge\n"
-               "db_pool_threads %d\n",
-               db_backend, conns, db_backend, busy, g_nthreads);
-    buf_append_cstr(b, "# HELP orders_processed_total Orders priced, signed and marked processed "
-                       "by the background workers.\n# TYPE orders_processed_total counter\n"
-                       "orders_processed_total ");
-    buf_append_u64(b, atomic_load_explicit(&g_orders_processed, memory_order_relaxed));
-    buf_append_char(b, '\n');
-    int64_t pending = atomic_load_explicit(&g_orders_pending, memory_order_relaxed);
-    if (pending >= 0) {
-        buf_append_cstr(b, "# HELP orders_pending Orders waiting for background processing "
-                           "(all processes sharing the database).\n"
-                           "# TYPE orders_pending gauge\norders_pending ");
-        buf_append_i64(b, pending);
         buf_append_char(b, '\n');
     }
 }

@@ -1,5 +1,6 @@
 /*
- * metrics.h - request counters and latency histograms, Prometheus text output.
+ * metrics.h - HTTP request counters and latency histograms, Prometheus text
+ * output.
  *
  * Each loop thread writes only its own block (plain stores through relaxed
  * atomics: no lock, no contended cache line on the request path); a scrape
@@ -27,16 +28,11 @@ void metrics_free(void);
 void metrics_record(int thread, int route, enum http_method method, int status,
                     uint64_t duration_ns);
 
-/* Publish this thread's database pool gauges. */
-void metrics_set_db(int thread, int connections, int busy);
-
-/* Count orders processed by background workers (any thread). */
-void metrics_add_orders_processed(uint64_t n);
-
-/* Publish the number of pending orders (the background queue depth). */
-void metrics_set_orders_pending(int64_t n);
-
-/* Append the exposition (text format 0.0.4) for all threads to b. */
-void metrics_render(struct buf *b, const char *db_backend);
+/*
+ * Append the HTTP metrics' exposition (text format 0.0.4) for all threads to
+ * b. The application appends its own families (storage, background work)
+ * after it.
+ */
+void metrics_render(struct buf *b);
 
 #endif

@@ -24,8 +24,7 @@ struct http_ctx;
 typedef void (*http_handler_fn)(struct http_ctx *c);
 
 enum route_flags {
-    ROUTE_PUBLIC = 1,     /* no bearer token needed (health, ready, metrics) */
-    ROUTE_BATCH_BODY = 2, /* body may be up to the batch limit instead of the body limit */
+    ROUTE_PUBLIC = 1, /* no bearer token needed (health, ready, metrics) */
 };
 
 struct route {
@@ -33,6 +32,7 @@ struct route {
     const char *pattern; /* "/users/{id}": literal segments and {name} parameters */
     http_handler_fn handler;
     unsigned flags;
+    uint64_t max_body; /* largest request body in bytes; 0: the server's default limit */
 };
 
 struct router_match {

@@ -40,15 +40,17 @@ struct loop {
     uint64_t now_ms;
     time_t date_sec;
     char date[32];
-    struct timer_list timers[TIMER_CLASS_COUNT];
+    struct timer_list timers[LOOP_TIMER_CLASSES];
     void *data;
 };
 
-static uint64_t g_timeout_ms[TIMER_CLASS_COUNT] = {10000, 60000, 60000, 60000, 100};
-static timer_fn g_timer_fn[TIMER_CLASS_COUNT];
+static uint64_t g_timeout_ms[LOOP_TIMER_CLASSES];
+static timer_fn g_timer_fn[LOOP_TIMER_CLASSES];
 
-void loop_set_timeout(enum timer_class cls, uint64_t ms, timer_fn fn)
+void loop_set_timeout(int cls, uint64_t ms, timer_fn fn)
 {
+    if (cls < 0 || cls >= LOOP_TIMER_CLASSES)
+        return;
     g_timeout_ms[cls] = ms;
     g_timer_fn[cls] = fn;
 }
@@ -163,7 +165,7 @@ struct loop *loop_create(int index)
         log_error("epoll_ctl(eventfd) failed: %s", strerror(errno));
         goto fail;
     }
-    for (int i = 0; i < TIMER_CLASS_COUNT; i++) {
+    for (int i = 0; i < LOOP_TIMER_CLASSES; i++) {
         l->timers[i].head.next = &l->timers[i].head;
         l->timers[i].head.prev = &l->timers[i].head;
     }
@@ -216,13 +218,13 @@ static void timer_unlink(struct timer_node *t)
     t->cls = -1;
 }
 
-void loop_timer_arm(struct loop *l, struct timer_node *t, enum timer_class cls)
+void loop_timer_arm(struct loop *l, struct timer_node *t, int cls)
 {
     if (t->prev)
         timer_unlink(t);
     struct timer_node *head = &l->timers[cls].head;
     t->deadline_ms = l->now_ms + g_timeout_ms[cls];
-    t->cls = (int)cls;
+    t->cls = cls;
     t->prev = head->prev;
     t->next = head;
     head->prev->next = t;
@@ -238,7 +240,7 @@ void loop_timer_disarm(struct loop *l, struct timer_node *t)
 
 static void run_timers(struct loop *l)
 {
-    for (int c = 0; c < TIMER_CLASS_COUNT; c++) {
+    for (int c = 0; c < LOOP_TIMER_CLASSES; c++) {
         struct timer_node *head = &l->timers[c].head;
         while (head->next != head && head->next->deadline_ms <= l->now_ms) {
             struct timer_node *t = head->next;
@@ -252,7 +254,7 @@ static void run_timers(struct loop *l)
 static int next_wait_ms(struct loop *l)
 {
     uint64_t wait = 1000;
-    for (int c = 0; c < TIMER_CLASS_COUNT; c++) {
+    for (int c = 0; c < LOOP_TIMER_CLASSES; c++) {
         struct timer_node *head = &l->timers[c].head;
         if (head->next != head) {
             uint64_t d = head->next->deadline_ms;

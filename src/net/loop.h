@@ -1,9 +1,9 @@
 /*
  * loop.h - one epoll event loop per thread, with cheap timers.
  *
- * Each loop owns an epoll instance, its own SO_REUSEPORT listening socket (the
- * kernel spreads new connections across loops), an eventfd to be woken from
- * other threads, a cached Date header refreshed once per second, and timer
+ * Each loop owns an epoll instance (its user registers sockets there: the HTTP
+ * server one SO_REUSEPORT listener per loop, PostgreSQL its connections), an
+ * eventfd to be woken from other threads, a cached Date header refreshed once per second, and timer
  * queues. Every timer class has one fixed duration, so a FIFO list per class is
  * already sorted by deadline: arming is O(1) (unlink + append at the tail) and
  * expiry only looks at list heads.
@@ -28,20 +28,22 @@ struct timer_node {
     int cls; /* -1 when not armed */
 };
 
-/* Timer classes; durations are set once with loop_set_timeout before loops start. */
-enum timer_class {
-    TIMER_HEADER, /* request head must complete (10 s) */
-    TIMER_BODY,   /* request body must complete (60 s) */
-    TIMER_IDLE,   /* keep-alive connection with nothing pending (60 s) */
-    TIMER_WRITE,  /* queued response not accepted by the client (60 s) */
-    TIMER_ACCEPT, /* accept paused after EMFILE (100 ms) */
-    TIMER_CLASS_COUNT
-};
+/*
+ * Timer classes are small numbers 0..LOOP_TIMER_CLASSES-1 that the loop's user
+ * assigns (the HTTP server has header, body, idle, write and accept-pause
+ * classes); each has one duration and one expiry callback, set with
+ * loop_set_timeout before any loop is created.
+ */
+#define LOOP_TIMER_CLASSES 8
 
 typedef void (*timer_fn)(struct loop *l, struct timer_node *t);
 
-/* Configure a class's duration (milliseconds) and expiry callback. Before loop_create. */
-void loop_set_timeout(enum timer_class cls, uint64_t ms, timer_fn fn);
+/*
+ * Configure class cls (0..LOOP_TIMER_CLASSES-1): its duration in milliseconds
+ * and expiry callback. Process-wide; call before loop_create. A class must be
+ * configured before a timer is armed in it.
+ */
+void loop_set_timeout(int cls, uint64_t ms, timer_fn fn);
 
 /*
  * Create a loop. `index` is the thread's number (0..n-1), used for metrics.
@@ -62,7 +64,7 @@ int loop_mod(struct loop *l, struct loop_io *io, uint32_t events);
 void loop_del(struct loop *l, struct loop_io *io);
 
 /* Arm t in class cls from now; re-arming moves it to the tail. */
-void loop_timer_arm(struct loop *l, struct timer_node *t, enum timer_class cls);
+void loop_timer_arm(struct loop *l, struct timer_node *t, int cls);
 
 /* Disarm t (no-op if not armed). */
 void loop_timer_disarm(struct loop *l, struct timer_node *t);
@@ -110,7 +112,7 @@ int loop_index(const struct loop *l);
 /* True once a stop was requested. */
 bool loop_stopping(const struct loop *l);
 
-/* Per-loop user data (the HTTP server's per-thread state). */
+/* Per-loop user data (whatever runs the loop: the HTTP server's per-thread state). */
 void loop_set_data(struct loop *l, void *data);
 void *loop_data(const struct loop *l);
 

@@ -99,14 +99,14 @@ static void h_a(struct http_ctx *c)
 static void test_router(void)
 {
     static const struct route table[] = {
-        {HTTP_GET, "/health", h_a, ROUTE_PUBLIC},
-        {HTTP_POST, "/users", h_a, 0},
-        {HTTP_GET, "/users", h_a, 0},
-        {HTTP_GET, "/users/{id}", h_a, 0},
-        {HTTP_DELETE, "/users/{id}", h_a, 0},
-        {HTTP_POST, "/orders/process", h_a, 0},
-        {HTTP_GET, "/orders/{id}", h_a, 0},
-        {HTTP_GET, "/users/{id}/orders", h_a, 0},
+        {HTTP_GET, "/health", h_a, ROUTE_PUBLIC, 0},
+        {HTTP_POST, "/users", h_a, 0, 0},
+        {HTTP_GET, "/users", h_a, 0, 0},
+        {HTTP_GET, "/users/{id}", h_a, 0, 0},
+        {HTTP_DELETE, "/users/{id}", h_a, 0, 0},
+        {HTTP_POST, "/orders/process", h_a, 0, 0},
+        {HTTP_GET, "/orders/{id}", h_a, 0, 0},
+        {HTTP_GET, "/users/{id}/orders", h_a, 0, 0},
     };
     ok(router_init(table, sizeof table / sizeof table[0]) == 0, "router_init");
     char scratch[256];

@@ -1,0 +1,164 @@
+/*
+ * http_int.h - what the files of the HTTP layer share (not for handlers or the
+ * application: they see request.h and server.h).
+ *
+ *   server.c   listeners, accept, threads, signals, the application's hooks
+ *   request.c  the request object handlers see, routing/auth/limits, the
+ *              handler API, metrics and the access log of a response
+ *   h1.c       HTTP/1.1 connections: bytes from a transport to requests and
+ *              responses back to bytes
+ *
+ * A protocol (h1.c today, HTTP/2 next) fills a struct http_ctx from its
+ * framing, calls http_request_admit and http_request_dispatch, and gets the
+ * finished response back through its struct http_proto's respond hook. The
+ * request object knows nothing of connections or framing.
+ */
+#ifndef BRISK_HTTP_INT_H
+#define BRISK_HTTP_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "http/parser.h"
+#include "http/request.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "net/loop.h"
+
+/* The HTTP layer's timer classes (net/loop.h numbers them, we name them). */
+enum http_timer {
+    HTTP_TIMER_HEADER, /* request head must complete */
+    HTTP_TIMER_BODY,   /* request body must complete */
+    HTTP_TIMER_IDLE,   /* keep-alive connection with nothing pending */
+    HTTP_TIMER_WRITE,  /* queued response not accepted by the client */
+    HTTP_TIMER_ACCEPT, /* accept paused after EMFILE */
+};
+
+#define HTTP_KEEP_BUF 65536 /* buffers larger than this are freed between requests */
+#define HTTP_ARENA_KEEP 65536
+
+struct h1_conn;
+
+/* One event-loop thread of the server. */
+struct http_loop {
+    struct loop *loop;
+    int index;
+    const struct server_config *cfg;
+    struct http_limits parse_limits; /* max_body = the largest any route allows */
+    struct loop_io listen;
+    struct timer_node accept_timer; /* armed while accept is paused (EMFILE) */
+    void *app_state;                /* from the application's loop_init */
+    bool app_inited;
+    struct h1_conn *conns; /* open connections */
+    size_t nconns;
+    struct h1_conn *free_list;
+    size_t nfree;
+    size_t nowned;         /* closed connections whose handler still runs (pool, database) */
+    struct h1_conn *ready; /* connections to continue after the current events */
+    uint64_t reqid_seq;
+    pthread_t tid;
+    int exit_code;
+};
+
+/* A protocol's side of a request. */
+struct http_proto {
+    /*
+     * The handler finished: queue the response (status, c->body, c->extra_hdrs)
+     * on the connection, record it (http_request_record) and make the request
+     * object ready for the next one. Called exactly once per dispatched or
+     * refused request, possibly from a callback after the handler returned.
+     */
+    void (*respond)(struct http_ctx *c, int status, const char *content_type);
+};
+
+/* The request a handler sees; a protocol owns one per request in flight. */
+struct http_ctx {
+    const struct http_proto *proto;
+    struct http_loop *hl;
+    struct http_request req;
+    struct http_header *hdrs; /* room for limits.max_headers, req.headers points here */
+    struct router_match m;
+    struct str body_in;  /* the request body (decoded), valid while the request lives */
+    uint64_t body_limit; /* of the matched route */
+    bool head_only;
+    bool close_after; /* the protocol should end the connection after this response */
+    bool dead;        /* its connection closed while the handler runs: nothing to send */
+    uint64_t start_ns;
+    char reqid[132];
+    size_t reqid_len;
+    /* response under construction */
+    struct buf body;
+    struct buf extra_hdrs; /* "Name: value\r\n" lines; values never hold CR or LF */
+    struct arena arena;    /* request-scoped: decoded params, parsed JSON, handler state */
+};
+
+/* ---- request.c ---- */
+
+/* Process-wide request settings; once, before the loops start. */
+void http_request_setup(const struct server_config *cfg);
+
+/* Prepare c's buffers for requests within lim (once per request object). Returns 0 or -1. */
+int http_ctx_init(struct http_ctx *c, const struct http_limits *lim);
+
+/* Free what http_ctx_init allocated. */
+void http_ctx_free(struct http_ctx *c);
+
+/* Forget the finished request; keep the buffers (small ones) for the next. */
+void http_ctx_reset(struct http_ctx *c);
+
+/* Monotonic nanoseconds (request durations). */
+uint64_t http_now_ns(void);
+
+/* Set c's request id: the client's X-Request-Id when it is acceptable, else a fresh one. */
+void http_request_set_id(struct http_ctx *c, struct str sent);
+
+enum http_admit {
+    HTTP_ADMIT_OK,        /* route matched and allowed: read the body, then dispatch */
+    HTTP_ADMIT_ANSWERED,  /* refused (404/405/401/OPTIONS): the response is queued */
+    HTTP_ADMIT_TOO_LARGE, /* the declared body exceeds the route's limit: answer 413 */
+};
+
+/*
+ * Checks made as soon as the request head is complete, before any body is
+ * read, so a client is not asked to upload a body we would refuse: route,
+ * method, bearer token, the route's body limit (c->body_limit is set).
+ */
+enum http_admit http_request_admit(struct http_ctx *c);
+
+/* Run the matched route's handler (c->body_in set). */
+void http_request_dispatch(struct http_ctx *c);
+
+/* Write {"error":"msg"} (msg JSON-escaped) into b, replacing its contents. */
+void http_error_body(struct buf *b, const char *msg);
+
+/* Count and log a response of `bytes` bytes on the wire. */
+void http_request_record(struct http_ctx *c, int status, size_t bytes);
+
+/* Reason phrase of a status code ("Unknown" for one we never send). */
+const char *http_reason(int status);
+
+/* ---- h1.c ---- */
+
+/* Configure the HTTP/1.1 timers (once, before the loops start). */
+void h1_setup(const struct server_config *cfg);
+
+/* A new connection on fd (accepted, non-blocking). Returns 0, or -1 (fd closed). */
+int h1_accept(struct http_loop *hl, int fd);
+
+/* Continue the connections queued with work after a batch of events. */
+void h1_run_ready(struct http_loop *hl);
+
+/* Draining: close idle connections, let the busy ones finish with Connection: close. */
+void h1_stop(struct http_loop *hl);
+
+/* Close every connection (after the drain). */
+void h1_close_all(struct http_loop *hl);
+
+/* Free the connection structs kept for reuse. */
+void h1_free_pool(struct http_loop *hl);
+
+#endif
