@@ -33,7 +33,7 @@ MAIN_OBJ := $(BUILD)/src/main.o
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all run test unit unit-bins deps-run deps-test clean format lint fuzz fuzz-bins
+.PHONY: all run test unit unit-bins deps-run deps-test deps-graph clean format lint fuzz fuzz-bins
 
 all: $(BUILD)/brisk
 
@@ -74,6 +74,11 @@ test: deps-test
 
 unit: $(UNIT_BIN)
 	@bash tests/run_all.sh --unit-only --build $(BUILD)
+
+# The include graph between src/ folders and the module-call cycles, checked
+# against the layer rule of docs/design.md (also part of `make test`).
+deps-graph: all
+	@python3 scripts/deps_graph.py --check --build $(BUILD)
 
 deps-run:
 	@bash scripts/deps.sh run

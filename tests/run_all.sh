@@ -91,6 +91,10 @@ for v in "${variants[@]}"; do
         [ -x "$t" ] || continue
         run_suite "$v unit $(basename "$t")" "$t"
     done
+    if [ "$v" = normal ]; then
+        run_suite "dependency graph" bash -c \
+            "python3 scripts/deps_graph.py --check --build '$bdir' && echo '1 passed, 0 failed'"
+    fi
     [ "$unit_only" = 1 ] && continue
     if [ -f tests/json_diff/gen_and_compare.py ]; then
         run_suite "$v json differential" python3 tests/json_diff/gen_and_compare.py "$bdir/tests/json_check"

@@ -40,7 +40,7 @@ const struct route *app_routes(const struct app_config *cfg, size_t *out_n);
  * second (gauges for /metrics), close it after the drain. cfg must outlive
  * the server. Returns with .arg set.
  */
-struct server_app app_server_hooks(const struct app_config *cfg);
+struct server_app app_server_hooks(struct app_config *cfg);
 
 /* The database handle of the loop serving c. */
 struct db *app_db(const struct http_ctx *c);

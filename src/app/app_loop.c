@@ -4,7 +4,6 @@
  * server's hooks, and the pool gauges /metrics shows.
  */
 #include <stdatomic.h>
-#include <stdint.h>
 #include <stdlib.h>
 
 #include "app/app.h"
@@ -109,11 +108,11 @@ static void app_loop_fini(void *state)
     free(al);
 }
 
-struct server_app app_server_hooks(const struct app_config *cfg)
+struct server_app app_server_hooks(struct app_config *cfg)
 {
     g_cfg = cfg;
     return (struct server_app){
-        .arg = (void *)(uintptr_t)cfg,
+        .arg = cfg,
         .start = app_start,
         .stop = app_stop,
         .loop_init = app_loop_init,

@@ -25,7 +25,7 @@ void http_request_setup(const struct server_config *cfg)
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
         memset(rnd, 0, sizeof rnd);
     static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 4; i++) {
+    for (size_t i = 0; i < sizeof rnd; i++) {
         g_reqid_prefix[2 * i] = hex[rnd[i] >> 4];
         g_reqid_prefix[2 * i + 1] = hex[rnd[i] & 15];
     }

@@ -4,7 +4,6 @@
 #include "net/transport.h"
 
 #include <errno.h>
-#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,7 +32,7 @@ static ssize_t sock_writev(struct transport *t, const struct iovec *iov, int n)
         } else {
             struct msghdr mh;
             memset(&mh, 0, sizeof mh);
-            mh.msg_iov = (struct iovec *)(uintptr_t)iov;
+            mh.msg_iov = (struct iovec *)iov; /* sendmsg does not write it */
             mh.msg_iovlen = (size_t)n;
             w = sendmsg(t->fd, &mh, MSG_NOSIGNAL);
         }
