@@ -11,6 +11,7 @@ run_pkgs+=(libpq-dev) # PostgreSQL client library (src/db/pg.c)
 test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps postgresql postgresql-client)
 test_pkgs+=(clang-format clang-tidy cppcheck pkg-config binutils) # lint and the readelf check
 test_pkgs+=(wrk) # load generator of the soak test (tests/blackbox/test_soak.py)
+test_pkgs+=(strace) # slows fsync/fdatasync for the loop-never-waits test (tests/blackbox/test_slow_fsync.py)
 
 case "${1:-run}" in
 run) want=("${run_pkgs[@]}") ;;
