@@ -126,3 +126,39 @@ void fmt_rfc3339(char *out, int64_t t)
     two(out + 17, ms - mi * 60);
     out[19] = 'Z';
 }
+
+/* Value of n decimal digits at p, or -1 if any is not a digit. */
+static int digits(const char *p, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (p[i] - '0');
+    }
+    return v;
+}
+
+bool parse_rfc3339_utc(struct str s, int64_t *out)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+    static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+    if (!s.ptr || s.len != sizeof shape - 1)
+        return false;
+    for (size_t i = 0; i < s.len; i++) {
+        if (shape[i] != 'd' && s.ptr[i] != shape[i])
+            return false;
+    }
+    int y = digits(s.ptr, 4), mo = digits(s.ptr + 5, 2), d = digits(s.ptr + 8, 2);
+    int h = digits(s.ptr + 11, 2), mi = digits(s.ptr + 14, 2), sec = digits(s.ptr + 17, 2);
+    if (y < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
+        sec > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > mdays[mo - 1] + (mo == 2 && leap))
+        return false;
+    *out = days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + (int64_t)h * 3600 +
+           (int64_t)mi * 60 + sec;
+    return true;
+}

@@ -67,13 +67,4 @@ struct db *db__sqlite_open(const char *path, const struct db_config *cfg);
 int db__pg_migrate(const char *conninfo, const struct db_config *cfg);
 struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct loop *loop);
 
-/*
- * Parse exactly "YYYY-MM-DDTHH:MM:SSZ" (the form every backend stores
- * created_at in) into unix seconds, with calendar checks (month 1..12, day
- * within the month, leap years, 00..23:00..59:00..59). Pure arithmetic: no
- * timegm(), TZ or locale. Returns false and leaves *out unchanged on any other
- * input.
- */
-bool db__parse_utc_timestamp(struct str s, int64_t *out);
-
 #endif

@@ -11,7 +11,7 @@
  *     rebuild a table (SQLite's "12-step" ALTER); PRAGMA foreign_key_check
  *     must come back empty before the transaction commits;
  *   - timestamps are TEXT "YYYY-MM-DDTHH:MM:SSZ" (UTC): sortable, readable in
- *     the sqlite3 shell, and parsed by db__parse_utc_timestamp.
+ *     the sqlite3 shell, and parsed by parse_rfc3339_utc.
  */
 #ifndef BRISK_MIGRATIONS_SQLITE_H
 #define BRISK_MIGRATIONS_SQLITE_H

@@ -30,6 +30,7 @@
 #include "base/buf.h"
 #include "base/compiler.h"
 #include "base/log.h"
+#include "base/timefmt.h"
 #include "db/db_int.h"
 #include "db/migrations_sqlite.h"
 
@@ -530,8 +531,7 @@ static enum db_status read_user(struct db_sqlite *s, sqlite3_stmt *st, const cha
         return DB_ERROR;
     }
     if (sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
-        !db__parse_utc_timestamp((struct str){(const char *)created, created_len},
-                                 &out->created_at)) {
+        !parse_rfc3339_utc((struct str){(const char *)created, created_len}, &out->created_at)) {
         log_error("db sqlite %s: %s: user %lld has a malformed id or created_at", s->path, op,
                   (long long)out->id);
         return DB_ERROR;
@@ -957,8 +957,8 @@ static enum db_status read_order(struct db_sqlite *s, sqlite3_stmt *st, const ch
     }
     out->processed = str_eq(status, STR_LIT("processed"));
     if (sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
-        !db__parse_utc_timestamp(created, &out->created_at) ||
-        (processed.ptr && !db__parse_utc_timestamp(processed, &out->processed_at)) ||
+        !parse_rfc3339_utc(created, &out->created_at) ||
+        (processed.ptr && !parse_rfc3339_utc(processed, &out->processed_at)) ||
         out->processed != (out->receipt.ptr != NULL && processed.ptr != NULL)) {
         log_error("db sqlite %s: %s: order %lld has a malformed id, timestamp or status", s->path,
                   op, (long long)out->id);

@@ -20,6 +20,7 @@
 
 #include "base/compiler.h"
 #include "base/str.h"
+#include "base/timefmt.h"
 #include "db/db.h"
 #include "db/db_int.h"
 #include "test.h"
@@ -321,15 +322,15 @@ static void test_parse_timestamp(void)
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         int64_t v = 12345;
-        bool r = db__parse_utc_timestamp(cs(cases[i].in), &v);
+        bool r = parse_rfc3339_utc(cs(cases[i].in), &v);
         ok(r == cases[i].ok, "parse_utc_timestamp(\"%s\") returns %d", cases[i].in, r);
         ok(cases[i].ok ? v == cases[i].want : v == 12345, "parse_utc_timestamp(\"%s\") = %lld",
            cases[i].in, (long long)v);
     }
     int64_t v = 0;
-    ok(!db__parse_utc_timestamp(STR_NULL, &v), "parse_utc_timestamp(NULL) fails");
+    ok(!parse_rfc3339_utc(STR_NULL, &v), "parse_utc_timestamp(NULL) fails");
     /* Only the slice counts, not what follows it. */
-    ok(db__parse_utc_timestamp(slice("1970-01-01T00:00:10Zjunk", 20), &v) && v == 10,
+    ok(parse_rfc3339_utc(slice("1970-01-01T00:00:10Zjunk", 20), &v) && v == 10,
        "parse_utc_timestamp uses the slice length");
 }
 
@@ -395,7 +396,7 @@ static void test_migrate(void)
        "versions 1 and 2");
     raw_text(raw, "SELECT applied_at FROM schema_migrations WHERE version = 1", text, sizeof text);
     int64_t at = 0;
-    ok(db__parse_utc_timestamp(cs(text), &at) && llabs(at - (int64_t)time(NULL)) < 60,
+    ok(parse_rfc3339_utc(cs(text), &at) && llabs(at - (int64_t)time(NULL)) < 60,
        "applied_at is a current UTC timestamp: %s", text);
     raw_text(raw, "PRAGMA journal_mode", text, sizeof text);
     ok(strcmp(text, "wal") == 0, "journal_mode is wal: %s", text);
