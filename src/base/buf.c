@@ -6,8 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
-#include "base/log.h"
 #include "base/str.h"
 
 void buf_init(struct buf *b, size_t max)
@@ -17,6 +17,27 @@ void buf_init(struct buf *b, size_t max)
     b->cap = 0;
     b->max = max ? max : SIZE_MAX / 2;
     b->failed = 0;
+}
+
+void buf_init_fixed(struct buf *b, char *mem, size_t cap)
+{
+    b->data = mem;
+    b->len = 0;
+    b->cap = cap;
+    b->max = cap; /* reserve refuses before it would realloc mem */
+    b->failed = 0;
+}
+
+/*
+ * Out of memory: say so and abort. Plain write(2), not log.h: the logger is
+ * built on these buffers (an arrow may point only one way).
+ */
+static void out_of_memory(void)
+{
+    static const char msg[] = "brisk: fatal: out of memory growing a buffer\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w; /* nothing is left to report a failing stderr to */
+    abort();
 }
 
 void buf_free(struct buf *b)
@@ -42,7 +63,7 @@ int buf_reserve_slow(struct buf *b, size_t extra)
         ncap = b->max;
     char *p = realloc(b->data, ncap);
     if (!p)
-        log_fatal("out of memory growing a buffer to %zu bytes", ncap);
+        out_of_memory();
     b->data = p;
     b->cap = ncap;
     return 0;

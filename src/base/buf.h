@@ -26,6 +26,14 @@ struct buf {
 /* Initialise an empty buffer that may grow up to max bytes (0: no practical cap). */
 void buf_init(struct buf *b, size_t max);
 
+/*
+ * Initialise an empty buffer over caller memory mem[0..cap) that never
+ * allocates: appends past cap set failed instead. Never pass it to buf_free
+ * or buf_shrink. log.c formats its lines this way, so that running out of
+ * memory can still be logged.
+ */
+void buf_init_fixed(struct buf *b, char *mem, size_t cap);
+
 /* Release the allocation; the buffer is left empty and may be reused. */
 void buf_free(struct buf *b);
 

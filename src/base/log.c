@@ -13,6 +13,9 @@
 
 #include "base/buf.h"
 
+/* A message line longer than this is cut, visibly (TRUNCATED_MARK). */
+#define LOG_MSG_MAX 2048
+
 static enum log_level g_level = LOG_INFO;
 static bool g_json = false;
 
@@ -108,13 +111,18 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-/* Write one already formatted message line. */
+/*
+ * Write one already formatted message line. It is formatted into a stack
+ * buffer (the message is at most LOG_MSG_MAX bytes, 6x when JSON-escaped),
+ * never into the heap: an out-of-memory line must still come out.
+ */
 static void emit(enum log_level level, const char *msg, size_t mlen)
 {
     char ts[40];
-    fmt_now(ts, sizeof ts);
+    char line[LOG_MSG_MAX * 6 + 128];
     struct buf b;
-    buf_init(&b, 0);
+    fmt_now(ts, sizeof ts);
+    buf_init_fixed(&b, line, sizeof line);
     if (g_json) {
         buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_name(level));
         append_json_escaped(&b, msg, mlen);
@@ -126,36 +134,43 @@ static void emit(enum log_level level, const char *msg, size_t mlen)
     }
     if (!b.failed)
         write_all(2, b.data, b.len);
-    buf_free(&b);
 }
 
-static size_t clamp_len(int n, size_t cap)
+/*
+ * Length of a vsnprintf result in msg[cap]. A message cut at cap ends in
+ * TRUNCATED_MARK instead of stopping silently mid-word.
+ */
+#define TRUNCATED_MARK "...[truncated]"
+static size_t clamp_len(char *msg, int n, size_t cap)
 {
     if (n < 0)
         return 0;
-    return (size_t)n < cap ? (size_t)n : cap - 1;
+    if ((size_t)n < cap)
+        return (size_t)n;
+    memcpy(msg + cap - sizeof TRUNCATED_MARK, TRUNCATED_MARK, sizeof TRUNCATED_MARK);
+    return cap - 1;
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     if (level < g_level)
         return;
-    char msg[2048];
+    char msg[LOG_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    emit(level, msg, clamp_len(n, sizeof msg));
+    emit(level, msg, clamp_len(msg, n, sizeof msg));
 }
 
 void log_fatal(const char *fmt, ...)
 {
-    char msg[2048];
+    char msg[LOG_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    emit(LOG_ERROR, msg, clamp_len(n, sizeof msg));
+    emit(LOG_ERROR, msg, clamp_len(msg, n, sizeof msg));
     abort();
 }
 
