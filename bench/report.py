@@ -16,7 +16,10 @@ import statistics
 import subprocess
 import sys
 
-SERVERS = ["brisk-sqlite", "brisk-pg", "go-gin", "go-nethttp", "rust-hyper"]
+# brisk-sqlite-base: brisk-sqlite's configuration with another binary (run.sh's
+# BENCH_BRISK_BASELINE), only in runs that compare two builds of brisk
+SERVERS = ["brisk-sqlite", "brisk-sqlite-base", "brisk-pg", "go-gin", "go-nethttp", "rust-hyper"]
+SQLITE_SERVERS = ("brisk-sqlite", "brisk-sqlite-base", "limit")
 PEERS = ["go-gin", "go-nethttp", "rust-hyper"]
 BRISKS = ["brisk-sqlite", "brisk-pg"]
 SCENARIOS = ["health", "health_pipelined", "get_user", "post_user", "orders_process"]
@@ -33,6 +36,13 @@ def load(path):
     recs = [json.loads(l) for l in open(path) if l.strip()]
     meta = next((r for r in recs if r["kind"] == "meta"), {})
     return recs, meta
+
+
+def build_key(server):
+    """the build record of a server: both brisk configurations share one binary"""
+    if server == "brisk-sqlite-base":
+        return "brisk-base"
+    return "brisk" if server.startswith("brisk") else server
 
 
 def med(v):
@@ -89,7 +99,8 @@ def aggregate(recs):
         for f in ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms"):
             agg[f] = best[f]
         # CPU per request: the server process, and PostgreSQL (for the servers using it)
-        agg["cpu_us_per_req"] = med([x.get("server_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]])
+        agg["cpu_us_each"] = [x.get("server_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]]
+        agg["cpu_us_per_req"] = med(agg["cpu_us_each"])
         # (a negative delta came from a PostgreSQL process exiting mid-window in
         # runs before per-process accounting: unknown, not negative)
         pg = [x.get("pg_cpu_s", 0) * 1e6 / x["requests"] for x in runs if x["requests"]]
@@ -274,10 +285,10 @@ def markdown(a, meta, elapsed):
         rows.append(["JSON: encode a user, per op", "2.5 µs (encoding/json), 0.8 (jsoniter)",
                      "0.3 µs (serde)"] + [json_cell(c) for c in cols])
     rows.append(["Binary size (stripped)", "~10 MB", "2–5 MB"] +
-                [f_mb(a["build"].get(c if not c.startswith("brisk") else "brisk", {}).get("stripped_bytes"))
+                [f_mb(a["build"].get(build_key(c), {}).get("stripped_bytes"))
                  for c in cols])
     def build_cell(c):
-        b = a["build"].get(c if not c.startswith("brisk") else "brisk", {})
+        b = a["build"].get(build_key(c), {})
         if b.get("clean_build_s") is None:
             return f_s(None)
         return "%s (CPU %s)" % (f_s(b["clean_build_s"]), f_s(b.get("clean_build_cpu_s"))) \
@@ -314,7 +325,7 @@ def markdown(a, meta, elapsed):
         order = present(SERVERS + ["limit"], d)
         for s in order:
             x = d[s]
-            uses_pg = s not in ("brisk-sqlite", "limit")
+            uses_pg = s not in SQLITE_SERVERS
             # wrk times pipelined requests by batch: its latencies mean little there
             lat = ["—"] * 4 if sc == "health_pipelined" else [
                 f_ms(x["p50_ms"]), f_ms(x["p90_ms"]), f_ms(x["p99_ms"]), f_ms(x["p999_ms"])]
@@ -324,6 +335,19 @@ def markdown(a, meta, elapsed):
                          "%.1f" % x["pg_cpu_us_per_req"] if uses_pg and x.get("pg_cpu_us_per_req") is not None else "—"])
         L.append(table(["server", "req/s (median)", "each round", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
                         "errors / non-2xx", "server CPU µs/req", "PostgreSQL CPU µs/req"], rows))
+        L.append("")
+
+    base = baseline_rows(a)
+    if base:
+        L.append("## brisk-sqlite vs brisk-sqlite-base (the baseline binary)")
+        L.append("")
+        L.append("The same configuration, two binaries, measured alternating in this run. CPU µs per "
+                 "request is the median of the rounds (each round listed); req/s the best round; "
+                 "p99 at the fixed rate the best round.")
+        L.append("")
+        L.append(table(["scenario", "CPU µs/req: brisk-sqlite", "brisk-sqlite-base", "after / before",
+                        "each round (after; before)", "req/s: after / before", "wrk p99 ms: after / before",
+                        "fixed-rate p99 ms: after / before"], base))
         L.append("")
 
     L.append("## Latency at a fixed rate (bench/loadgen, open loop, from the intended send time)")
@@ -349,7 +373,7 @@ def markdown(a, meta, elapsed):
     rows = []
     mb = lambda kb: "—" if kb is None else "%.1f MB" % (kb / 1024)
     for s in present(SERVERS + ["limit"], {**a["rss_kb"], **a["startup_ms"]}):
-        b = a["build"].get("brisk" if s.startswith("brisk") else s, {})
+        b = a["build"].get(build_key(s), {})
         end = a["rss_end"].get(s, {})
         rows.append([s, "%s (%s)" % (mb(a["rss_kb"].get(s)), SCENARIO_TITLE.get(a.get("rss_peak_scenario", {}).get(s), "—")),
                      mb(a["rss_start_kb"].get(s)),
@@ -406,6 +430,26 @@ def markdown(a, meta, elapsed):
     L.append(table(["goal", "measured", ""], rows))
     L.append("")
     return "\n".join(L)
+
+
+def baseline_rows(a):
+    rows = []
+    for sc in SCENARIOS:
+        d = a["wrk"].get(sc, {})
+        if "brisk-sqlite" not in d or "brisk-sqlite-base" not in d:
+            continue
+        x, y = d["brisk-sqlite"], d["brisk-sqlite-base"]
+        r = a["rate"].get(sc, {})
+        ratio = x["cpu_us_per_req"] / y["cpu_us_per_req"] if y.get("cpu_us_per_req") else None
+        rows.append([SCENARIO_TITLE[sc], "%.2f" % x["cpu_us_per_req"], "%.2f" % y["cpu_us_per_req"],
+                     "—" if ratio is None else "%.3f" % ratio,
+                     "%s; %s" % (" / ".join("%.2f" % v for v in x["cpu_us_each"]),
+                                 " / ".join("%.2f" % v for v in y["cpu_us_each"])),
+                     "%s / %s" % (f_rps(x["rps"]), f_rps(y["rps"])),
+                     "%s / %s" % (f_ms(x["p99_ms"]), f_ms(y["p99_ms"])),
+                     "%s / %s" % (f_ms(r["brisk-sqlite"]["p99_ms"]) if "brisk-sqlite" in r else "—",
+                                  f_ms(r["brisk-sqlite-base"]["p99_ms"]) if "brisk-sqlite-base" in r else "—")])
+    return rows
 
 
 # ---------------------------------------------------------------- plots
@@ -494,20 +538,26 @@ def summary(a, meta, out):
     S.append("brisk benchmark (%s run, %s, %s cores: %s)" % (meta.get("mode"), meta.get("cpu_model"),
                                                            meta.get("cores"), meta.get("pinning")))
     srv = present(SERVERS + ["limit"], {s: 1 for sc in a["wrk"].values() for s in sc})
-    S.append("%-26s" % "req/s (wrk)" + "".join("%14s" % s for s in srv))
+    S.append("%-26s" % "req/s (wrk)" + "".join("%19s" % s for s in srv))
     for sc in SCENARIOS:
         d = a["wrk"].get(sc, {})
         if d:
-            S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%14s" % (f_rps(d[s]["rps"]) if s in d else "—") for s in srv))
-    S.append("%-26s" % "p99 ms at fixed rate" + "".join("%14s" % s for s in srv))
+            S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%19s" % (f_rps(d[s]["rps"]) if s in d else "—") for s in srv))
+    S.append("%-26s" % "p99 ms at fixed rate" + "".join("%19s" % s for s in srv))
     for sc in SCENARIOS:
         d = a["rate"].get(sc, {})
         if d:
-            S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%14s" % (f_ms(d[s]["p99_ms"]) if s in d else "—") for s in srv))
-    S.append("%-26s" % "peak RSS MB (VmHWM)" + "".join("%14s" % ("%.1f" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—") for s in srv))
-    S.append("%-26s" % "start-up ms" + "".join("%14s" % f_ms(a["startup_ms"].get(s)) for s in srv))
+            S.append("%-26s" % SCENARIO_TITLE[sc][:26] + "".join("%19s" % (f_ms(d[s]["p99_ms"]) if s in d else "—") for s in srv))
+    S.append("%-26s" % "peak RSS MB (VmHWM)" + "".join("%19s" % ("%.1f" % (a["rss_kb"][s] / 1024) if s in a["rss_kb"] else "—") for s in srv))
+    S.append("%-26s" % "start-up ms" + "".join("%19s" % f_ms(a["startup_ms"].get(s)) for s in srv))
     for op, d in a["json"].items():
         S.append("json %-21s" % op[:21] + "".join("%14s" % ("%s %s" % (l, f_ns(d[l]["ns_per_op"]))) for l in ("c", "go", "rust") if l in d))
+    base = baseline_rows(a)
+    if base:
+        S.append("")
+        S.append("brisk-sqlite (after) vs brisk-sqlite-base (before): CPU µs/req, after/before, req/s, wrk p99, fixed-rate p99")
+        for row in base:
+            S.append("  %-18s %7s %7s  %6s  %s  p99 %s  fixed %s" % (row[0][:18], row[1], row[2], row[3], row[5], row[6], row[7]))
     S.append("")
     S.append("goals:")
     for g, m, ok in goals(a):

@@ -8,7 +8,12 @@
 # Options: --quick, --no-install (do not apt-get), --servers a,b,c (subset of
 # brisk-sqlite,brisk-pg,go-gin,go-nethttp,rust-hyper), --scenarios a,b (subset of
 # health,get_user,post_user,orders_process), --keep-work (leave bench/.work).
-# Environment: BENCH_PORT_BASE (default 18180), BENCH_WORK (default bench/.work).
+# Environment: BENCH_PORT_BASE (default 18180), BENCH_WORK (default bench/.work),
+# BENCH_BRISK_ENV (extra brisk settings), BENCH_BRISK_BASELINE=/path/to/brisk: adds
+# the server brisk-sqlite-base, brisk-sqlite's configuration with that binary (its
+# own port and SQLite file), to compare two builds side by side in one run, e.g.
+#   BENCH_BRISK_BASELINE=/tmp/brisk-before bash bench/run.sh --quick \
+#       --servers brisk-sqlite,brisk-sqlite-base --scenarios health,get_user
 #
 # What it does (README "Benchmarks" and bench/README.md say more):
 #  1. installs what it needs with apt-get (as root; idempotent)
@@ -49,7 +54,7 @@ while [ $# -gt 0 ]; do
     --keep-work) KEEP_WORK=1 ;;
     --servers) SERVERS_ARG="$2"; shift ;;
     --scenarios) SCENARIOS_ARG="$2"; shift ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -84,6 +89,27 @@ fi
 T_START=$(date +%s)
 step() { printf '[bench %4ss] %s\n' "$(($(date +%s) - T_START))" "$*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
+
+# Servers: brisk-sqlite-base only with BENCH_BRISK_BASELINE (a brisk binary built
+# elsewhere, e.g. from an older commit). --servers is checked before anything is built.
+ALL_SERVERS=(brisk-sqlite brisk-pg go-gin go-nethttp rust-hyper)
+BASELINE_BIN="${BENCH_BRISK_BASELINE:-}"
+if [ -n "$BASELINE_BIN" ]; then
+    if [ ! -f "$BASELINE_BIN" ] || [ ! -x "$BASELINE_BIN" ]; then
+        die "BENCH_BRISK_BASELINE=$BASELINE_BIN is not an executable file"
+    fi
+    ALL_SERVERS+=(brisk-sqlite-base)
+fi
+for s in ${SERVERS_ARG//,/ }; do
+    case " ${ALL_SERVERS[*]} " in
+    *" $s "*) ;;
+    *)
+        [ "$s" = brisk-sqlite-base ] &&
+            die "server brisk-sqlite-base needs BENCH_BRISK_BASELINE=/path/to/brisk (the binary to measure beside brisk-sqlite)"
+        die "unknown server $s (known: $(IFS=,; echo "${ALL_SERVERS[*]}"))"
+        ;;
+    esac
+done
 
 mkdir -p "$W" "$B/results"
 RAW="$W/raw.jsonl"
@@ -188,6 +214,11 @@ BRISK_BUILD_S=$(time_cmd "$LOGS/build-brisk.log" make -C "$ROOT" -j"$NCPU" BUILD
 [ "$QUICK" = 1 ] && BRISK_BUILD_S=null
 cp "$BRISK_BUILD/brisk" "$W/bin/brisk"
 record_build brisk "$BRISK_BUILD_S" "$W/bin/brisk" "$(gcc --version | head -1), make -j$NCPU, -O2"
+if [ -n "$BASELINE_BIN" ]; then
+    cp "$BASELINE_BIN" "$W/bin/brisk-base"
+    record_build brisk-base null "$W/bin/brisk-base" "prebuilt: $BASELINE_BIN"
+    record note "$(printf '"text":%s' "$(jstr "brisk-sqlite-base: $BASELINE_BIN (sha256 $(sha256sum "$BASELINE_BIN" | cut -c1-16), $("$W/bin/brisk-base" --version 2>&1 | head -n 1)), brisk-sqlite's configuration")")"
+fi
 
 step "build: limit server, load generator, JSON microbenchmark (C)"
 CFLAGS_B=(-O2 -g -Wall -Wextra -std=gnu11)
@@ -240,10 +271,10 @@ SERVER_PIDS=()
 cleanup() {
     local pid
     for pid in "${SERVER_PIDS[@]:-}"; do
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+        if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
     done
     for pid in "${SERVER_PIDS[@]:-}"; do
-        [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+        if [ -n "$pid" ]; then wait "$pid" 2>/dev/null || true; fi
     done
     pg_stop
 }
@@ -261,20 +292,22 @@ record meta_pg "$(printf '"version":%s,"fsync":"%s","synchronous_commit":"%s","s
     "$(psql -X -At "$PG_URL" -c 'SHOW shared_buffers')")"
 
 # ---------------------------------------------------------------- servers
-declare -A PORT CMD_ENV
-ALL_SERVERS=(brisk-sqlite brisk-pg go-gin go-nethttp rust-hyper)
+declare -A PORT
 PORT[brisk-sqlite]=$PORT_BASE
 PORT[brisk-pg]=$((PORT_BASE + 1))
 PORT[go-gin]=$((PORT_BASE + 2))
 PORT[go-nethttp]=$((PORT_BASE + 3))
 PORT[rust-hyper]=$((PORT_BASE + 4))
+PORT[brisk-sqlite-base]=$((PORT_BASE + 5))
 PORT[limit]=$((PORT_BASE + 10))
 SQLITE_DIR="$W/sqlite"
+SQLITE_BASE_DIR="$W/sqlite-base"
 
 # brisk: one loop per server core (its default counts all online cores, not
 # the affinity mask), no access log (the peers log nothing either), no
 # background order worker (not part of the benchmark subset).
 # BENCH_BRISK_ENV="VAR=value ..." adds settings (experiments; recorded in the results).
+# shellcheck disable=SC2206 # BENCH_BRISK_ENV is split into words on purpose
 BRISK_ENV=(BRISK_THREADS="$SRV_N" BRISK_LOG_LEVEL=warn BRISK_BG_WORKERS=0 ${BENCH_BRISK_ENV:-})
 [ -n "${BENCH_BRISK_ENV:-}" ] && record note "$(printf '"text":%s' "$(jstr "brisk ran with extra settings: $BENCH_BRISK_ENV")")"
 server_cmd() { # NAME: print the env + command line, one word per line
@@ -282,6 +315,8 @@ server_cmd() { # NAME: print the env + command line, one word per line
     case "$n" in
     brisk-sqlite) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
         BRISK_DATABASE_URL="sqlite:$SQLITE_DIR/brisk.db" "${PIN_SRV[@]}" "$W/bin/brisk" serve ;;
+    brisk-sqlite-base) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
+        BRISK_DATABASE_URL="sqlite:$SQLITE_BASE_DIR/brisk.db" "${PIN_SRV[@]}" "$W/bin/brisk-base" serve ;;
     brisk-pg) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
         BRISK_DATABASE_URL="$PG_URL" "${PIN_SRV[@]}" "$W/bin/brisk" serve ;;
     go-gin | go-nethttp | rust-hyper) printf '%s\n' env BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
@@ -294,14 +329,14 @@ server_cmd() { # NAME: print the env + command line, one word per line
 start_server() {
     local n="$1" keep="${2:-}" cmd
     mapfile -t cmd < <(server_cmd "$n")
-    python3 "$B/startup.py" --port "${PORT[$n]}" $keep --log "$LOGS/server-$n.log" -- "${cmd[@]}"
+    python3 "$B/startup.py" --port "${PORT[$n]}" ${keep:+"$keep"} --log "$LOGS/server-$n.log" -- "${cmd[@]}"
 }
 
 # brisk creates its schema at start-up: start brisk against PostgreSQL first so
 # the peers find brisk's own tables. A brisk without the PostgreSQL backend is
 # skipped, and the schema comes from src/db/migrations_pg.h instead.
-rm -rf "$SQLITE_DIR"
-mkdir -p "$SQLITE_DIR"
+rm -rf "$SQLITE_DIR" "$SQLITE_BASE_DIR"
+mkdir -p "$SQLITE_DIR" "$SQLITE_BASE_DIR"
 BRISK_PG_OK=1
 step "schema: brisk migrates the PostgreSQL database"
 if ! start_server brisk-pg >"$W/startup.tmp" 2>>"$LOGS/server-brisk-pg.log"; then
@@ -344,10 +379,12 @@ for n in limit "${SERVERS[@]}"; do
         "$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$n]}/status")")"
 done
 
-# Seed users: SQLite through brisk (its schema, its durability), PostgreSQL with
-# one INSERT (every PostgreSQL server reads the same rows).
+# Seed users: SQLite through brisk (its schema, its durability; each SQLite server
+# has its own file), PostgreSQL with one INSERT (every PostgreSQL server reads the
+# same rows).
 step "seed: $SEED_USERS users in SQLite (through brisk) and in PostgreSQL"
-IDS_SQLITE=$(python3 - "${PORT[brisk-sqlite]}" "$SEED_USERS" <<'EOF'
+seed_sqlite() { # PORT: prints "min:max" of the ids created
+    python3 - "$1" "$SEED_USERS" <<'EOF'
 import http.client, json, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -363,12 +400,16 @@ for i in range(n):
         sys.exit("seed: POST /users answered %d %r" % (r.status, data[:200]))
 print("%d:%d" % (min(ids), max(ids)))
 EOF
-)
+}
+declare -A IDS
+for n in brisk-sqlite brisk-sqlite-base; do
+    case " ${SERVERS[*]} " in *" $n "*) IDS[$n]=$(seed_sqlite "${PORT[$n]}") ;; esac
+done
 IDS_PG=$(psql -X -At -v ON_ERROR_STOP=1 "$PG_URL" -c "WITH s AS (INSERT INTO users (name, email)
     SELECT 'Seed User ' || g, 'seed-' || g || '@bench.example' FROM generate_series(1, $SEED_USERS) g
     RETURNING id) SELECT min(id) || ':' || max(id) FROM s")
 psql -X -q "$PG_URL" -c "ANALYZE users" >/dev/null
-ids_of() { [ "$1" = brisk-sqlite ] && echo "$IDS_SQLITE" || echo "$IDS_PG"; }
+ids_of() { echo "${IDS[$1]:-$IDS_PG}"; }
 
 step "check: every peer answers the benchmark subset like brisk"
 CHECK_ARGS=()
@@ -592,10 +633,10 @@ if [ "$QUICK" = 0 ] && command -v valgrind >/dev/null; then
         for lang in c rust; do
             bin="$W/bin/json_bench_c"
             [ "$lang" = rust ] && bin="$CARGO_TGT/release/json-bench"
-            a=$(ir_total "$bin" 20000 "$op")
-            z=$(ir_total "$bin" 0 "$op")
+            ir_a=$(ir_total "$bin" 20000 "$op")
+            ir_z=$(ir_total "$bin" 0 "$op")
             record json_ir "$(printf '"lang":"%s","op":"%s","ir_per_op":%d' "$lang" \
-                "$([ "$op" = encode ] && echo encode_user || echo decode_create_user)" $(((a - z) / 20000)))"
+                "$([ "$op" = encode ] && echo encode_user || echo decode_create_user)" $(((ir_a - ir_z) / 20000)))"
         done
     done
     rm -f "$W/cg.out"
@@ -603,7 +644,9 @@ fi
 
 # ---------------------------------------------------------------- report
 step "report"
-STAMP="$(date +%Y-%m-%d)-$(hostname -s)$([ "$QUICK" = 1 ] && echo -quick || true)"
+QSUFFIX=""
+[ "$QUICK" = 1 ] && QSUFFIX=-quick
+STAMP="$(date +%Y-%m-%d)-$(hostname -s)$QSUFFIX"
 python3 "$B/report.py" --raw "$RAW" --out "$B/results/$STAMP" --elapsed "$(($(date +%s) - T_START))"
 [ "$KEEP_WORK" = 1 ] || rm -rf "$PG_DIR"
 step "done in $(($(date +%s) - T_START))s: bench/results/$STAMP.md"
