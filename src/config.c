@@ -67,6 +67,8 @@ static const struct opt k_opts[] = {
      "background threads processing pending orders (0: none in this process)"},
     {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0, 600000,
      "5000", "SQLite: how long a write waits for the lock before 503"},
+    {"db-pool", "BRISK_DB_POOL", OPT_U64, OFF(db_pool), 1, 64, "2",
+     "PostgreSQL: connections per event-loop thread and per background worker"},
     {"sandbox", "BRISK_SANDBOX", OPT_STR, OFF(sandbox), 1, 8, "1",
      "syscall allowlist after start-up: 1 (on), 0 (off, for debugging), log (log, not refuse)"},
     {"user", "BRISK_USER", OPT_STR, OFF(user), 0, 63, "",

@@ -31,6 +31,7 @@ struct config {
     uint64_t idle_timeout_ms;
     uint64_t drain_seconds;
     uint64_t db_busy_timeout_ms;
+    uint64_t db_pool;
     uint64_t bg_workers;
     const char *sandbox; /* "1", "0" or "log": checked by sandbox_prepare */
     const char *user;    /* "" = stay the account brisk was started as */

@@ -77,7 +77,8 @@ int main(int argc, char **argv)
     }
 
     struct db_config dbc = {.url = cfg.database_url,
-                            .busy_timeout_ms = (int)cfg.db_busy_timeout_ms};
+                            .busy_timeout_ms = (int)cfg.db_busy_timeout_ms,
+                            .pool_size = (int)cfg.db_pool};
     if (db_migrate(&dbc) != 0)
         return 1;
     if (migrate_only) {

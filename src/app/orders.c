@@ -137,11 +137,7 @@ static bool idempotency_key(struct http_ctx *c, struct str *key)
     }
     if (!seen)
         return true;
-    bool ok = seen == 1 && key->len >= 1 && key->len <= IDEMPOTENCY_KEY_MAX;
-    for (size_t i = 0; ok && i < key->len; i++) {
-        unsigned char ch = (unsigned char)key->ptr[i];
-        ok = ch >= 0x20 && ch <= 0x7e;
-    }
+    bool ok = seen == 1 && pricing_printable_ascii(*key, IDEMPOTENCY_KEY_MAX);
     if (!ok)
         http_respond_error(c, 400, "invalid idempotency-key");
     return ok;
@@ -459,9 +455,8 @@ static int batch_read(struct arena *a, const struct str *body, const struct json
         snprintf(err, errcap, "orders[%zu].id must be a string", i);
         return 400;
     }
-    if (!pricing_visible_ascii(id->u.str, PRICING_SKU_MAX)) {
-        snprintf(err, errcap,
-                 "orders[%zu].id must be 1 to 64 printable ascii characters (no spaces)", i);
+    if (!pricing_printable_ascii(id->u.str, PRICING_SKU_MAX)) {
+        snprintf(err, errcap, "orders[%zu].id must be 1 to 64 printable ascii characters", i);
         return 400;
     }
     o->id = id->u.str;

@@ -26,16 +26,27 @@
 
 /* ---- lines ---- */
 
-bool pricing_visible_ascii(struct str s, size_t max)
+/* 1..max bytes, each in lo..0x7E */
+static bool ascii_run(struct str s, size_t max, unsigned char lo)
 {
     if (s.len < 1 || s.len > max)
         return false;
     for (size_t i = 0; i < s.len; i++) {
         unsigned char c = (unsigned char)s.ptr[i];
-        if (c < 0x21 || c > 0x7e)
+        if (c < lo || c > 0x7e)
             return false;
     }
     return true;
+}
+
+bool pricing_visible_ascii(struct str s, size_t max)
+{
+    return ascii_run(s, max, 0x21);
+}
+
+bool pricing_printable_ascii(struct str s, size_t max)
+{
+    return ascii_run(s, max, 0x20);
 }
 
 /* A JSON number literal without fraction or exponent (an integer, maybe beyond int64). */

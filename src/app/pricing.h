@@ -57,10 +57,16 @@ struct order_totals {
 };
 
 /*
- * True when s is 1..max bytes, each 0x21..0x7E (visible ASCII). The rule for
- * a sku (max PRICING_SKU_MAX) and for a batch order id.
+ * True when s is 1..max bytes, each 0x21..0x7E (visible ASCII): the rule for
+ * a sku (max PRICING_SKU_MAX).
  */
 bool pricing_visible_ascii(struct str s, size_t max);
+
+/*
+ * True when s is 1..max bytes, each 0x20..0x7E (printable ASCII, space
+ * included): the rule for a batch order id.
+ */
+bool pricing_printable_ascii(struct str s, size_t max);
 
 /*
  * Parse and validate the order lines in v (the value of the "items" member,

@@ -45,6 +45,7 @@ typedef void (*db_done_fn)(void *ctx, enum db_status st);
 struct db_config {
     const char *url; /* "sqlite:PATH" (or a plain path); postgres:// later */
     int busy_timeout_ms;
+    int pool_size; /* PostgreSQL connections per handle, 1..64; 0: the default (2) */
 };
 
 /*

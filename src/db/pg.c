@@ -2,8 +2,8 @@
  * pg.c - the PostgreSQL backend of db.h.
  *
  * Each event-loop thread owns one handle (struct db_pg) with a few libpq
- * connections (POOL_PER_LOOP) whose sockets are registered with that loop's
- * epoll. Nothing on a loop thread ever waits for the network:
+ * connections (db_config.pool_size, default POOL_DEFAULT) whose sockets are registered with that
+ * loop's epoll. Nothing on a loop thread ever waits for the network:
  *
  *   connect    PQconnectStartParams + PQconnectPoll, one poll per socket event
  *              (state CS_CONNECTING); then non-blocking mode, pipeline mode,
@@ -65,7 +65,8 @@
 #include "db/pq_load.h"
 #include "net/loop.h"
 
-#define POOL_PER_LOOP 2         /* connections per handle (per event-loop thread) */
+#define POOL_DEFAULT 2          /* connections per handle (per event-loop thread) */
+#define POOL_MAX 64             /* the most BRISK_DB_POOL may ask for */
 #define PIPELINE_MAX 128        /* queries in flight on one connection */
 #define QUEUE_MAX 4096          /* operations waiting for a connection, per handle */
 #define DEFAULT_TIMEOUT_MS 5000 /* queue wait, answer wait and connect limit */
@@ -321,7 +322,8 @@ struct db_pg {
     struct loop *loop;
     char label[LABEL_MAX]; /* host:port/dbname for log lines, never the URL */
     char *conninfo;
-    struct pg_conn conns[POOL_PER_LOOP];
+    struct pg_conn *conns; /* [nconns], set at open */
+    int nconns;
     struct pg_op *q_head, *q_tail; /* waiting simple operations */
     int nq;
     struct pg_op *txq_head, *txq_tail; /* waiting orders_process calls */
@@ -717,7 +719,7 @@ static bool conn_ready(const struct pg_conn *c)
 /* A connection is up or being set up: operations may wait for it. */
 static bool any_usable(const struct db_pg *pg)
 {
-    for (int i = 0; i < POOL_PER_LOOP; i++) {
+    for (int i = 0; i < pg->nconns; i++) {
         const struct pg_conn *c = &pg->conns[i];
         if (!c->broken && c->state != CS_DOWN)
             return true;
@@ -805,7 +807,7 @@ static void maybe_reconnect(struct db_pg *pg)
     if (pg->closing)
         return;
     uint64_t now = now_ms(pg);
-    for (int i = 0; i < POOL_PER_LOOP; i++) {
+    for (int i = 0; i < pg->nconns; i++) {
         struct pg_conn *c = &pg->conns[i];
         if (c->state == CS_DOWN && !c->broken &&
             (now >= c->retry_at_ms || atomic_load(&g_connect_epoch) != c->epoch))
@@ -875,7 +877,7 @@ static void dispatch(struct db_pg *pg)
     while (pg->txq_head) {
         struct pg_conn *best = NULL;
         int nready = 0, nreserved = 0;
-        for (int i = 0; i < POOL_PER_LOOP; i++) {
+        for (int i = 0; i < pg->nconns; i++) {
             struct pg_conn *c = &pg->conns[i];
             if (!conn_ready(c))
                 continue;
@@ -896,7 +898,7 @@ static void dispatch(struct db_pg *pg)
     }
     while (pg->q_head) {
         struct pg_conn *best = NULL;
-        for (int i = 0; i < POOL_PER_LOOP; i++) {
+        for (int i = 0; i < pg->nconns; i++) {
             struct pg_conn *c = &pg->conns[i];
             if (conn_ready(c) && !c->reserved && c->nsent < PIPELINE_MAX &&
                 (!best || c->nsent < best->nsent))
@@ -1052,7 +1054,7 @@ static void leave(struct db_pg *pg)
     }
     for (;;) {
         struct pg_conn *c = NULL;
-        for (int i = 0; i < POOL_PER_LOOP && !c; i++) {
+        for (int i = 0; i < pg->nconns && !c; i++) {
             if (pg->conns[i].broken)
                 c = &pg->conns[i];
         }
@@ -1061,7 +1063,7 @@ static void leave(struct db_pg *pg)
             continue;
         }
         bool again = false;
-        for (int i = 0; i < POOL_PER_LOOP; i++)
+        for (int i = 0; i < pg->nconns; i++)
             again |= conn_recheck(&pg->conns[i]);
         if (again)
             continue;
@@ -1933,7 +1935,7 @@ static void pg_tick(struct db *db)
     uint64_t now = now_ms(pg);
     expire_queue(pg, &pg->q_head, &pg->q_tail, &pg->nq, now);
     expire_queue(pg, &pg->txq_head, &pg->txq_tail, &pg->ntxq, now);
-    for (int i = 0; i < POOL_PER_LOOP; i++) {
+    for (int i = 0; i < pg->nconns; i++) {
         struct pg_conn *c = &pg->conns[i];
         if (c->broken)
             continue;
@@ -1955,7 +1957,7 @@ static void pg_stats(const struct db *db, struct db_stats *out)
 {
     const struct db_pg *pg = to_pg_const(db);
     out->connections = 0;
-    for (int i = 0; i < POOL_PER_LOOP; i++)
+    for (int i = 0; i < pg->nconns; i++)
         out->connections += conn_ready(&pg->conns[i]) && pg->conns[i].prepared;
     out->busy = pg->busy;
 }
@@ -1972,7 +1974,7 @@ static void pg_close(struct db *db)
         pg->batch_open = NULL;
         op_finish(pg, batch, DB_UNAVAILABLE);
     }
-    for (int i = 0; i < POOL_PER_LOOP; i++) {
+    for (int i = 0; i < pg->nconns; i++) {
         struct pg_conn *c = &pg->conns[i];
         if (c->conn || c->sent_head || c->reserved)
             conn_teardown(c);
@@ -1984,6 +1986,7 @@ static void pg_close(struct db *db)
         free(op->heap);
         free(op);
     }
+    free(pg->conns);
     free(pg->conninfo);
     free(pg);
 }
@@ -2028,7 +2031,11 @@ struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct
     if (!pg->conninfo)
         log_fatal("out of memory");
     pg->timeout_ms = cfg->busy_timeout_ms > 0 ? (uint64_t)cfg->busy_timeout_ms : DEFAULT_TIMEOUT_MS;
-    for (int i = 0; i < POOL_PER_LOOP; i++) {
+    pg->nconns = cfg->pool_size >= 1 && cfg->pool_size <= POOL_MAX ? cfg->pool_size : POOL_DEFAULT;
+    pg->conns = calloc((size_t)pg->nconns, sizeof *pg->conns);
+    if (!pg->conns)
+        log_fatal("out of memory");
+    for (int i = 0; i < pg->nconns; i++) {
         struct pg_conn *c = &pg->conns[i];
         c->io.on_event = conn_on_event;
         c->io.fd = -1;

@@ -341,6 +341,10 @@ def config_bad_values_exit_2(ctx):
         ({"BRISK_IDLE_TIMEOUT_MS": "1.5"}, "BRISK_IDLE_TIMEOUT_MS"),
         ({"BRISK_DRAIN_SECONDS": "-1"}, "BRISK_DRAIN_SECONDS"),
         ({"BRISK_DB_BUSY_TIMEOUT_MS": "x"}, "BRISK_DB_BUSY_TIMEOUT_MS"),
+        ({"BRISK_DB_POOL": "0"}, "BRISK_DB_POOL"),
+        ({"BRISK_DB_POOL": "65"}, "BRISK_DB_POOL"),
+        ({"BRISK_DB_POOL": "two"}, "BRISK_DB_POOL"),
+        ({"BRISK_DB_POOL": "-1"}, "BRISK_DB_POOL"),
     ]
     check_config_cases(ctx, cases)
 

@@ -490,6 +490,12 @@ def process_many(ctx):
     # ids are echoed as sent, duplicates included, order preserved
     orders = [{"id": i, "user_id": 7, "items": [line()]} for i in ("b", "a", "b", "~!\"\\", "z" * 64)]
     check_results(process(ctx, orders), orders)
+    # any printable ASCII, space included (inside, leading, trailing, alone)
+    orders = [{"id": i, "user_id": 7, "items": [line()]}
+              for i in ("A 1", " ", " lead", "trail ", "".join(map(chr, range(0x20, 0x5f))))]
+    r = process(ctx, orders)
+    check_results(r, orders)
+    eq(r.json()["results"][0]["id"], "A 1", "id with a space echoed")
     # unknown fields ignored
     orders = [{"id": "u", "user_id": 3, "items": [line()], "extra": [1, 2]}]
     r = ctx.req("POST", "/orders/process", {"orders": orders, "meta": {"a": 1}})
@@ -506,14 +512,15 @@ def process_validation(ctx):
     e(ctx.req("POST", "/orders/process", {"orders": {}}), 400, "orders must be an array")
     e(ctx.req("POST", "/orders/process", [good]), 400, "body must be a json object")
     e(ctx.req("POST", "/orders/process", {"orders": [good, 1]}), 400, "orders[1] must be an object")
-    id_rule = "orders[2].id must be 1 to 64 printable ascii characters (no spaces)"
+    id_rule = "orders[2].id must be 1 to 64 printable ascii characters"
     cases = [
         ({"user_id": 1, "items": [line()]}, "orders[2].id is required"),
         ({"id": None, "user_id": 1, "items": [line()]}, "orders[2].id is required"),
         ({"id": 5, "user_id": 1, "items": [line()]}, "orders[2].id must be a string"),
         ({"id": "", "user_id": 1, "items": [line()]}, id_rule),
         ({"id": "i" * 65, "user_id": 1, "items": [line()]}, id_rule),
-        ({"id": "a b", "user_id": 1, "items": [line()]}, id_rule),
+        ({"id": "a\tb", "user_id": 1, "items": [line()]}, id_rule),
+        ({"id": "a\u007fb", "user_id": 1, "items": [line()]}, id_rule),
         ({"id": "\u00e9", "user_id": 1, "items": [line()]}, id_rule),
         ({"id": "o", "items": [line()]}, "orders[2].user_id is required"),
         ({"id": "o", "user_id": 0, "items": [line()]}, "orders[2].user_id must be a positive integer"),
@@ -534,7 +541,7 @@ def process_validation(ctx):
     orders = batch(5000)
     orders[4321]["id"] = "x" * 65
     orders[4999]["user_id"] = -1
-    e(process(ctx, orders), 400, "orders[4321].id must be 1 to 64 printable ascii characters (no spaces)")
+    e(process(ctx, orders), 400, "orders[4321].id must be 1 to 64 printable ascii characters")
     # more than 100000 orders
     body = '{"orders":[' + ",".join(['{"id":"o","user_id":1,"items":[{"sku":"a","quantity":1,'
                                      '"unit_price_cents":1}]}'] * 100001) + "]}"

@@ -223,6 +223,12 @@ static void test_lines(void)
     ok(pricing_visible_ascii(STR_LIT("o-1"), 64) && !pricing_visible_ascii(STR_LIT(""), 64) &&
            !pricing_visible_ascii(STR_LIT("abc"), 2) && !pricing_visible_ascii(STR_LIT(" a"), 64),
        "visible ascii rule");
+    ok(pricing_printable_ascii(STR_LIT("A 1"), 64) && pricing_printable_ascii(STR_LIT(" "), 64) &&
+           pricing_printable_ascii(STR_LIT("~"), 1) && !pricing_printable_ascii(STR_LIT(""), 64) &&
+           !pricing_printable_ascii(STR_LIT("a\tb"), 64) &&
+           !pricing_printable_ascii(STR_LIT("a\x7f"), 64) &&
+           !pricing_printable_ascii(STR_LIT("ab"), 1),
+       "printable ascii rule (batch ids, idempotency keys)");
 }
 
 /* ---- pricing ---- */
