@@ -71,6 +71,7 @@ static void round_start(void *arg)
         return;
     w->busy = true;
     db_orders_process(w->db, w->cfg->batch, sign_one, round_done, w);
+    db_flush(w->db); /* SQLite: hand the batch to the writer now, not at some later turn */
 }
 
 static void pending_done(void *ctx, enum db_status st, int64_t n)

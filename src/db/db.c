@@ -140,7 +140,7 @@ struct db *db_open(const struct db_config *cfg, struct loop *loop)
     const char *path = NULL, *err = NULL;
     switch (classify_url(cfg->url, &path, &err)) {
     case BACKEND_SQLITE:
-        return db__sqlite_open(path, cfg);
+        return db__sqlite_open(path, cfg, loop);
     case BACKEND_POSTGRES:
         return db__pg_open(path, cfg, loop);
     case BACKEND_NONE:

@@ -76,11 +76,12 @@ struct db *db_open(const struct db_config *cfg, struct loop *loop);
 void db_tick(struct db *db);
 
 /*
- * Run the work a backend defers to the end of a loop turn. SQLite queues the
- * user creates of a turn and commits them here in one transaction - one
- * fsync for all, instead of one each - then calls their callbacks. The
- * owning loop calls this after each batch of events; it is cheap when nothing
- * waits. Until it runs, a create may not have called back yet.
+ * Run the work a backend defers to the end of a loop turn. SQLite hands the
+ * writes submitted during the turn to its writer thread, which commits them
+ * (with whatever else is waiting) in one transaction - one fsync for all -
+ * and answers them later through the loop. The owning loop calls this after
+ * each batch of events; a thread that submits writes outside such a loop
+ * (a background worker) calls it after submitting. Cheap when nothing waits.
  */
 void db_flush(struct db *db);
 
@@ -166,6 +167,8 @@ void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_
  * a process killed midway leaves every claimed order pending for the next
  * claimer and no order is ever marked twice. done(ctx, status, n_processed).
  * pending: done(ctx, status, number of pending orders) - the queue depth gauge.
+ * sign() may run on another thread (SQLite's writer) while the caller's loop
+ * waits for done: it must touch nothing but its ctx and thread-safe state.
  */
 typedef int (*db_sign_fn)(void *ctx, const struct db_order *o, char receipt[65]);
 typedef void (*db_count_fn)(void *ctx, enum db_status st, int64_t n);

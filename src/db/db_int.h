@@ -54,10 +54,12 @@ struct db {
  * SQLite backend (sqlite.c). `path` is the file name with any "sqlite:" prefix
  * already removed (NUL-terminated, owned by the caller, copied if kept).
  * db__sqlite_migrate returns 0 or -1 after logging; db__sqlite_open returns a
- * handle to free with db_close, or NULL after logging.
+ * handle to free with db_close, or NULL after logging. With a loop, writes
+ * run on the handle's writer thread and are answered through that loop;
+ * without one (tools, unit tests) they run inline (see sqlite.c).
  */
 int db__sqlite_migrate(const char *path, const struct db_config *cfg);
-struct db *db__sqlite_open(const char *path, const struct db_config *cfg);
+struct db *db__sqlite_open(const char *path, const struct db_config *cfg, struct loop *loop);
 
 /*
  * PostgreSQL backend (pg.c). `conninfo` is the URL or libpq string as given.

@@ -1,20 +1,35 @@
 /*
  * sqlite.c - the SQLite backend of db.h.
  *
- * Each event-loop thread opens its own connection (db_open) in SQLite's
- * multi-thread mode (SQLITE_OPEN_NOMUTEX): a connection is never shared, so
- * SQLite need not lock it. Every statement is prepared once at open and reused
- * with sqlite3_reset + sqlite3_clear_bindings; each operation blocks for at
- * most the busy timeout and calls row() and done() before it returns - except
- * user creates, which wait for db_flush at the end of the loop turn and are
- * then committed together in one transaction: one fsync for all of them
- * (group commit) instead of one each.
- * Threads and processes share the file through SQLite's own locking: in WAL
- * mode readers run beside the one writer, and writers queue on busy_timeout.
+ * Each handle (one per event-loop thread) has two connections in SQLite's
+ * multi-thread mode (SQLITE_OPEN_NOMUTEX: a connection is never used by two
+ * threads at once, so SQLite need not lock it):
+ *
+ *   reader  used on the loop thread for every read (get, list, ping, the
+ *           pending count). PRAGMA query_only. In WAL mode a read never
+ *           waits for a writer and never touches fsync.
+ *   writer  used only by the handle's writer thread. Every write - user
+ *           create, update and delete, order create with its idempotency
+ *           row, the background worker's claim-and-mark - is copied into a
+ *           struct sq_wop, handed over at db_flush (the end of the loop turn),
+ *           and run there with everything else that arrived meanwhile in one
+ *           BEGIN IMMEDIATE transaction: one fsync per group (group commit),
+ *           a savepoint per operation. Results come back through an eventfd
+ *           in the loop's epoll and are answered on the loop thread.
+ *
+ * So a loop thread never waits for the disk: an fsync that takes 200 ms
+ * delays the writes of that group, not the reads and /health beside them.
+ * Every statement is prepared once per connection and reused with
+ * sqlite3_reset + sqlite3_clear_bindings. Threads and processes share the
+ * file through SQLite's own locking: in WAL mode readers run beside the one
+ * writer, and writers queue on busy_timeout (on their writer threads).
+ * A handle opened without a loop (tools, unit tests) has no writer thread:
+ * its writes run inline, user creates at db_flush and the rest at once.
  *
  * db_migrate creates the file (and one missing parent directory), switches it
  * to WAL and applies migrations_sqlite.h.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -25,7 +40,11 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "base/compiler.h"
@@ -33,14 +52,19 @@
 #include "base/timefmt.h"
 #include "db/db_int.h"
 #include "db/migrations_sqlite.h"
+#include "net/loop.h"
 
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
 /* one row: a user (name <= 800 bytes, email <= 254) or an order (items <= about 20 KiB) */
 #define SCRATCH_MAX ((size_t)64 * 1024)
-/* User creates committed in one transaction at most; more are flushed at once. */
-#define CREATE_BATCH_MAX 256
-/* Their names and emails (<= 1054 bytes each): bounds a batch grown by callbacks while flushing. */
-#define CREATE_TEXT_MAX ((size_t)4 * 1024 * 1024)
+/* Write operations committed in one transaction at most. */
+#define GROUP_MAX 256
+/* Write operations waiting or running per handle at most; more get 503. */
+#define WRITES_MAX 4096
+/* One write's inputs and result: an order's lines twice, its key and hash (about 40 KiB). */
+#define WOP_TEXT_MAX ((size_t)256 * 1024)
+#define OP_TEXT_KEEP ((size_t)4 * 1024) /* text kept by a recycled operation */
+#define OP_FREE_MAX 256                 /* recycled operations kept per handle */
 
 _Static_assert(ARRAY_LEN(sqlite_migrations) > 0, "at least one migration");
 
@@ -54,6 +78,9 @@ enum stmt_id {
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
     ST_USER_EXISTS,
     ST_ORDER_BY_KEY,
     ST_ORDER_INSERT,
@@ -100,6 +127,10 @@ static const struct stmt_def {
     [ST_BEGIN] = {"begin", "BEGIN IMMEDIATE", 0, 0},
     [ST_COMMIT] = {"commit", "COMMIT", 0, 0},
     [ST_ROLLBACK] = {"rollback", "ROLLBACK", 0, 0},
+    /* One per write operation inside a group: a failing one is undone alone. */
+    [ST_SAVEPOINT] = {"savepoint", "SAVEPOINT w", 0, 0},
+    [ST_RELEASE] = {"release", "RELEASE w", 0, 0},
+    [ST_ROLLBACK_TO] = {"rollback_to", "ROLLBACK TO w", 0, 0},
     [ST_USER_EXISTS] = {"user_exists", "SELECT 1 FROM users WHERE id = ?1", 1, 1},
     [ST_ORDER_BY_KEY] = {"order_by_key",
                          "SELECT " ORDER_COLS ", request_hash FROM orders "
@@ -128,38 +159,78 @@ static const struct stmt_def {
                           0, 1},
 };
 
-/* A user create waiting for db_flush; its text is copied into the batch. */
-struct sq_create {
-    size_t name_off, name_len, email_off, email_len; /* in the batch's text */
-    db_user_fn row;
-    db_done_fn done;
-    void *ctx;
-    enum db_status status; /* filled by the flush */
-    int64_t id;
-    int64_t created_at;
+/* One connection with its prepared statements: the loop's reader or the writer's. */
+struct sq_conn {
+    sqlite3 *conn;
+    sqlite3_stmt *stmt[ST_COUNT];
+    const char *path;         /* the handle's, for log lines; a file path holds no secret */
+    int busy;                 /* 1 while an operation runs, row callbacks included */
+    int busy_ms;              /* how long to wait for a lock */
+    uint64_t busy_since;      /* when the current wait began (ns) */
+    bool unavailable;         /* an outage was logged and nothing has succeeded since */
+    unsigned long suppressed; /* outage errors not logged again since then */
+    struct buf scratch;       /* copy of the one row of a create/get/update */
 };
 
-struct sq_batch {
-    struct sq_create *v;
-    size_t n, cap;
+enum wop_kind { W_USER_CREATE, W_USER_UPDATE, W_USER_DELETE, W_ORDER_CREATE, W_ORDERS_PROCESS };
+
+/*
+ * One write operation on its way through the writer: its inputs copied into
+ * `text` when it is submitted (the caller's memory is not touched on the
+ * writer thread), its result copied behind them when it ran, answered on the
+ * loop thread. Offsets, not pointers: `text` may move while it grows.
+ */
+struct sq_wop {
+    struct sq_wop *next;
+    enum wop_kind kind;
+    int64_t id;                        /* update, delete: the user */
+    struct db_order_new order;         /* order create: slices as offsets (ptr NULL: absent) */
+    size_t a_off, a_len, b_off, b_len; /* inputs: name/email or items/key */
+    size_t h_off, h_len;               /* order create: request hash */
+    bool has_a, has_b;
+    int max; /* orders process */
+    db_sign_fn sign;
+    db_user_fn user_row;
+    db_order_fn order_row;
+    db_done_fn done;
+    db_count_fn count_done;
+    void *ctx;
+    /* result */
+    enum db_status status;
+    bool has_row;
+    bool r2_null;          /* an order without receipt */
+    size_t r1_off, r2_off; /* result text: name/email or items/receipt */
+    struct db_user user;   /* name/email slices as offsets into text */
+    struct db_order ord;   /* items/receipt slices as offsets into text */
+    int64_t count;
     struct buf text;
 };
 
 struct db_sqlite {
-    struct db base; /* first: db.c sees only this */
-    /* Two batches: creates made by the callbacks of a flush go to the other one. */
-    struct sq_batch batch[2];
-    int cur;             /* the batch creates are added to */
-    bool flushing;       /* a flush is running: it takes the other batch when done */
-    int busy_ms;         /* how long to wait for the write lock */
-    uint64_t busy_since; /* when the current wait began (ns) */
-    sqlite3 *conn;
-    sqlite3_stmt *stmt[ST_COUNT];
-    char *path;               /* for log lines; a file path holds no secret */
-    int busy;                 /* 1 while an operation runs, row callbacks included */
-    bool unavailable;         /* an outage was logged and nothing has succeeded since */
-    unsigned long suppressed; /* outage errors not logged again since then */
-    struct buf scratch;       /* copy of the one row of a create/get/update */
+    struct db base;    /* first: db.c sees only this */
+    struct sq_conn rd; /* the loop's: reads only (PRAGMA query_only) */
+    struct sq_conn wr; /* the writer's: every write, in group transactions */
+    char *path;
+    /* Loop thread only. */
+    struct sq_wop *p_head, *p_tail; /* submitted this turn, handed over at db_flush */
+    int np;
+    int inflight;  /* write operations not answered yet */
+    bool flushing; /* inline mode: a flush is running */
+    struct sq_wop *free_ops;
+    int nfree;
+    /* The writer thread; absent (inline mode: writes run in db_flush) without a loop. */
+    bool threaded;
+    struct loop *loop;
+    struct loop_io done_io; /* eventfd: the writer finished operations */
+    bool io_added;
+    pthread_t tid;
+    bool started;
+    bool sync_inited;
+    pthread_mutex_t mu; /* guards the two lists and stop */
+    pthread_cond_t cv;
+    struct sq_wop *q_head, *q_tail; /* handed over, not started */
+    struct sq_wop *d_head, *d_tail; /* done, to be answered on the loop */
+    bool stop;
 };
 
 static struct db_sqlite *to_sqlite(struct db *db)
@@ -438,7 +509,7 @@ out_close:
  * runs on this handle, i.e. from inside a row callback: its statement is still
  * stepping. done callbacks may start new operations.
  */
-static bool op_enter(struct db_sqlite *s, const char *op)
+static bool op_enter(struct sq_conn *s, const char *op)
 {
     if (unlikely(s->busy)) {
         log_error("db sqlite %s: %s called from inside another operation's row callback", s->path,
@@ -450,7 +521,7 @@ static bool op_enter(struct db_sqlite *s, const char *op)
 }
 
 /* The end of every operation that passed op_enter, whatever the outcome. */
-static void op_leave(struct db_sqlite *s, enum db_status status)
+static void op_leave(struct sq_conn *s, enum db_status status)
 {
     if (s->unavailable && status != DB_UNAVAILABLE) {
         log_info("db sqlite %s: database answers again (%lu more failures were not logged)",
@@ -480,7 +551,7 @@ static void stmt_release(sqlite3_stmt *st)
  * and is logged every time. Call before stmt_release so errmsg still
  * describes rc.
  */
-static enum db_status fail_status(struct db_sqlite *s, int rc, const char *op)
+static enum db_status fail_status(struct sq_conn *s, int rc, const char *op)
 {
     switch (rc & 0xff) {
     case SQLITE_BUSY:
@@ -513,7 +584,7 @@ static int bind_str(sqlite3_stmt *st, int idx, struct str v)
 }
 
 /* Read the current row (USER_COLS) into *out, pointing into the statement's memory. */
-static enum db_status read_user(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+static enum db_status read_user(struct sq_conn *s, sqlite3_stmt *st, const char *op,
                                 struct db_user *out)
 {
     const unsigned char *name = sqlite3_column_text(st, 1);
@@ -542,7 +613,7 @@ static enum db_status read_user(struct db_sqlite *s, sqlite3_stmt *st, const cha
 }
 
 /* Move u's text into s->scratch so it outlives the statement's next step or reset. */
-static enum db_status keep_user(struct db_sqlite *s, const char *op, struct db_user *u)
+static enum db_status keep_user(struct sq_conn *s, const char *op, struct db_user *u)
 {
     struct buf *b = &s->scratch;
 
@@ -567,7 +638,7 @@ static enum db_status keep_user(struct db_sqlite *s, const char *op, struct db_u
  * Returns DB_OK (*out filled), DB_NOT_FOUND, DB_CONFLICT (when
  * unique_is_conflict and the email index refused the row) or an error.
  */
-static enum db_status step_one_user(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+static enum db_status step_one_user(struct sq_conn *s, sqlite3_stmt *st, const char *op,
                                     bool unique_is_conflict, struct db_user *out)
 {
     enum db_status status;
@@ -598,7 +669,7 @@ out_fail:
 
 static void sq_ping(struct db *db, db_done_fn done, void *ctx)
 {
-    struct db_sqlite *s = to_sqlite(db);
+    struct sq_conn *s = &to_sqlite(db)->rd;
     const struct stmt_def *def = &stmt_defs[ST_PING];
     sqlite3_stmt *st = s->stmt[ST_PING];
     enum db_status status = DB_ERROR;
@@ -615,7 +686,7 @@ out_done:
 }
 
 /* create, get and update: one statement, one row. The caller has bound nothing yet. */
-static void run_user_stmt(struct db_sqlite *s, enum stmt_id id, int64_t user_id, struct str name,
+static void run_user_stmt(struct sq_conn *s, enum stmt_id id, int64_t user_id, struct str name,
                           struct str email, db_user_fn row, db_done_fn done, void *ctx)
 {
     const struct stmt_def *def = &stmt_defs[id];
@@ -664,52 +735,13 @@ out_done:
 
 static void sq_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
 {
-    run_user_stmt(to_sqlite(db), ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
-}
-
-static void sq_user_update(struct db *db, int64_t id, struct str name, struct str email,
-                           db_user_fn row, db_done_fn done, void *ctx)
-{
-    /* Nothing to change: answer with the current row and take no write lock. */
-    enum stmt_id st = (name.ptr || email.ptr) ? ST_USER_UPDATE : ST_USER_GET;
-    run_user_stmt(to_sqlite(db), st, id, name, email, row, done, ctx);
-}
-
-/*
- * The orders foreign key (enforced: foreign_keys=ON on every serving
- * connection, checked at open) refuses the delete of a user with orders
- * inside the DELETE statement itself, so check and delete are atomic without
- * an explicit transaction.
- */
-static void sq_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
-{
-    struct db_sqlite *s = to_sqlite(db);
-    const struct stmt_def *def = &stmt_defs[ST_USER_DELETE];
-    sqlite3_stmt *st = s->stmt[ST_USER_DELETE];
-    enum db_status status = DB_ERROR;
-    int rc;
-
-    if (!op_enter(s, def->name))
-        goto out_done;
-    rc = sqlite3_bind_int64(st, 1, id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        status = sqlite3_changes(s->conn) > 0 ? DB_OK : DB_NOT_FOUND;
-    else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
-        status = DB_HAS_CHILDREN; /* orders is the only table referencing users */
-    else
-        status = fail_status(s, rc, def->name);
-    stmt_release(st);
-    op_leave(s, status);
-out_done:
-    done(ctx, status);
+    run_user_stmt(&to_sqlite(db)->rd, ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
 }
 
 static void sq_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
                          void *ctx)
 {
-    struct db_sqlite *s = to_sqlite(db);
+    struct sq_conn *s = &to_sqlite(db)->rd;
     const struct stmt_def *def = &stmt_defs[ST_USER_LIST];
     sqlite3_stmt *st = s->stmt[ST_USER_LIST];
     enum db_status status = DB_ERROR;
@@ -752,7 +784,7 @@ out_done:
  * Run a statement that returns nothing (BEGIN, COMMIT, ROLLBACK, ...) and
  * reset it. Returns SQLITE_OK or the step's error code.
  */
-static int step_done(struct db_sqlite *s, enum stmt_id id)
+static int step_done(struct sq_conn *s, enum stmt_id id)
 {
     sqlite3_stmt *st = s->stmt[id];
     int rc = sqlite3_step(st);
@@ -764,7 +796,7 @@ static int step_done(struct db_sqlite *s, enum stmt_id id)
  * End a failed transaction, if one is still open (SQLite rolls back on its
  * own after some errors). Every statement must be reset before this.
  */
-static void tx_rollback(struct db_sqlite *s)
+static void tx_rollback(struct sq_conn *s)
 {
     if (!sqlite3_get_autocommit(s->conn)) {
         int rc = step_done(s, ST_ROLLBACK);
@@ -775,7 +807,7 @@ static void tx_rollback(struct db_sqlite *s)
 }
 
 /* Commit; on failure roll back and map the error. */
-static enum db_status tx_commit(struct db_sqlite *s, const char *op)
+static enum db_status tx_commit(struct sq_conn *s, const char *op)
 {
     int rc = step_done(s, ST_COMMIT);
     if (rc == SQLITE_OK)
@@ -783,144 +815,6 @@ static enum db_status tx_commit(struct db_sqlite *s, const char *op)
     enum db_status st = fail_status(s, rc, op);
     tx_rollback(s);
     return st;
-}
-
-/*
- * Insert every create of batch b in one transaction. A create refused by the
- * email index is rolled back alone (SQLite undoes just the failed statement)
- * and reported as a conflict; any other failure - BEGIN busy past the
- * timeout, disk full, the COMMIT itself - fails the whole batch, so no row
- * is reported that was not durably committed. Fills each create's status.
- */
-static void batch_insert(struct db_sqlite *s, struct sq_batch *b)
-{
-    const char *op = stmt_defs[ST_USER_INSERT].name;
-    sqlite3_stmt *st = s->stmt[ST_USER_INSERT];
-    enum db_status status = DB_OK;
-    size_t i;
-    int rc = step_done(s, ST_BEGIN);
-
-    if (rc != SQLITE_OK) {
-        status = fail_status(s, rc, op);
-        goto out_fail;
-    }
-    for (i = 0; i < b->n; i++) {
-        struct sq_create *e = &b->v[i];
-        struct db_user u = {0};
-
-        rc = bind_str(st, 1, (struct str){b->text.data + e->name_off, e->name_len});
-        if (rc == SQLITE_OK)
-            rc = bind_str(st, 2, (struct str){b->text.data + e->email_off, e->email_len});
-        if (rc == SQLITE_OK)
-            rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            e->status = read_user(s, st, op, &u);
-            e->id = u.id;
-            e->created_at = u.created_at;
-            rc = e->status == DB_OK ? sqlite3_step(st) : SQLITE_DONE;
-            if (rc == SQLITE_ROW) {
-                log_error("db sqlite %s: %s: more than one row", s->path, op);
-                e->status = DB_ERROR;
-                rc = SQLITE_DONE;
-            }
-        } else if (rc == SQLITE_DONE) {
-            log_error("db sqlite %s: %s: INSERT RETURNING gave no row", s->path, op);
-            e->status = DB_ERROR;
-        } else if (rc == SQLITE_CONSTRAINT_UNIQUE) {
-            e->status = DB_CONFLICT; /* the only UNIQUE besides the id is lower(email) */
-            rc = SQLITE_DONE;
-        }
-        if (rc != SQLITE_DONE) {
-            status = fail_status(s, rc, op);
-            stmt_release(st);
-            tx_rollback(s);
-            goto out_fail;
-        }
-        stmt_release(st);
-    }
-    status = tx_commit(s, op);
-    if (status == DB_OK)
-        return;
-
-out_fail:
-    for (i = 0; i < b->n; i++)
-        b->v[i].status = status;
-}
-
-/*
- * Commit the creates waiting in the current batch, then answer them. The
- * callbacks may create more users: those go to the other batch, flushed by
- * the next round of the loop here.
- */
-static void sq_flush(struct db *db)
-{
-    struct db_sqlite *s = to_sqlite(db);
-
-    if (s->flushing)
-        return;
-    s->flushing = true;
-    while (s->batch[s->cur].n) {
-        struct sq_batch *b = &s->batch[s->cur];
-        s->cur ^= 1;
-        if (op_enter(s, "user_create")) {
-            batch_insert(s, b);
-            op_leave(s, b->v[0].status);
-        } else {
-            for (size_t i = 0; i < b->n; i++)
-                b->v[i].status = DB_ERROR;
-        }
-        for (size_t i = 0; i < b->n; i++) {
-            struct sq_create *e = &b->v[i];
-            if (e->status == DB_OK && e->row) {
-                struct db_user u = {
-                    .id = e->id,
-                    .name = {b->text.data + e->name_off, e->name_len},
-                    .email = {b->text.data + e->email_off, e->email_len},
-                    .created_at = e->created_at,
-                };
-                e->row(e->ctx, &u);
-            }
-            e->done(e->ctx, e->status);
-        }
-        b->n = 0;
-        buf_reset(&b->text);
-        buf_shrink(&b->text, (size_t)64 * 1024);
-    }
-    s->flushing = false;
-}
-
-/* Queue the create for the end of the loop turn (sq_flush). */
-static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
-                           db_done_fn done, void *ctx)
-{
-    struct db_sqlite *s = to_sqlite(db);
-    struct sq_batch *b = &s->batch[s->cur];
-    struct sq_create *e;
-
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16;
-        struct sq_create *v = realloc(b->v, cap * sizeof *v);
-        if (!v)
-            log_fatal("out of memory");
-        b->v = v;
-        b->cap = cap;
-    }
-    if (buf_reserve(&b->text, name.len + email.len)) {
-        log_error("db sqlite %s: user_create: %zu bytes of users already wait for a commit",
-                  s->path, b->text.len);
-        done(ctx, DB_UNAVAILABLE);
-        return;
-    }
-    e = &b->v[b->n++];
-    *e = (struct sq_create){.row = row, .done = done, .ctx = ctx, .status = DB_ERROR};
-    e->name_off = b->text.len;
-    e->name_len = name.len;
-    buf_append(&b->text, name.ptr, name.len);
-    e->email_off = b->text.len;
-    e->email_len = email.len;
-    buf_append(&b->text, email.ptr, email.len);
-    if (b->n >= CREATE_BATCH_MAX)
-        sq_flush(db);
 }
 
 /* Column i as a slice (NULL ptr for SQL NULL). */
@@ -933,7 +827,7 @@ static struct str column_str(sqlite3_stmt *st, int i)
 }
 
 /* Read the current row (ORDER_COLS) into *out, pointing into the statement's memory. */
-static enum db_status read_order(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+static enum db_status read_order(struct sq_conn *s, sqlite3_stmt *st, const char *op,
                                  struct db_order *out)
 {
     struct str status = column_str(st, 2);
@@ -968,7 +862,7 @@ static enum db_status read_order(struct db_sqlite *s, sqlite3_stmt *st, const ch
 }
 
 /* Move o's text into s->scratch so it outlives the statement's next step or reset. */
-static enum db_status keep_order(struct db_sqlite *s, const char *op, struct db_order *o)
+static enum db_status keep_order(struct sq_conn *s, const char *op, struct db_order *o)
 {
     struct buf *b = &s->scratch;
 
@@ -992,7 +886,7 @@ static enum db_status keep_order(struct db_sqlite *s, const char *op, struct db_
  * keep the row in s->scratch. Returns DB_OK (*out filled), DB_NOT_FOUND (no
  * row) or an error status with rc_out the failing code.
  */
-static enum db_status step_one_order(struct db_sqlite *s, sqlite3_stmt *st, const char *op,
+static enum db_status step_one_order(struct sq_conn *s, sqlite3_stmt *st, const char *op,
                                      struct db_order *out, int *rc_out)
 {
     enum db_status status;
@@ -1020,7 +914,7 @@ static enum db_status step_one_order(struct db_sqlite *s, sqlite3_stmt *st, cons
 }
 
 /* Does user id exist? DB_OK, DB_NOT_FOUND or an error (inside the caller's transaction, if any). */
-static enum db_status user_exists(struct db_sqlite *s, int64_t id, const char *op)
+static enum db_status user_exists(struct sq_conn *s, int64_t id, const char *op)
 {
     sqlite3_stmt *st = s->stmt[ST_USER_EXISTS];
     enum db_status status;
@@ -1043,7 +937,7 @@ static enum db_status user_exists(struct db_sqlite *s, int64_t id, const char *o
  * key is new, DB_REPLAYED (*out kept in scratch) when it was stored with the
  * same request hash, DB_KEY_REUSED when with another.
  */
-static enum db_status order_by_key(struct db_sqlite *s, struct str key, struct str hash,
+static enum db_status order_by_key(struct sq_conn *s, struct str key, struct str hash,
                                    const char *op, struct db_order *out)
 {
     sqlite3_stmt *st = s->stmt[ST_ORDER_BY_KEY];
@@ -1075,8 +969,8 @@ out_release:
 }
 
 /* Insert the order; *out kept in scratch. The caller holds the write transaction. */
-static enum db_status order_insert(struct db_sqlite *s, const struct db_order_new *o,
-                                   const char *op, struct db_order *out)
+static enum db_status order_insert(struct sq_conn *s, const struct db_order_new *o, const char *op,
+                                   struct db_order *out)
 {
     sqlite3_stmt *st = s->stmt[ST_ORDER_INSERT];
     enum db_status status;
@@ -1115,56 +1009,9 @@ out_release:
     return status;
 }
 
-/*
- * One write transaction: the user must exist; a known idempotency key answers
- * with the first order (or refuses another request); otherwise insert. The row
- * is reported only after COMMIT succeeded, so a caller never sees an order
- * that was not stored.
- */
-static void sq_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
-                            db_done_fn done, void *ctx)
-{
-    struct db_sqlite *s = to_sqlite(db);
-    const char *op = stmt_defs[ST_ORDER_INSERT].name;
-    struct db_order out;
-    enum db_status status = DB_ERROR;
-    int rc;
-
-    if (!op_enter(s, op))
-        goto out_done;
-    rc = step_done(s, ST_BEGIN);
-    if (rc != SQLITE_OK) {
-        status = fail_status(s, rc, op);
-        tx_rollback(s);
-        goto out_leave;
-    }
-    status = user_exists(s, o->user_id, op);
-    if (status == DB_OK && o->idempotency_key.ptr) {
-        status = order_by_key(s, o->idempotency_key, o->request_hash, op, &out);
-        if (status == DB_NOT_FOUND)
-            status = DB_OK; /* a new key */
-    }
-    if (status == DB_OK)
-        status = order_insert(s, o, op, &out);
-    if (status == DB_OK || status == DB_REPLAYED || status == DB_KEY_REUSED) {
-        enum db_status cst = tx_commit(s, op);
-        if (cst != DB_OK)
-            status = cst;
-    } else {
-        tx_rollback(s);
-    }
-    if ((status == DB_OK || status == DB_REPLAYED) && row)
-        row(ctx, &out); /* out's text lives in s->scratch */
-
-out_leave:
-    op_leave(s, status);
-out_done:
-    done(ctx, status);
-}
-
 static void sq_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
 {
-    struct db_sqlite *s = to_sqlite(db);
+    struct sq_conn *s = &to_sqlite(db)->rd;
     const struct stmt_def *def = &stmt_defs[ST_ORDER_GET];
     sqlite3_stmt *st = s->stmt[ST_ORDER_GET];
     struct db_order out;
@@ -1197,7 +1044,7 @@ out_done:
 static void sq_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
                           db_done_fn done, void *ctx)
 {
-    struct db_sqlite *s = to_sqlite(db);
+    struct sq_conn *s = &to_sqlite(db)->rd;
     const struct stmt_def *def = &stmt_defs[ST_ORDER_LIST];
     sqlite3_stmt *st = s->stmt[ST_ORDER_LIST];
     enum db_status status = DB_ERROR;
@@ -1235,7 +1082,7 @@ out_done:
 }
 
 /* Claim up to max pending ids (ascending) into ids; the caller holds the write lock. */
-static enum db_status pending_ids(struct db_sqlite *s, int max, int64_t *ids, int *out_n)
+static enum db_status pending_ids(struct sq_conn *s, int max, int64_t *ids, int *out_n)
 {
     const char *op = stmt_defs[ST_PENDING_IDS].name;
     sqlite3_stmt *st = s->stmt[ST_PENDING_IDS];
@@ -1260,7 +1107,7 @@ static enum db_status pending_ids(struct db_sqlite *s, int max, int64_t *ids, in
  * Sign order id and mark it processed. *marked tells whether it was. An
  * order sign() refuses stays pending; only database errors fail the batch.
  */
-static enum db_status process_one(struct db_sqlite *s, int64_t id, db_sign_fn sign, void *ctx,
+static enum db_status process_one(struct sq_conn *s, int64_t id, db_sign_fn sign, void *ctx,
                                   bool *marked)
 {
     const char *op = stmt_defs[ST_PENDING_IDS].name;
@@ -1312,62 +1159,9 @@ static enum db_status process_one(struct db_sqlite *s, int64_t id, db_sign_fn si
     return status;
 }
 
-/*
- * One BEGIN IMMEDIATE transaction: SQLite's single writer lock is the claim
- * (other handles and processes wait for it, then see these orders processed).
- * The ids are read first and the statement reset, so no SELECT is stepping
- * over rows the UPDATEs change; then each order is read, signed and marked.
- * A crash before COMMIT leaves every order of the batch pending.
- */
-static void sq_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx)
-{
-    struct db_sqlite *s = to_sqlite(db);
-    const char *op = stmt_defs[ST_PENDING_IDS].name;
-    enum db_status status = DB_ERROR;
-    int64_t *ids = NULL;
-    int64_t processed = 0;
-    int n = 0, rc;
-
-    if (!op_enter(s, op))
-        goto out_done;
-    if (max <= 0) {
-        status = DB_OK;
-        goto out_leave;
-    }
-    if (max > PROCESS_MAX)
-        max = PROCESS_MAX;
-    ids = malloc((size_t)max * sizeof *ids);
-    if (!ids)
-        log_fatal("out of memory");
-    rc = step_done(s, ST_BEGIN);
-    if (rc != SQLITE_OK) {
-        status = fail_status(s, rc, op);
-        tx_rollback(s);
-        goto out_leave;
-    }
-    status = pending_ids(s, max, ids, &n);
-    for (int i = 0; i < n && status == DB_OK; i++) {
-        bool marked;
-        status = process_one(s, ids[i], sign, ctx, &marked);
-        processed += marked;
-    }
-    if (status == DB_OK)
-        status = tx_commit(s, op);
-    else
-        tx_rollback(s);
-    if (status != DB_OK)
-        processed = 0;
-
-out_leave:
-    op_leave(s, status);
-out_done:
-    free(ids);
-    done(ctx, status, processed);
-}
-
 static void sq_orders_pending(struct db *db, db_count_fn done, void *ctx)
 {
-    struct db_sqlite *s = to_sqlite(db);
+    struct sq_conn *s = &to_sqlite(db)->rd;
     const struct stmt_def *def = &stmt_defs[ST_PENDING_COUNT];
     sqlite3_stmt *st = s->stmt[ST_PENDING_COUNT];
     enum db_status status = DB_ERROR;
@@ -1389,32 +1183,659 @@ out_done:
     done(ctx, status, n);
 }
 
+/* ---- writes: the writer thread and its group transactions ---- */
+
+static struct str wop_str(const struct sq_wop *op, size_t off, size_t len)
+{
+    return (struct str){op->text.data + off, len};
+}
+
+/* Append v to op's text; false when it does not fit (the bound is far above any valid row). */
+static bool wop_keep(struct sq_wop *op, struct str v, size_t *off)
+{
+    if (buf_reserve(&op->text, v.len + 1))
+        return false;
+    *off = op->text.len;
+    buf_append(&op->text, v.ptr, v.len);
+    return true;
+}
+
+/* Copy the user row just read (in w->scratch) behind op's inputs. */
+static enum db_status wop_keep_user(struct sq_conn *w, struct sq_wop *op, const struct db_user *u,
+                                    const char *name)
+{
+    op->user = *u;
+    if (!wop_keep(op, u->name, &op->r1_off) || !wop_keep(op, u->email, &op->r2_off)) {
+        log_error("db sqlite %s: %s: user %lld does not fit its operation buffer", w->path, name,
+                  (long long)u->id);
+        return DB_ERROR;
+    }
+    op->has_row = true;
+    return DB_OK;
+}
+
+static enum db_status wop_keep_order(struct sq_conn *w, struct sq_wop *op, const struct db_order *o,
+                                     const char *name)
+{
+    op->ord = *o;
+    op->r2_null = o->receipt.ptr == NULL;
+    if (!wop_keep(op, o->items, &op->r1_off) ||
+        (o->receipt.ptr && !wop_keep(op, o->receipt, &op->r2_off))) {
+        log_error("db sqlite %s: %s: order %lld does not fit its operation buffer", w->path, name,
+                  (long long)o->id);
+        return DB_ERROR;
+    }
+    op->has_row = true;
+    return DB_OK;
+}
+
+/* INSERT ... RETURNING or UPDATE ... RETURNING one user. */
+static enum db_status w_user_write(struct sq_conn *w, struct sq_wop *op)
+{
+    enum stmt_id id = op->kind == W_USER_CREATE ? ST_USER_INSERT : ST_USER_UPDATE;
+    const char *name = stmt_defs[id].name;
+    sqlite3_stmt *st = w->stmt[id];
+    struct str a = op->has_a ? wop_str(op, op->a_off, op->a_len) : STR_NULL;
+    struct str b = op->has_b ? wop_str(op, op->b_off, op->b_len) : STR_NULL;
+    struct db_user u = {0};
+    enum db_status status;
+    int i = 1;
+    int rc = id == ST_USER_UPDATE ? sqlite3_bind_int64(st, i++, op->id) : SQLITE_OK;
+
+    if (rc == SQLITE_OK)
+        rc = bind_str(st, i++, a);
+    if (rc == SQLITE_OK)
+        rc = bind_str(st, i, b);
+    if (rc != SQLITE_OK) {
+        status = fail_status(w, rc, name);
+        goto out_release;
+    }
+    status = step_one_user(w, st, name, true, &u);
+    if (status == DB_NOT_FOUND && id == ST_USER_INSERT) {
+        log_error("db sqlite %s: %s: INSERT RETURNING gave no row", w->path, name);
+        status = DB_ERROR;
+    }
+    if (status == DB_OK)
+        status = wop_keep_user(w, op, &u, name);
+
+out_release:
+    stmt_release(st);
+    return status;
+}
+
+/*
+ * The orders foreign key (enforced: foreign_keys=ON on every connection,
+ * checked at open) refuses the delete of a user with orders inside the DELETE
+ * statement itself, so check and delete are one statement.
+ */
+static enum db_status w_user_delete(struct sq_conn *w, struct sq_wop *op)
+{
+    const char *name = stmt_defs[ST_USER_DELETE].name;
+    sqlite3_stmt *st = w->stmt[ST_USER_DELETE];
+    enum db_status status;
+    int rc = sqlite3_bind_int64(st, 1, op->id);
+
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        status = sqlite3_changes(w->conn) > 0 ? DB_OK : DB_NOT_FOUND;
+    else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+        status = DB_HAS_CHILDREN; /* orders is the only table referencing users */
+    else
+        status = fail_status(w, rc, name);
+    stmt_release(st);
+    return status;
+}
+
+/*
+ * Under the group's write lock: the user must exist; a known idempotency key
+ * answers with the first order (or refuses another request); otherwise insert.
+ */
+static enum db_status w_order_create(struct sq_conn *w, struct sq_wop *op)
+{
+    const char *name = stmt_defs[ST_ORDER_INSERT].name;
+    struct db_order_new o = op->order;
+    struct db_order out;
+    enum db_status status;
+
+    o.items = wop_str(op, op->a_off, op->a_len);
+    o.idempotency_key = op->has_b ? wop_str(op, op->b_off, op->b_len) : STR_NULL;
+    o.request_hash = op->has_b ? wop_str(op, op->h_off, op->h_len) : STR_NULL;
+    status = user_exists(w, o.user_id, name);
+    if (status == DB_OK && o.idempotency_key.ptr) {
+        status = order_by_key(w, o.idempotency_key, o.request_hash, name, &out);
+        if (status == DB_NOT_FOUND)
+            status = DB_OK; /* a new key */
+    }
+    if (status == DB_OK)
+        status = order_insert(w, &o, name, &out);
+    if (status == DB_OK || status == DB_REPLAYED) {
+        enum db_status kst = wop_keep_order(w, op, &out, name);
+        if (kst != DB_OK)
+            status = kst;
+    }
+    return status;
+}
+
+/*
+ * SQLite's single writer lock is the claim (other handles and processes wait
+ * for it, then see these orders processed). The ids are read first and the
+ * statement reset, so no SELECT is stepping over rows the UPDATEs change;
+ * then each order is read, signed (on this thread) and marked. A crash before
+ * COMMIT leaves every order of the batch pending.
+ */
+static enum db_status w_orders_process(struct sq_conn *w, struct sq_wop *op)
+{
+    int max = op->max > PROCESS_MAX ? PROCESS_MAX : op->max;
+    enum db_status status;
+    int64_t *ids;
+    int n = 0;
+
+    if (max <= 0)
+        return DB_OK;
+    ids = malloc((size_t)max * sizeof *ids);
+    if (!ids)
+        log_fatal("out of memory");
+    status = pending_ids(w, max, ids, &n);
+    for (int i = 0; i < n && status == DB_OK; i++) {
+        bool marked;
+        status = process_one(w, ids[i], op->sign, op->ctx, &marked);
+        op->count += marked;
+    }
+    free(ids);
+    return status;
+}
+
+static enum db_status wop_exec(struct sq_conn *w, struct sq_wop *op)
+{
+    switch (op->kind) {
+    case W_USER_CREATE:
+    case W_USER_UPDATE:
+        return w_user_write(w, op);
+    case W_USER_DELETE:
+        return w_user_delete(w, op);
+    case W_ORDER_CREATE:
+        return w_order_create(w, op);
+    case W_ORDERS_PROCESS:
+        return w_orders_process(w, op);
+    }
+    return DB_ERROR;
+}
+
+/*
+ * Run the operations of list `head` in one BEGIN IMMEDIATE transaction: one
+ * fsync for all of them (group commit). Each runs inside its own savepoint,
+ * so one that fails (a refused row, a caller bug) is undone alone and the
+ * others go on; a failure of the transaction itself - BEGIN busy past the
+ * timeout, disk full, SQLite rolling back on its own, the COMMIT - fails
+ * every operation, so no result is reported that was not durably committed.
+ * Fills each operation's status and result.
+ */
+static void group_run(struct sq_conn *w, struct sq_wop *head)
+{
+    enum db_status gst;
+    struct sq_wop *op;
+    int rc;
+
+    w->busy = 1;
+    rc = step_done(w, ST_BEGIN);
+    if (rc != SQLITE_OK) {
+        gst = fail_status(w, rc, "begin");
+        tx_rollback(w);
+        goto out_fail;
+    }
+    for (op = head; op; op = op->next) {
+        rc = step_done(w, ST_SAVEPOINT);
+        if (rc != SQLITE_OK) {
+            gst = fail_status(w, rc, "savepoint");
+            tx_rollback(w);
+            goto out_fail;
+        }
+        op->status = wop_exec(w, op);
+        if (op->status != DB_ERROR && op->status != DB_UNAVAILABLE) {
+            rc = step_done(w, ST_RELEASE);
+        } else if (sqlite3_get_autocommit(w->conn)) {
+            gst = op->status; /* SQLite ended the transaction: the earlier work is gone too */
+            goto out_fail;
+        } else {
+            op->has_row = false;
+            op->count = 0;
+            rc = step_done(w, ST_ROLLBACK_TO);
+            if (rc == SQLITE_OK)
+                rc = step_done(w, ST_RELEASE);
+        }
+        if (rc != SQLITE_OK) {
+            gst = fail_status(w, rc, "release");
+            tx_rollback(w);
+            goto out_fail;
+        }
+    }
+    gst = tx_commit(w, "commit");
+    if (gst == DB_OK) {
+        op_leave(w, DB_OK);
+        return;
+    }
+
+out_fail:
+    for (op = head; op; op = op->next) {
+        op->status = gst;
+        op->has_row = false;
+        op->count = 0;
+    }
+    op_leave(w, gst);
+}
+
+/* Cut list *head after at most GROUP_MAX operations; returns the first part. */
+static struct sq_wop *take_group(struct sq_wop **head, struct sq_wop **tail)
+{
+    struct sq_wop *first = *head, *last = first;
+    for (int n = 1; n < GROUP_MAX && last->next; n++)
+        last = last->next;
+    *head = last->next;
+    if (!*head)
+        *tail = NULL;
+    last->next = NULL;
+    return first;
+}
+
+static void list_append(struct sq_wop **head, struct sq_wop **tail, struct sq_wop *first,
+                        struct sq_wop *last)
+{
+    if (*tail)
+        (*tail)->next = first;
+    else
+        *head = first;
+    *tail = last;
+}
+
+/*
+ * The writer thread: takes whatever the loop handed over (everything that
+ * arrived while the previous group was committing), commits it as one
+ * group, hands the results back through the eventfd. Exits at stop without
+ * starting what is still queued.
+ */
+static void *writer_main(void *arg)
+{
+    struct db_sqlite *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->q_head && !s->stop)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->stop)
+            break;
+        struct sq_wop *group = take_group(&s->q_head, &s->q_tail);
+        pthread_mutex_unlock(&s->mu);
+
+        group_run(&s->wr, group);
+        struct sq_wop *last = group;
+        while (last->next)
+            last = last->next;
+        pthread_mutex_lock(&s->mu);
+        list_append(&s->d_head, &s->d_tail, group, last);
+        pthread_mutex_unlock(&s->mu);
+        uint64_t one = 1;
+        /* EAGAIN only when the counter is near overflow: the loop is woken already */
+        if (write(s->done_io.fd, &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN)
+            log_error("db sqlite %s: waking the loop failed: %s", s->path, strerror(errno));
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    log_thread_done();
+    return NULL;
+}
+
+static struct sq_wop *wop_new(struct db_sqlite *s, enum wop_kind kind)
+{
+    struct sq_wop *op = s->free_ops;
+    struct buf text;
+
+    if (op) {
+        s->free_ops = op->next;
+        s->nfree--;
+        text = op->text;
+        buf_reset(&text);
+    } else {
+        op = malloc(sizeof *op);
+        if (!op)
+            log_fatal("out of memory");
+        buf_init(&text, WOP_TEXT_MAX);
+    }
+    memset(op, 0, sizeof *op);
+    op->text = text;
+    op->kind = kind;
+    op->status = DB_ERROR;
+    return op;
+}
+
+static void wop_free(struct db_sqlite *s, struct sq_wop *op)
+{
+    if (s->nfree >= OP_FREE_MAX) {
+        buf_free(&op->text);
+        free(op);
+        return;
+    }
+    buf_shrink(&op->text, OP_TEXT_KEEP);
+    op->next = s->free_ops;
+    s->free_ops = op;
+    s->nfree++;
+}
+
+/* Call op's callbacks with its result (loop thread), then recycle it. */
+static void wop_answer(struct db_sqlite *s, struct sq_wop *op)
+{
+    s->inflight--;
+    switch (op->kind) {
+    case W_USER_CREATE:
+    case W_USER_UPDATE:
+        if (op->status == DB_OK && op->has_row && op->user_row) {
+            struct db_user u = op->user;
+            u.name.ptr = op->text.data + op->r1_off;
+            u.email.ptr = op->text.data + op->r2_off;
+            op->user_row(op->ctx, &u);
+        }
+        op->done(op->ctx, op->status);
+        break;
+    case W_USER_DELETE:
+        op->done(op->ctx, op->status);
+        break;
+    case W_ORDER_CREATE:
+        if ((op->status == DB_OK || op->status == DB_REPLAYED) && op->has_row && op->order_row) {
+            struct db_order o = op->ord;
+            o.items.ptr = op->text.data + op->r1_off;
+            o.receipt.ptr = op->r2_null ? NULL : op->text.data + op->r2_off;
+            op->order_row(op->ctx, &o);
+        }
+        op->done(op->ctx, op->status);
+        break;
+    case W_ORDERS_PROCESS:
+        op->count_done(op->ctx, op->status, op->count);
+        break;
+    }
+    wop_free(s, op);
+}
+
+static void answer_list(struct db_sqlite *s, struct sq_wop *op)
+{
+    while (op) {
+        struct sq_wop *next = op->next;
+        wop_answer(s, op);
+        op = next;
+    }
+}
+
+/* The eventfd became readable: answer what the writer finished. */
+static void done_on_event(struct loop_io *io, uint32_t events)
+{
+    struct db_sqlite *s = container_of(io, struct db_sqlite, done_io);
+    uint64_t n;
+    (void)events;
+
+    if (read(io->fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_error("db sqlite %s: reading the writer's eventfd failed: %s", s->path,
+                  strerror(errno));
+    pthread_mutex_lock(&s->mu);
+    struct sq_wop *head = s->d_head;
+    s->d_head = s->d_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    answer_list(s, head);
+}
+
+/*
+ * Hand the writes submitted this turn to the writer (one lock, one wake-up
+ * for all of them). Without a writer thread (a handle opened without a loop:
+ * tools and unit tests) run them here, then answer them - and the writes
+ * their callbacks submit, before returning.
+ */
+static void sq_flush(struct db *db)
+{
+    struct db_sqlite *s = to_sqlite(db);
+
+    if (!s->p_head)
+        return;
+    if (s->threaded) {
+        pthread_mutex_lock(&s->mu);
+        list_append(&s->q_head, &s->q_tail, s->p_head, s->p_tail);
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        s->p_head = s->p_tail = NULL;
+        s->np = 0;
+        return;
+    }
+    if (s->flushing)
+        return;
+    s->flushing = true;
+    while (s->p_head) {
+        struct sq_wop *group = take_group(&s->p_head, &s->p_tail);
+        s->np = 0;
+        for (struct sq_wop *op = s->p_head; op; op = op->next)
+            s->np++;
+        group_run(&s->wr, group);
+        answer_list(s, group);
+    }
+    s->flushing = false;
+}
+
+/*
+ * A new write operation, or NULL (the caller answers DB_UNAVAILABLE) when
+ * WRITES_MAX already wait on this handle: a writer stuck on a slow disk must
+ * not let memory grow without bound.
+ */
+static struct sq_wop *wop_begin(struct db_sqlite *s, enum wop_kind kind, const char *name)
+{
+    if (s->inflight >= WRITES_MAX) {
+        if (!s->wr.unavailable)
+            log_error("db sqlite %s: %s: %d writes already wait for the disk", s->path, name,
+                      s->inflight);
+        return NULL;
+    }
+    return wop_new(s, kind);
+}
+
+/* Copy an input slice into op (ptr NULL: absent, *has false). */
+static bool wop_input(struct sq_wop *op, struct str v, size_t *off, size_t *len, bool *has)
+{
+    if (has)
+        *has = v.ptr != NULL;
+    if (!v.ptr)
+        return true;
+    *len = v.len;
+    return wop_keep(op, v, off);
+}
+
+/*
+ * Queue op for the writer. User creates wait for db_flush at the end of the
+ * turn, so a turn's creates share one commit; in inline mode everything else
+ * runs at once, as the callers of a loop-less handle expect.
+ */
+static void wop_submit(struct db_sqlite *s, struct sq_wop *op)
+{
+    op->next = NULL;
+    list_append(&s->p_head, &s->p_tail, op, op);
+    s->np++;
+    s->inflight++;
+    if ((!s->threaded && op->kind != W_USER_CREATE) || s->np >= GROUP_MAX)
+        sq_flush(&s->base);
+}
+
+static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
+                           db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    struct sq_wop *op = wop_begin(s, W_USER_CREATE, "user_create");
+
+    if (!op) {
+        done(ctx, DB_UNAVAILABLE);
+        return;
+    }
+    op->user_row = row;
+    op->done = done;
+    op->ctx = ctx;
+    if (!wop_input(op, name, &op->a_off, &op->a_len, &op->has_a) ||
+        !wop_input(op, email, &op->b_off, &op->b_len, &op->has_b)) {
+        wop_free(s, op);
+        done(ctx, DB_ERROR);
+        return;
+    }
+    wop_submit(s, op);
+}
+
+static void sq_user_update(struct db *db, int64_t id, struct str name, struct str email,
+                           db_user_fn row, db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+
+    /* Nothing to change: answer with the current row, a read. */
+    if (!name.ptr && !email.ptr) {
+        run_user_stmt(&s->rd, ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
+        return;
+    }
+    struct sq_wop *op = wop_begin(s, W_USER_UPDATE, "user_update");
+    if (!op) {
+        done(ctx, DB_UNAVAILABLE);
+        return;
+    }
+    op->id = id;
+    op->user_row = row;
+    op->done = done;
+    op->ctx = ctx;
+    if (!wop_input(op, name, &op->a_off, &op->a_len, &op->has_a) ||
+        !wop_input(op, email, &op->b_off, &op->b_len, &op->has_b)) {
+        wop_free(s, op);
+        done(ctx, DB_ERROR);
+        return;
+    }
+    wop_submit(s, op);
+}
+
+static void sq_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    struct sq_wop *op = wop_begin(s, W_USER_DELETE, "user_delete");
+
+    if (!op) {
+        done(ctx, DB_UNAVAILABLE);
+        return;
+    }
+    op->id = id;
+    op->done = done;
+    op->ctx = ctx;
+    wop_submit(s, op);
+}
+
+static void sq_order_create(struct db *db, const struct db_order_new *o, db_order_fn row,
+                            db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    struct sq_wop *op = wop_begin(s, W_ORDER_CREATE, "order_create");
+
+    if (!op) {
+        done(ctx, DB_UNAVAILABLE);
+        return;
+    }
+    op->order = *o;
+    op->order.items = op->order.idempotency_key = op->order.request_hash = STR_NULL;
+    op->order_row = row;
+    op->done = done;
+    op->ctx = ctx;
+    bool has_hash;
+    if (!wop_input(op, o->items, &op->a_off, &op->a_len, &op->has_a) ||
+        !wop_input(op, o->idempotency_key, &op->b_off, &op->b_len, &op->has_b) ||
+        !wop_input(op, o->idempotency_key.ptr ? o->request_hash : STR_NULL, &op->h_off, &op->h_len,
+                   &has_hash)) {
+        wop_free(s, op);
+        done(ctx, DB_ERROR);
+        return;
+    }
+    wop_submit(s, op);
+}
+
+static void sq_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+    struct sq_wop *op = wop_begin(s, W_ORDERS_PROCESS, "orders_process");
+
+    if (!op) {
+        done(ctx, DB_UNAVAILABLE, 0);
+        return;
+    }
+    op->max = max;
+    op->sign = sign;
+    op->count_done = done;
+    op->ctx = ctx;
+    wop_submit(s, op);
+}
+
 static void sq_stats(const struct db *db, struct db_stats *out)
 {
     const struct db_sqlite *s = to_sqlite_const(db);
-    out->connections = s->conn ? 1 : 0;
-    out->busy = s->busy;
+    out->connections = (s->rd.conn ? 1 : 0) + (s->wr.conn ? 1 : 0);
+    out->busy = s->rd.busy + s->inflight;
+}
+
+static void conn_close(struct sq_conn *c)
+{
+    for (size_t i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(c->stmt[i]); /* NULL is a no-op */
+    if (c->conn && sqlite3_close(c->conn) != SQLITE_OK)
+        log_error("db sqlite %s: close failed: %s", c->path, sqlite3_errmsg(c->conn));
+    c->conn = NULL;
+    buf_free(&c->scratch);
+}
+
+/* Free a list without answering; returns how many there were. */
+static int drop_list(struct db_sqlite *s, struct sq_wop *op)
+{
+    int n = 0;
+    while (op) {
+        struct sq_wop *next = op->next;
+        buf_free(&op->text);
+        free(op);
+        s->inflight--;
+        n++;
+        op = next;
+    }
+    return n;
 }
 
 static void sq_close(struct db *db)
 {
     struct db_sqlite *s = to_sqlite(db);
 
-    for (size_t i = 0; i < ST_COUNT; i++)
-        sqlite3_finalize(s->stmt[i]); /* NULL is a no-op */
-    if (s->conn && sqlite3_close(s->conn) != SQLITE_OK)
-        log_error("db sqlite %s: close failed: %s", s->path, sqlite3_errmsg(s->conn));
-    buf_free(&s->scratch);
-    for (int i = 0; i < 2; i++) {
-        /* The loop flushes after every turn, so only a drain cut short by its
-         * deadline leaves creates here: never committed, never answered, and
-         * their requests are gone - calling back would touch freed memory. */
-        if (s->batch[i].n)
-            log_warn("db sqlite %s: %zu user creates dropped at close, never committed", s->path,
-                     s->batch[i].n);
-        free(s->batch[i].v);
-        buf_free(&s->batch[i].text);
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->tid, NULL); /* after the group it is committing, if any */
     }
+    if (s->io_added)
+        loop_del(s->loop, &s->done_io);
+    if (s->done_io.fd >= 0)
+        close(s->done_io.fd);
+    /*
+     * The loop flushes and answers after every turn, so only a drain cut
+     * short by its deadline leaves writes here. Their requests are gone:
+     * calling back would touch freed memory.
+     */
+    int queued = drop_list(s, s->p_head) + drop_list(s, s->q_head);
+    int done = drop_list(s, s->d_head);
+    if (queued || done)
+        log_warn("db sqlite %s: at close %d writes were dropped before their commit and %d "
+                 "committed ones not answered",
+                 s->path, queued, done);
+    while (s->free_ops) {
+        struct sq_wop *op = s->free_ops;
+        s->free_ops = op->next;
+        buf_free(&op->text);
+        free(op);
+    }
+    if (s->sync_inited) {
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+    }
+    conn_close(&s->rd);
+    conn_close(&s->wr);
     free(s->path);
     free(s);
 }
@@ -1455,7 +1876,7 @@ static uint64_t mono_ns(void)
  */
 static int busy_wait(void *arg, int count)
 {
-    struct db_sqlite *s = arg;
+    struct sq_conn *s = arg;
     uint64_t now = mono_ns();
     uint64_t limit = (uint64_t)s->busy_ms * 1000000u;
 
@@ -1473,7 +1894,7 @@ static int busy_wait(void *arg, int count)
     return 1;
 }
 
-static int prepare_all(struct db_sqlite *s)
+static int prepare_all(struct sq_conn *s)
 {
     for (size_t i = 0; i < ST_COUNT; i++) {
         const struct stmt_def *def = &stmt_defs[i];
@@ -1496,49 +1917,102 @@ static int prepare_all(struct db_sqlite *s)
     return 0;
 }
 
-struct db *db__sqlite_open(const char *path, const struct db_config *cfg)
+/*
+ * Open one connection of a handle and prepare its statements. A reader gets
+ * PRAGMA query_only: a write slipping onto the loop's connection fails loudly
+ * instead of waiting for the disk there.
+ */
+static int conn_open(struct sq_conn *c, const char *path, const struct db_config *cfg, bool reader)
 {
     char mode[16];
     bool row = false;
     int64_t fk = 0;
+
+    c->path = path;
+    c->busy_ms = busy_timeout_ms(cfg);
+    buf_init(&c->scratch, SCRATCH_MAX);
+    /* No SQLITE_OPEN_CREATE: a missing file means db_migrate did not run here. */
+    c->conn = open_conn(path, SQLITE_OPEN_READWRITE, c->busy_ms);
+    if (!c->conn)
+        return -1;
+    sqlite3_busy_handler(c->conn, busy_wait, c);
+    /*
+     * synchronous=FULL: in WAL mode NORMAL syncs only at checkpoints, so a
+     * commit acknowledged to a client could vanish on power loss or an OS
+     * crash. FULL fsyncs the WAL on every commit; an answered 201/200/204
+     * then survives kill -9 and power loss. Costs one fsync per group.
+     * foreign_keys is per connection and off by default: without it a user
+     * with orders could be deleted.
+     */
+    if (exec_sql(c->conn, path, "set pragmas",
+                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON"))
+        return -1;
+    if (reader && exec_sql(c->conn, path, "set query_only", "PRAGMA query_only = ON"))
+        return -1;
+    if (query_i64(c->conn, path, "read foreign_keys", "PRAGMA foreign_keys", 0, &row, &fk))
+        return -1;
+    if (!row || fk != 1) {
+        log_error("db sqlite %s: this SQLite cannot enforce foreign keys", path);
+        return -1;
+    }
+    if (reader) {
+        if (journal_mode(c->conn, path, "PRAGMA journal_mode", c->busy_ms, mode, sizeof mode))
+            return -1;
+        if (strcmp(mode, "wal") != 0)
+            log_warn("db sqlite %s: journal_mode is %s, not wal; readers will wait for writers",
+                     path, mode);
+    }
+    return prepare_all(c);
+}
+
+/* Start the writer thread and the eventfd it answers through. 0, or -1 after logging. */
+static int writer_start(struct db_sqlite *s, struct loop *loop)
+{
+    char eb[128];
+
+    s->threaded = true;
+    s->loop = loop;
+    if (pthread_mutex_init(&s->mu, NULL) != 0)
+        goto out_fail;
+    if (pthread_cond_init(&s->cv, NULL) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        goto out_fail;
+    }
+    s->sync_inited = true;
+    s->done_io.on_event = done_on_event;
+    s->done_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (s->done_io.fd < 0)
+        goto out_fail;
+    if (loop_add(loop, &s->done_io, EPOLLIN) != 0)
+        goto out_fail;
+    s->io_added = true;
+    int rc = pthread_create(&s->tid, NULL, writer_main, s);
+    if (rc != 0) {
+        errno = rc;
+        goto out_fail;
+    }
+    s->started = true;
+    pthread_setname_np(s->tid, "brisk-sqlwrite");
+    return 0;
+
+out_fail:
+    log_error("db sqlite %s: cannot start the writer thread: %s", s->path,
+              errno_text(errno, eb, sizeof eb));
+    return -1;
+}
+
+struct db *db__sqlite_open(const char *path, const struct db_config *cfg, struct loop *loop)
+{
     struct db_sqlite *s = calloc(1, sizeof *s);
 
     if (!s)
         log_fatal("out of memory");
     s->base.ops = &sqlite_ops;
     s->path = dup_cstr(path);
-    buf_init(&s->scratch, SCRATCH_MAX);
-    buf_init(&s->batch[0].text, CREATE_TEXT_MAX);
-    buf_init(&s->batch[1].text, CREATE_TEXT_MAX);
-    /* No SQLITE_OPEN_CREATE: a missing file means db_migrate did not run here. */
-    s->conn = open_conn(path, SQLITE_OPEN_READWRITE, busy_timeout_ms(cfg));
-    if (!s->conn)
+    s->done_io.fd = -1;
+    if (conn_open(&s->rd, s->path, cfg, true) || conn_open(&s->wr, s->path, cfg, false))
         goto out_close;
-    s->busy_ms = busy_timeout_ms(cfg);
-    sqlite3_busy_handler(s->conn, busy_wait, s);
-    /*
-     * synchronous=FULL: in WAL mode NORMAL syncs only at checkpoints, so a
-     * commit acknowledged to a client could vanish on power loss or an OS
-     * crash. FULL fsyncs the WAL on every commit; an answered 201/200/204
-     * then survives kill -9 and power loss. Costs one fsync per write.
-     * foreign_keys is per connection and off by default: without it a user
-     * with orders could be deleted.
-     */
-    if (exec_sql(s->conn, path, "set pragmas",
-                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON"))
-        goto out_close;
-    if (query_i64(s->conn, path, "read foreign_keys", "PRAGMA foreign_keys", 0, &row, &fk))
-        goto out_close;
-    if (!row || fk != 1) {
-        log_error("db sqlite %s: this SQLite cannot enforce foreign keys", path);
-        goto out_close;
-    }
-    if (journal_mode(s->conn, path, "PRAGMA journal_mode", busy_timeout_ms(cfg), mode, sizeof mode))
-        goto out_close;
-    if (strcmp(mode, "wal") != 0)
-        log_warn("db sqlite %s: journal_mode is %s, not wal; readers will wait for writers", path,
-                 mode);
-    if (prepare_all(s))
+    if (loop && writer_start(s, loop))
         goto out_close;
     return &s->base;
 
