@@ -216,6 +216,7 @@ struct db_sqlite {
     int np;
     int inflight;  /* write operations not answered yet */
     bool flushing; /* inline mode: a flush is running */
+    bool refusing; /* WRITES_MAX reached and logged */
     struct sq_wop *free_ops;
     int nfree;
     /* The writer thread; absent (inline mode: writes run in db_flush) without a loop. */
@@ -1524,7 +1525,8 @@ static void wop_free(struct db_sqlite *s, struct sq_wop *op)
 /* Call op's callbacks with its result (loop thread), then recycle it. */
 static void wop_answer(struct db_sqlite *s, struct sq_wop *op)
 {
-    s->inflight--;
+    if (--s->inflight < WRITES_MAX / 2)
+        s->refusing = false;
     switch (op->kind) {
     case W_USER_CREATE:
     case W_USER_UPDATE:
@@ -1624,9 +1626,11 @@ static void sq_flush(struct db *db)
 static struct sq_wop *wop_begin(struct db_sqlite *s, enum wop_kind kind, const char *name)
 {
     if (s->inflight >= WRITES_MAX) {
-        if (!s->wr.unavailable)
-            log_error("db sqlite %s: %s: %d writes already wait for the disk", s->path, name,
-                      s->inflight);
+        if (!s->refusing)
+            log_error("db sqlite %s: %s: %d writes already wait for the disk; refusing more "
+                      "until half of them are answered",
+                      s->path, name, s->inflight);
+        s->refusing = true;
         return NULL;
     }
     return wop_new(s, kind);
