@@ -1,26 +1,28 @@
 /*
  * pricing.c - order lines, prices and receipts (see pricing.h).
  *
- * Receipts: HMAC-SHA256 (RFC 2104) on OpenSSL's one-shot SHA-256 functions.
- * The SHA-256 states after the inner and the outer padded key are computed
- * once per key; a signature copies both (no allocation, no key schedule per
- * order) and streams the message through a small stack buffer, so its length
- * (unbounded when the fuzzers call in) never needs a heap buffer. EVP_MAC did
- * the same work, but its first use loads OpenSSL's default provider, which
- * faulted in about 2 MB of libcrypto for one algorithm: peak RSS of a process
- * that signs. SHA256_Init and friends are deprecated in OpenSSL 3 (the EVP
- * layer is preferred) but present in every 3.x; they use the same assembly.
+ * Receipts: HMAC-SHA256 (RFC 2104) through OpenSSL 3's EVP_MAC. The HMAC
+ * and the SHA-256 implementations are fetched and the key is set once, in
+ * pricing_set_key (at start-up, before the seccomp sandbox: fetching may read
+ * OpenSSL's configuration). That keyed context is a template: each thread
+ * that signs keeps its own duplicate, and a signature re-initialises it with
+ * the key already set (EVP_MAC_init with a NULL key restores the stored
+ * inner/outer pad states: no allocation, no key schedule per order), then
+ * streams the message through a small stack buffer, so its length (unbounded
+ * when the fuzzers call in) never needs a heap buffer.
  */
-#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init/Update/Final, see above */
 #include "app/pricing.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 
 #define KEY_MAX 4096
 
@@ -202,9 +204,9 @@ const char *pricing_parse_stored(struct str json, struct arena *a, struct order_
 /* ---- receipt message: streamed into a buf or an HMAC ---- */
 
 struct msg_writer {
-    struct buf *b;   /* append here, or */
-    SHA256_CTX *sha; /* feed the inner hash */
-    int failed;      /* SHA256_Update failed */
+    struct buf *b;    /* append here, or */
+    EVP_MAC_CTX *mac; /* feed the HMAC */
+    int failed;       /* EVP_MAC_update failed */
     size_t len;
     char chunk[1024];
 };
@@ -215,7 +217,7 @@ static void mw_flush(struct msg_writer *w)
         return;
     if (w->b)
         buf_append(w->b, w->chunk, w->len);
-    else if (!w->failed && SHA256_Update(w->sha, w->chunk, w->len) != 1)
+    else if (!w->failed && EVP_MAC_update(w->mac, (const unsigned char *)w->chunk, w->len) != 1)
         w->failed = 1;
     w->len = 0;
 }
@@ -279,7 +281,7 @@ void pricing_receipt_message(struct buf *b, struct str id, int64_t user_id,
 {
     struct msg_writer w;
     w.b = b;
-    w.sha = NULL;
+    w.mac = NULL;
     w.failed = 0;
     w.len = 0;
     write_message(&w, id, user_id, lines, n, total_cents);
@@ -287,31 +289,52 @@ void pricing_receipt_message(struct buf *b, struct str id, int64_t user_id,
 
 /* ---- key and HMAC ---- */
 
-#define SHA256_BLOCK 64
+#define SHA256_LEN 32
 
 static char g_key[KEY_MAX] = PRICING_DEFAULT_KEY;
 static size_t g_key_len = sizeof PRICING_DEFAULT_KEY - 1;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static SHA256_CTX g_inner, g_outer; /* after the key block xor 0x36 / 0x5c */
-static bool g_keyed;                /* g_inner and g_outer are valid */
+static EVP_MAC *g_hmac;               /* fetched once */
+static EVP_MD *g_sha256;              /* fetched once: request hashes */
+static EVP_MAC_CTX *g_template;       /* keyed with g_key; only ever duplicated */
+static _Atomic unsigned g_generation; /* bumped by every pricing_set_key */
+static pthread_key_t g_tls;           /* this thread's struct thread_mac */
+static bool g_tls_ok;
 
-/* Compute g_inner and g_outer for g_key. */
-static void key_states(void)
+struct thread_mac {
+    EVP_MAC_CTX *ctx;
+    unsigned generation; /* of the template it was duplicated from */
+};
+
+static void thread_mac_free(void *p)
 {
-    unsigned char block[SHA256_BLOCK] = {0}, pad[SHA256_BLOCK];
-    if (g_key_len > SHA256_BLOCK)
-        SHA256((const unsigned char *)g_key, g_key_len, block); /* long keys are hashed first */
+    struct thread_mac *t = p;
+    EVP_MAC_CTX_free(t->ctx);
+    free(t);
+}
+
+/* Fetch the algorithms (once) and key a new template with g_key. */
+static void key_template(void)
+{
+    if (!g_tls_ok)
+        g_tls_ok = pthread_key_create(&g_tls, thread_mac_free) == 0;
+    if (!g_hmac)
+        g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    if (!g_sha256)
+        g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    EVP_MAC_CTX_free(g_template);
+    g_template = NULL;
+    if (!g_hmac)
+        return;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+    EVP_MAC_CTX *t = EVP_MAC_CTX_new(g_hmac);
+    if (t && EVP_MAC_init(t, (const unsigned char *)g_key, g_key_len, params) == 1)
+        g_template = t;
     else
-        memcpy(block, g_key, g_key_len);
-    for (size_t i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = block[i] ^ 0x36;
-    g_keyed = SHA256_Init(&g_inner) == 1 && SHA256_Update(&g_inner, pad, sizeof pad) == 1;
-    for (size_t i = 0; i < SHA256_BLOCK; i++)
-        pad[i] = block[i] ^ 0x5c;
-    g_keyed =
-        g_keyed && SHA256_Init(&g_outer) == 1 && SHA256_Update(&g_outer, pad, sizeof pad) == 1;
-    OPENSSL_cleanse(block, sizeof block);
-    OPENSSL_cleanse(pad, sizeof pad);
+        EVP_MAC_CTX_free(t);
+    atomic_fetch_add(&g_generation, 1);
 }
 
 int pricing_set_key(const char *key)
@@ -319,11 +342,11 @@ int pricing_set_key(const char *key)
     size_t n = strlen(key);
     if (n < 1 || n > KEY_MAX)
         return -1;
-    pthread_once(&g_once, key_states); /* the default key's states must not come later */
+    pthread_once(&g_once, key_template); /* the default key's template must not come later */
     memcpy(g_key, key, n); /* NOLINT(bugprone-not-null-terminated-result): bytes + length */
     g_key_len = n;
-    key_states();
-    return 0;
+    key_template();
+    return g_template && g_sha256 && g_tls_ok ? 0 : -1;
 }
 
 static void to_hex(const unsigned char *md, size_t n, char *out)
@@ -336,29 +359,51 @@ static void to_hex(const unsigned char *md, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* This thread's keyed HMAC context, duplicated from the current template; NULL on failure. */
+static EVP_MAC_CTX *thread_ctx(void)
+{
+    if (pthread_once(&g_once, key_template) != 0 || !g_template || !g_tls_ok)
+        return NULL;
+    unsigned gen = atomic_load(&g_generation);
+    struct thread_mac *t = pthread_getspecific(g_tls);
+    if (t && t->generation == gen)
+        return t->ctx;
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t)
+            return NULL;
+        if (pthread_setspecific(g_tls, t) != 0) {
+            free(t);
+            return NULL;
+        }
+    }
+    EVP_MAC_CTX_free(t->ctx);
+    t->ctx = EVP_MAC_CTX_dup(g_template);
+    t->generation = gen;
+    return t->ctx;
+}
+
 int pricing_sign(struct str id, int64_t user_id, const struct order_line *lines, size_t n,
                  int64_t total_cents, char out[PRICING_HEX_LEN + 1])
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
+    unsigned char md[SHA256_LEN];
+    size_t md_len = 0;
     struct msg_writer w;
-    SHA256_CTX ctx;
+    EVP_MAC_CTX *ctx = thread_ctx();
 
     out[0] = '\0';
-    if (pthread_once(&g_once, key_states) != 0 || !g_keyed)
+    /* A NULL key: start a new message with the key already set. */
+    if (!ctx || EVP_MAC_init(ctx, NULL, 0, NULL) != 1)
         return -1;
-    ctx = g_inner; /* H((K ^ ipad) || message) */
     w.b = NULL;
-    w.sha = &ctx;
+    w.mac = ctx;
     w.failed = 0;
     w.len = 0;
     write_message(&w, id, user_id, lines, n, total_cents);
-    int ok = !w.failed && SHA256_Final(md, &ctx) == 1;
-    ctx = g_outer; /* H((K ^ opad) || inner) */
-    ok = ok && SHA256_Update(&ctx, md, sizeof md) == 1 && SHA256_Final(md, &ctx) == 1;
-    OPENSSL_cleanse(&ctx, sizeof ctx);
-    if (!ok)
+    if (w.failed || EVP_MAC_final(ctx, md, &md_len, sizeof md) != 1 || md_len != sizeof md)
         return -1;
     to_hex(md, sizeof md, out);
+    OPENSSL_cleanse(md, sizeof md);
     return 0;
 }
 
@@ -395,16 +440,25 @@ const char *pricing_sign_stored(int64_t id, int64_t user_id, struct str items_js
 
 int pricing_request_hash(int64_t user_id, struct str canonical_items, char out[PRICING_HEX_LEN + 1])
 {
-    unsigned char md[SHA256_DIGEST_LENGTH];
+    unsigned char md[SHA256_LEN];
+    unsigned int md_len = 0;
     char uid[24];
     int len = snprintf(uid, sizeof uid, "%lld|", (long long)user_id);
-    SHA256_CTX ctx;
+    int rc = -1;
 
     out[0] = '\0';
-    if (SHA256_Init(&ctx) != 1 || SHA256_Update(&ctx, uid, (size_t)len) != 1 ||
-        SHA256_Update(&ctx, canonical_items.ptr, canonical_items.len) != 1 ||
-        SHA256_Final(md, &ctx) != 1)
+    if (pthread_once(&g_once, key_template) != 0 || !g_sha256)
         return -1;
-    to_hex(md, sizeof md, out);
-    return 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx)
+        return -1;
+    if (EVP_DigestInit_ex(ctx, g_sha256, NULL) == 1 &&
+        EVP_DigestUpdate(ctx, uid, (size_t)len) == 1 &&
+        EVP_DigestUpdate(ctx, canonical_items.ptr, canonical_items.len) == 1 &&
+        EVP_DigestFinal_ex(ctx, md, &md_len) == 1 && md_len == sizeof md) {
+        to_hex(md, sizeof md, out);
+        rc = 0;
+    }
+    EVP_MD_CTX_free(ctx);
+    return rc;
 }

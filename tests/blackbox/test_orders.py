@@ -12,8 +12,8 @@ import threading
 import time
 
 from harness import check, eq, expect_error, fail, test, uniq
+from oracle import DEFAULT_KEY as KEY, price, receipt
 
-KEY = b"dev-receipt-key"  # BRISK_RECEIPT_KEY default; the harness sets none
 RFC3339_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 ORDER_KEYS = ["created_at", "discount_cents", "id", "items", "processed_at", "receipt", "status",
@@ -22,18 +22,10 @@ ORDER_KEYS = ["created_at", "discount_cents", "id", "items", "processed_at", "re
 
 # ---------------------------------------------------------------- helpers
 
-def price(items):
-    sub = sum(it["quantity"] * it["unit_price_cents"] for it in items)
-    disc = sub * 5 // 100 if sub >= 10000 else 0
-    tax = ((sub - disc) * 21 + 50) // 100
-    return {"subtotal_cents": sub, "discount_cents": disc, "tax_cents": tax,
-            "total_cents": sub - disc + tax}
 
 
-def receipt(oid, uid, items, total):
-    lines = ",".join("%s:%d:%d" % (it["sku"], it["quantity"], it["unit_price_cents"]) for it in items)
-    msg = "%s|%d|%s|%d" % (oid, uid, lines, total)
-    return hmac.new(KEY, msg.encode(), hashlib.sha256).hexdigest()
+
+
 
 
 def canonical(items):

@@ -13,8 +13,6 @@
 The outage test runs its own throwaway cluster (scripts/pg_cluster.sh in a
 private directory) so that stopping it disturbs no other test."""
 
-import hashlib
-import hmac
 import os
 import signal
 import subprocess
@@ -22,6 +20,7 @@ import threading
 import time
 
 import harness
+import oracle
 from harness import check, eq, expect_error, fail, request, test, uniq
 
 RECEIPT_KEY = "pg-faults-receipt-key"
@@ -155,10 +154,8 @@ if harness.pg_mode():
             _cluster("stop", d)
 
     def _receipt(order):
-        lines = ",".join("%s:%d:%d" % (it["sku"], it["quantity"], it["unit_price_cents"])
-                         for it in order["items"])
-        msg = "%d|%d|%s|%d" % (order["id"], order["user_id"], lines, order["total_cents"])
-        return hmac.new(RECEIPT_KEY.encode(), msg.encode(), hashlib.sha256).hexdigest()
+        return oracle.receipt(order["id"], order["user_id"], order["items"], order["total_cents"],
+                              key=RECEIPT_KEY)
 
     @test(server=None)
     def two_processes_sigkill_exactly_once(ctx):

@@ -427,6 +427,21 @@ static void test_receipts(void)
     ok(pricing_sign(STR_LIT("7"), 42, l, 1, 4837, r) == 0 &&
            strcmp(r, "19d6b4fea14063ee9f1374f6d4342341de228fc7bcede229e385c9ba472e7aae") == 0,
        "receipt with another key: %s", r);
+    /*
+     * A key longer than SHA-256's 64-byte block is hashed first (RFC 2104):
+     * python3 -c "import hmac,hashlib;k=('0123456789abcdef'*9)[:131].encode()
+     *     print(hmac.new(k, b'7|42|A-1:2:1999|4837', hashlib.sha256).hexdigest())"
+     */
+    char longkey[132];
+    for (int i = 0; i < 131; i++)
+        longkey[i] = "0123456789abcdef"[i % 16];
+    longkey[131] = '\0';
+    ok(pricing_set_key(longkey) == 0, "set a 131-byte key");
+    ok(pricing_sign(STR_LIT("7"), 42, l, 1, 4837, r) == 0 &&
+           strcmp(r, "3368e79d505a4e3452bd7b41d99a2b82ef477123fff78c24c2658b668b708f45") == 0,
+       "receipt with a key longer than a block: %s", r);
+    oneshot_hmac(longkey, "7|42|A-1:2:1999|4837", 20, want);
+    ok(strcmp(r, want) == 0, "long key agrees with one-shot HMAC()");
     ok(pricing_set_key("") == -1, "empty key refused");
     ok(pricing_set_key("dev-receipt-key") == 0, "key back to the default");
 
