@@ -1662,39 +1662,12 @@ static void wop_submit(struct db_sqlite *s, struct sq_wop *op)
         sq_flush(&s->base);
 }
 
-static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
-                           db_done_fn done, void *ctx)
+/* Queue a user create or update: its name and email (either may be absent) are copied. */
+static void user_write(struct db_sqlite *s, enum wop_kind kind, int64_t id, struct str name,
+                       struct str email, db_user_fn row, db_done_fn done, void *ctx)
 {
-    struct db_sqlite *s = to_sqlite(db);
-    struct sq_wop *op = wop_begin(s, W_USER_CREATE, "user_create");
+    struct sq_wop *op = wop_begin(s, kind, kind == W_USER_CREATE ? "user_create" : "user_update");
 
-    if (!op) {
-        done(ctx, DB_UNAVAILABLE);
-        return;
-    }
-    op->user_row = row;
-    op->done = done;
-    op->ctx = ctx;
-    if (!wop_input(op, name, &op->a_off, &op->a_len, &op->has_a) ||
-        !wop_input(op, email, &op->b_off, &op->b_len, &op->has_b)) {
-        wop_free(s, op);
-        done(ctx, DB_ERROR);
-        return;
-    }
-    wop_submit(s, op);
-}
-
-static void sq_user_update(struct db *db, int64_t id, struct str name, struct str email,
-                           db_user_fn row, db_done_fn done, void *ctx)
-{
-    struct db_sqlite *s = to_sqlite(db);
-
-    /* Nothing to change: answer with the current row, a read. */
-    if (!name.ptr && !email.ptr) {
-        run_user_stmt(&s->rd, ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
-        return;
-    }
-    struct sq_wop *op = wop_begin(s, W_USER_UPDATE, "user_update");
     if (!op) {
         done(ctx, DB_UNAVAILABLE);
         return;
@@ -1710,6 +1683,24 @@ static void sq_user_update(struct db *db, int64_t id, struct str name, struct st
         return;
     }
     wop_submit(s, op);
+}
+
+static void sq_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
+                           db_done_fn done, void *ctx)
+{
+    user_write(to_sqlite(db), W_USER_CREATE, 0, name, email, row, done, ctx);
+}
+
+static void sq_user_update(struct db *db, int64_t id, struct str name, struct str email,
+                           db_user_fn row, db_done_fn done, void *ctx)
+{
+    struct db_sqlite *s = to_sqlite(db);
+
+    /* Nothing to change: answer with the current row, a read. */
+    if (!name.ptr && !email.ptr)
+        run_user_stmt(&s->rd, ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
+    else
+        user_write(s, W_USER_UPDATE, id, name, email, row, done, ctx);
 }
 
 static void sq_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)

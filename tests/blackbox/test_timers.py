@@ -136,6 +136,16 @@ def body_timeout_trickled(ctx):
             th.join(2)
 
 
+def expect_idle_close(c, after):
+    """The server closes idle connection c silently, not before about the idle timeout."""
+    t0 = time.time()
+    data, state = c.read_rest(UPPER)
+    elapsed = time.time() - t0
+    eq(state, "eof", "connection still open %.1f s after %s" % (UPPER, after))
+    eq(data, b"", "bytes sent on idle close (must be silent)")
+    check(elapsed >= T * 0.5, "idle close after %.2f s, before the timeout" % elapsed)
+
+
 @test(server="timers")
 def idle_keepalive_closed_silently(ctx):
     with ctx.conn(timeout=10) as c:
@@ -143,12 +153,7 @@ def idle_keepalive_closed_silently(ctx):
         r = c.read_response()
         eq(r.status, 200, "request")
         check(not r.has_close(), "keep-alive response said Connection: close")
-        t0 = time.time()
-        data, state = c.read_rest(UPPER)
-        elapsed = time.time() - t0
-        eq(state, "eof", "idle connection still open after %.1f s" % UPPER)
-        eq(data, b"", "bytes sent on idle close (must be silent)")
-        check(elapsed >= T * 0.5, "idle close after %.2f s, before the timeout" % elapsed)
+        expect_idle_close(c, "its response")
 
 
 @test(server="timers")
@@ -159,12 +164,7 @@ def idle_close_after_several_requests(ctx):
             c.send(build_request("GET", "/health"))
             eq(c.read_response().status, 200, "request %d" % i)
             time.sleep(0.05)
-        t0 = time.time()
-        data, state = c.read_rest(UPPER)
-        elapsed = time.time() - t0
-        eq(state, "eof", "connection still open %.1f s after its third response" % UPPER)
-        eq(data, b"", "bytes sent on idle close (must be silent)")
-        check(elapsed >= T * 0.5, "idle close after %.2f s, before the timeout" % elapsed)
+        expect_idle_close(c, "its third response")
 
 
 @test(server="timers")
