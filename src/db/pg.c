@@ -5,6 +5,9 @@
  * connections (db_config.pool_size, default POOL_DEFAULT) whose sockets are registered with that
  * loop's epoll. Nothing on a loop thread ever waits for the network:
  *
+ *   resolve    host names of the connection string are looked up on a thread
+ *              (net/resolver.h, state CS_RESOLVING), one lookup per handle
+ *              and attempt; libpq gets hostaddr=<address>, host=<name>.
  *   connect    PQconnectStartParams + PQconnectPoll, one poll per socket event
  *              (state CS_CONNECTING); then non-blocking mode, pipeline mode,
  *              and every statement of the serving path prepared at once
@@ -28,7 +31,7 @@
  * user and the idempotency key), so it needs no reservation.
  *
  * Failures: a broken socket (read/write error, EOF, CONNECTION_BAD, EPOLLHUP),
- * an unanswered query or a connection attempt older than the timeout
+ * an unanswered query, a lookup or a connection attempt older than the timeout
  * (BRISK_DB_BUSY_TIMEOUT_MS, default 5 s; checked by db_tick) close that
  * connection and fail everything sent on it with DB_UNAVAILABLE (the caller
  * was told nothing succeeded; a write may still have committed, which is
@@ -56,14 +59,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <sys/epoll.h>
 
+#include "base/buf.h"
 #include "base/compiler.h"
 #include "base/log.h"
 #include "db/db_int.h"
 #include "db/migrations_pg.h"
 #include "db/pq_load.h"
 #include "net/loop.h"
+#include "net/resolver.h"
 
 #define POOL_DEFAULT 2          /* connections per handle (per event-loop thread) */
 #define POOL_MAX 64             /* the most BRISK_DB_POOL may ask for */
@@ -81,6 +88,7 @@
 #define ORDER_CREATE_RETRIES 5
 #define PROCESS_MAX 10000 /* orders claimed by one orders_process call at most */
 #define LABEL_MAX 160
+#define HOSTS_MAX 64 /* entries of a host list we resolve ourselves (libpq has no limit) */
 #define WHY_MAX 240
 
 /* PostgreSQL type OIDs of the parameters (pg_type.h is a server header). */
@@ -292,7 +300,16 @@ struct pg_op {
     char inl[320];
 };
 
-enum conn_state { CS_DOWN, CS_CONNECTING, CS_READY };
+/* CS_RESOLVING: waiting for the handle's host-name lookup (off the loop) before connecting. */
+enum conn_state { CS_DOWN, CS_RESOLVING, CS_CONNECTING, CS_READY };
+
+/* One entry of the connection string's host list (host, hostaddr and port are parallel lists). */
+struct pg_host {
+    char *host;     /* as given; "" for libpq's default (the unix socket) */
+    char *hostaddr; /* as given, or "" */
+    char *port;     /* this entry's port, or "" for the default */
+    int name;       /* index in db_pg.names when the loop must not resolve it, else -1 */
+};
 
 struct pg_conn {
     struct loop_io io; /* first: the loop hands us this pointer */
@@ -322,7 +339,12 @@ struct db_pg {
     struct loop *loop;
     char label[LABEL_MAX]; /* host:port/dbname for log lines, never the URL */
     char *conninfo;
-    struct pg_conn *conns; /* [nconns], set at open */
+    struct pg_host *hosts; /* [nhosts]: set only when some entry is a DNS name */
+    int nhosts;
+    char **names; /* [nnames] distinct DNS names of hosts[], resolved on a thread */
+    int nnames;
+    struct resolve_req *resolving; /* the lookup in flight, if any */
+    struct pg_conn *conns;         /* [nconns], set at open */
     int nconns;
     struct pg_op *q_head, *q_tail; /* waiting simple operations */
     int nq;
@@ -486,13 +508,24 @@ static void on_notice(void *arg, const PGresult *res)
  * migration); the loop enforces its own limit. gssencmode: libpq's default
  * "prefer" asks Kerberos for credentials on every TCP connect (config files,
  * getuid(); outside the sandbox's allowlist): GSS encryption is opt-in here,
- * gssencmode=prefer|require in the URL turns it on.
+ * gssencmode=prefer|require in the URL turns it on. host, hostaddr and port
+ * come after the string, so they override it: the lists of resolved addresses
+ * (NULL values are skipped by libpq).
  */
-static const char *const conn_keys[] = {
-    "application_name", "connect_timeout", "keepalives_idle", "keepalives_interval",
-    "keepalives_count", "gssencmode",      "dbname",          NULL};
+static const char *const conn_keys[] = {"application_name",
+                                        "connect_timeout",
+                                        "keepalives_idle",
+                                        "keepalives_interval",
+                                        "keepalives_count",
+                                        "gssencmode",
+                                        "dbname",
+                                        "host",
+                                        "hostaddr",
+                                        "port",
+                                        NULL};
 
-static void conn_values(const char *conninfo, const char *vals[ARRAY_LEN(conn_keys)])
+static void conn_values(const char *conninfo, const char *host, const char *hostaddr,
+                        const char *port, const char *vals[ARRAY_LEN(conn_keys)])
 {
     vals[0] = "brisk";
     vals[1] = "10";
@@ -501,7 +534,151 @@ static void conn_values(const char *conninfo, const char *vals[ARRAY_LEN(conn_ke
     vals[4] = "3";
     vals[5] = "disable";
     vals[6] = conninfo;
-    vals[7] = NULL;
+    vals[7] = host;
+    vals[8] = hostaddr;
+    vals[9] = port;
+    vals[10] = NULL;
+}
+
+/* ---- host names: resolved on a thread, never on the loop ---- */
+
+/*
+ * libpq resolves a host name with a blocking getaddrinfo() inside
+ * PQconnectStartParams/PQconnectPoll: on a loop thread that stalls every
+ * connection of the loop for as long as DNS takes. So the handle resolves the
+ * names of its host list itself (net/resolver.h), then gives libpq the
+ * addresses: each name becomes as many entries as it has addresses, with
+ * hostaddr=<address> (libpq then connects to it without resolving) and host
+ * kept as the name (TLS verify-full, Kerberos and the password file use it).
+ * Unix sockets, numeric hosts and entries with a hostaddr of their own are
+ * passed through. A lookup is made per connection attempt, as libpq would
+ * (a failover that moves the name is seen at the next reconnect), and shared
+ * by the connections of the handle that wait for it.
+ */
+
+/* Elements of a libpq comma-separated list (libpq has no escapes either). Returns the count. */
+static int split_list(const char *s, char **out, int max)
+{
+    int n = 0;
+    if (!s || !*s)
+        return 0;
+    for (const char *p = s;; n++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n >= max)
+            return -1;
+        out[n] = strndup(p, len);
+        if (!out[n])
+            log_fatal("out of memory");
+        if (!e)
+            return n + 1;
+        p = e + 1;
+    }
+}
+
+/* A host entry libpq would look up in DNS: not a socket path, not a numeric address. */
+static bool is_dns_name(const char *host)
+{
+    struct in_addr a4;
+    if (!*host || host[0] == '/' || host[0] == '@' || strchr(host, ':'))
+        return false; /* default socket, unix socket, abstract socket, IPv6 literal */
+    return inet_pton(AF_INET, host, &a4) != 1;
+}
+
+static void hosts_free(struct db_pg *pg)
+{
+    for (int i = 0; i < pg->nhosts; i++) {
+        free(pg->hosts[i].host);
+        free(pg->hosts[i].hostaddr);
+        free(pg->hosts[i].port);
+    }
+    free(pg->hosts);
+    pg->hosts = NULL;
+    pg->nhosts = 0;
+    free(pg->names); /* the strings belong to hosts[] */
+    pg->names = NULL;
+    pg->nnames = 0;
+}
+
+static const char *opt_or_env(const char *val, const char *env)
+{
+    return val && *val ? val : getenv(env);
+}
+
+/*
+ * Fill pg->hosts/names from the connection string (PGHOST, PGHOSTADDR and
+ * PGPORT where it sets none, as libpq does). Nothing is set, and libpq is left
+ * to itself, when no entry is a DNS name, when a service file may name the
+ * host, or when the lists do not match (libpq then reports the error).
+ */
+static void hosts_parse(struct db_pg *pg)
+{
+    char *err = NULL;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *service = NULL;
+    char *hl[HOSTS_MAX] = {0}, *al[HOSTS_MAX] = {0}, *pl[HOSTS_MAX] = {0};
+    int nh = 0, na = 0, np = 0;
+    PQconninfoOption *opts = PQconninfoParse(pg->conninfo, &err);
+
+    if (!opts) {
+        PQfreemem(err);
+        return;
+    }
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
+    }
+    host = opt_or_env(host, "PGHOST");
+    hostaddr = opt_or_env(hostaddr, "PGHOSTADDR");
+    port = opt_or_env(port, "PGPORT");
+    service = opt_or_env(service, "PGSERVICE");
+    if (service && !host)
+        goto out;
+    nh = split_list(host, hl, HOSTS_MAX);
+    na = split_list(hostaddr, al, HOSTS_MAX);
+    np = split_list(port, pl, HOSTS_MAX);
+    int n = nh > na ? nh : na;
+    if (nh < 0 || na < 0 || np < 0 || n == 0 || (nh && na && nh != na) || (np > 1 && np != n))
+        goto out;
+    pg->hosts = calloc((size_t)n, sizeof *pg->hosts);
+    pg->names = calloc((size_t)n, sizeof *pg->names);
+    if (!pg->hosts || !pg->names)
+        log_fatal("out of memory");
+    pg->nhosts = n;
+    for (int i = 0; i < n; i++) {
+        struct pg_host *h = &pg->hosts[i];
+        h->host = i < nh ? hl[i] : strdup("");
+        h->hostaddr = i < na ? al[i] : strdup("");
+        h->port = strdup(np == 0 ? "" : pl[np == 1 ? 0 : i]);
+        hl[i] = al[i] = NULL;
+        if (!h->host || !h->hostaddr || !h->port)
+            log_fatal("out of memory");
+        h->name = -1;
+        if (*h->hostaddr || !is_dns_name(h->host))
+            continue;
+        for (int j = 0; j < pg->nnames && h->name < 0; j++) {
+            if (strcmp(pg->names[j], h->host) == 0)
+                h->name = j;
+        }
+        if (h->name < 0) {
+            h->name = pg->nnames;
+            pg->names[pg->nnames++] = h->host;
+        }
+    }
+    if (pg->nnames == 0)
+        hosts_free(pg); /* nothing to resolve: libpq gets the string as it is */
+out:
+    for (int i = 0; i < HOSTS_MAX; i++) {
+        free(hl[i]);
+        free(al[i]);
+        free(pl[i]);
+    }
+    PQconninfoFree(opts);
 }
 
 /* ---- operations: allocation, parameters, completion ---- */
@@ -777,19 +954,19 @@ static void conn_update_events(struct pg_conn *c)
     conn_watch(c, EPOLLIN | (f ? EPOLLOUT : 0u));
 }
 
-static void conn_start(struct pg_conn *c)
+/* Begin libpq's non-blocking connect; host/hostaddr/port override the string's (NULL: as it is). */
+static void conn_connect(struct pg_conn *c, const char *host, const char *hostaddr,
+                         const char *port)
 {
     struct db_pg *pg = c->pg;
     const char *vals[ARRAY_LEN(conn_keys)];
 
-    conn_values(pg->conninfo, vals);
+    conn_values(pg->conninfo, host, hostaddr, port, vals);
     c->conn = PQconnectStartParams(conn_keys, vals, 1);
     if (!c->conn)
         log_fatal("out of memory");
     c->state = CS_CONNECTING;
     c->started_ms = now_ms(pg);
-    c->broken = false;
-    c->prepared = false;
     c->registered = false;
     c->events = 0;
     c->io.fd = -1;
@@ -799,6 +976,103 @@ static void conn_start(struct pg_conn *c)
     }
     /* PQconnectStart already began the (non-blocking) connect: wait until writable. */
     conn_watch(c, EPOLLOUT);
+}
+
+static void enter(struct db_pg *pg);
+static void leave(struct db_pg *pg);
+
+/* Append s and a separator (',' between list elements) to b. */
+static void list_add(struct buf *b, const char *s)
+{
+    if (b->len)
+        buf_append(b, ",", 1);
+    buf_append(b, s, strlen(s));
+}
+
+/*
+ * The lookup ended (on the loop's thread): connect every connection that
+ * waits for it to the addresses found, or fail them (they retry after their
+ * backoff) when no entry is left.
+ */
+static void on_resolved(void *arg, const struct resolve_answer *answers, int n)
+{
+    struct db_pg *pg = arg;
+    struct buf host, addr, port;
+    char why[WHY_MAX] = "";
+    int entries = 0;
+
+    pg->resolving = NULL;
+    enter(pg);
+    buf_init(&host, 0);
+    buf_init(&addr, 0);
+    buf_init(&port, 0);
+    for (int i = 0; i < pg->nhosts; i++) {
+        const struct pg_host *h = &pg->hosts[i];
+        if (h->name < 0 || h->name >= n) {
+            list_add(&host, h->host);
+            list_add(&addr, h->hostaddr);
+            list_add(&port, h->port);
+            entries++;
+            continue;
+        }
+        const struct resolve_answer *a = &answers[h->name];
+        if (a->error) {
+            snprintf(why, sizeof why, "could not translate host name \"%s\" to address: %s",
+                     h->host, gai_strerror(a->error));
+            continue;
+        }
+        for (int k = 0; k < a->naddrs; k++) {
+            list_add(&host, h->host);
+            list_add(&addr, a->addrs[k]);
+            list_add(&port, h->port);
+            entries++;
+        }
+    }
+    buf_append(&host, "", 1);
+    buf_append(&addr, "", 1);
+    buf_append(&port, "", 1);
+    if (host.failed || addr.failed || port.failed)
+        log_fatal("out of memory");
+    for (int i = 0; i < pg->nconns; i++) {
+        struct pg_conn *c = &pg->conns[i];
+        if (c->state != CS_RESOLVING || c->broken)
+            continue;
+        if (entries == 0)
+            conn_break(c, why);
+        else
+            conn_connect(c, host.data, addr.data, port.data);
+    }
+    buf_free(&host);
+    buf_free(&addr);
+    buf_free(&port);
+    leave(pg);
+}
+
+/*
+ * Start a connection attempt: at once when libpq needs no DNS for it, else
+ * after the handle's lookup (started here unless one is in flight already).
+ */
+static void conn_start(struct pg_conn *c)
+{
+    struct db_pg *pg = c->pg;
+
+    c->broken = false;
+    c->prepared = false;
+    if (pg->nnames == 0) {
+        conn_connect(c, NULL, NULL, NULL);
+        return;
+    }
+    c->state = CS_RESOLVING;
+    c->started_ms = now_ms(pg);
+    if (pg->resolving)
+        return;
+    pg->resolving =
+        resolve_start(pg->loop, (const char *const *)pg->names, pg->nnames, on_resolved, pg);
+    if (!pg->resolving) {
+        char why[WHY_MAX];
+        snprintf(why, sizeof why, "cannot start resolving host names: %s", strerror(errno));
+        conn_break(c, why);
+    }
 }
 
 /* Start the connections whose backoff has passed. */
@@ -1943,6 +2217,11 @@ static void pg_tick(struct db *db)
             snprintf(why, sizeof why, "connection attempt timed out after %" PRIu64 " ms",
                      pg->timeout_ms);
             conn_break(c, why);
+        } else if (c->state == CS_RESOLVING && now - c->started_ms >= pg->timeout_ms) {
+            /* The lookup goes on: the next attempt, after the backoff, waits for the same one. */
+            snprintf(why, sizeof why, "host name lookup took longer than %" PRIu64 " ms",
+                     pg->timeout_ms);
+            conn_break(c, why);
         } else if (c->state == CS_READY && c->sent_head &&
                    now - c->sent_head->sent_ms >= pg->timeout_ms) {
             snprintf(why, sizeof why, "no answer within %" PRIu64 " ms", pg->timeout_ms);
@@ -1980,6 +2259,8 @@ static void pg_close(struct db *db)
             conn_teardown(c);
     }
     fail_queues(pg);
+    resolve_cancel(pg->resolving);
+    pg->resolving = NULL;
     while (pg->free_ops) {
         struct pg_op *op = pg->free_ops;
         pg->free_ops = op->next;
@@ -1987,6 +2268,7 @@ static void pg_close(struct db *db)
         free(op);
     }
     free(pg->conns);
+    hosts_free(pg);
     free(pg->conninfo);
     free(pg);
 }
@@ -2030,6 +2312,7 @@ struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct
     pg->conninfo = strdup(conninfo);
     if (!pg->conninfo)
         log_fatal("out of memory");
+    hosts_parse(pg);
     pg->timeout_ms = cfg->busy_timeout_ms > 0 ? (uint64_t)cfg->busy_timeout_ms : DEFAULT_TIMEOUT_MS;
     pg->nconns = cfg->pool_size >= 1 && cfg->pool_size <= POOL_MAX ? cfg->pool_size : POOL_DEFAULT;
     pg->conns = calloc((size_t)pg->nconns, sizeof *pg->conns);
@@ -2135,7 +2418,7 @@ int db__pg_migrate(const char *conninfo, const struct db_config *cfg)
         log_error("db postgres: BRISK_DATABASE_URL is not a valid PostgreSQL connection string");
         return -1;
     }
-    conn_values(conninfo, vals);
+    conn_values(conninfo, NULL, NULL, NULL, vals);
     PGconn *c = PQconnectdbParams(conn_keys, vals, 1);
     if (!c)
         log_fatal("out of memory");
