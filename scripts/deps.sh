@@ -12,6 +12,7 @@ test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps postgresql p
 test_pkgs+=(clang-format clang-tidy cppcheck pkg-config binutils) # lint and the readelf check
 test_pkgs+=(wrk) # load generator of the soak test (tests/blackbox/test_soak.py)
 test_pkgs+=(strace) # slows fsync/fdatasync for the loop-never-waits test (tests/blackbox/test_slow_fsync.py)
+test_pkgs+=(haproxy) # balancer of the rolling-restart test (tests/blackbox/test_rolling_restart.py)
 
 case "${1:-run}" in
 run) want=("${run_pkgs[@]}") ;;

@@ -63,6 +63,9 @@ static const struct opt k_opts[] = {
      "60000", "idle keep-alive connections are closed after this"},
     {"drain-seconds", "BRISK_DRAIN_SECONDS", OPT_U64, OFF(drain_seconds), 0, 3600, "10",
      "on SIGTERM/SIGINT, longest wait for requests in flight"},
+    {"drain-grace-ms", "BRISK_DRAIN_GRACE_MS", OPT_U64, OFF(drain_grace_ms), 0, 600000, "1500",
+     "on SIGTERM/SIGINT, keep accepting and keep idle connections this long (answered with "
+     "Connection: close), within the drain"},
     {"bg-workers", "BRISK_BG_WORKERS", OPT_U64, OFF(bg_workers), 0, 64, "1",
      "background threads processing pending orders (0: none in this process)"},
     {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0, 600000,

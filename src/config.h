@@ -30,6 +30,7 @@ struct config {
     uint64_t body_timeout_ms;
     uint64_t idle_timeout_ms;
     uint64_t drain_seconds;
+    uint64_t drain_grace_ms;
     uint64_t db_busy_timeout_ms;
     uint64_t db_pool;
     uint64_t bg_workers;

@@ -37,7 +37,8 @@ static void usage(FILE *out)
             BRISK_VERSION);
     config_usage(out);
     fprintf(out, "\nBad values stop start-up with one line naming the setting and exit status 2.\n"
-                 "SIGTERM/SIGINT: stop accepting, finish requests in flight, exit 0.\n");
+                 "SIGTERM/SIGINT: answer with Connection: close for the drain grace, then stop\n"
+                 "accepting, finish requests in flight, exit 0.\n");
 }
 
 int main(int argc, char **argv)
@@ -117,6 +118,7 @@ int main(int argc, char **argv)
         .body_timeout_ms = cfg.body_timeout_ms,
         .idle_timeout_ms = cfg.idle_timeout_ms,
         .drain_ms = cfg.drain_seconds * 1000,
+        .drain_grace_ms = cfg.drain_grace_ms,
         .api_token = cfg.api_token,
         .app = app_server_hooks(&app),
     };

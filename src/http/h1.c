@@ -517,7 +517,7 @@ static void conn_process(struct h1_conn *k)
         conn_close(k);
         return;
     }
-    if (loop_stopping(k->hl->loop) && k->state == ST_HEAD && k->in.len == k->in_start &&
+    if (k->hl->close_idle && !k->fresh && k->state == ST_HEAD && k->in.len == k->in_start &&
         !out_pending(k)) {
         conn_close(k); /* draining: nothing in flight on this connection any more */
         return;
@@ -713,10 +713,15 @@ void h1_stop(struct http_loop *hl)
      * Connection: close. "Idle" is decided after one more read: a request the
      * client sent before the signal may still sit in the socket, unread while
      * the loop was busy - closing over it would reset the client. conn_process
-     * answers it (and then closes), or finds nothing and closes. */
+     * answers it (and then closes), or finds nothing and closes. A fresh
+     * connection (just accepted, nothing sent yet) is not idle: its peer
+     * connected to send a request, which is answered with Connection: close;
+     * the header timeout and the drain deadline bound the wait. */
+    hl->close_idle = true;
     for (struct h1_conn *k = hl->conns, *next; k; k = next) {
         next = k->next;
-        if (k->state == ST_HEAD && k->in.len == k->in_start && !out_pending(k) && !k->queued) {
+        if (k->state == ST_HEAD && k->in.len == k->in_start && !out_pending(k) && !k->queued &&
+            !k->fresh) {
             k->can_read = true;
             conn_process(k);
         }

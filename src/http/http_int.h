@@ -36,6 +36,7 @@ enum http_timer {
     HTTP_TIMER_IDLE,   /* keep-alive connection with nothing pending */
     HTTP_TIMER_WRITE,  /* queued response not accepted by the client */
     HTTP_TIMER_ACCEPT, /* accept paused after EMFILE */
+    HTTP_TIMER_GRACE,  /* SIGTERM: listeners and idle connections kept this long */
 };
 
 #define HTTP_KEEP_BUF 65536 /* buffers larger than this are freed between requests */
@@ -51,6 +52,9 @@ struct http_loop {
     struct http_limits parse_limits; /* max_body = the largest any route allows */
     struct loop_io listen;
     struct timer_node accept_timer; /* armed while accept is paused (EMFILE) */
+    struct timer_node grace_timer;  /* armed during the drain grace */
+    bool in_grace;                  /* SIGTERM seen, still accepting, idle connections kept */
+    bool close_idle;                /* grace over: idle connections that served a request go */
     void *app_state;                /* from the application's loop_init */
     bool app_inited;
     struct h1_conn *conns; /* open connections */
@@ -152,7 +156,10 @@ int h1_accept(struct http_loop *hl, int fd);
 /* Continue the connections queued with work after a batch of events. */
 void h1_run_ready(struct http_loop *hl);
 
-/* Draining: close idle connections, let the busy ones finish with Connection: close. */
+/* The drain grace is over: close idle connections that served a request (and
+ * from now on each one once its last response is out); connections that have
+ * not sent their first request yet keep their header timeout. Busy ones
+ * finish with Connection: close. */
 void h1_stop(struct http_loop *hl);
 
 /* Close every connection (after the drain). */

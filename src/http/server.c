@@ -42,17 +42,16 @@ static void pause_accept(struct http_loop *w)
     loop_timer_arm(w->loop, &w->accept_timer, HTTP_TIMER_ACCEPT);
 }
 
-static void on_accept(struct loop_io *io, uint32_t events)
+/* Accept up to max connections. Returns true when the queue is empty (or accept is paused). */
+static bool accept_some(struct http_loop *w, int max)
 {
-    (void)events;
-    struct http_loop *w = container_of(io, struct http_loop, listen);
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    for (int i = 0; i < max; i++) {
+        int fd = accept4(w->listen.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
+                return true;
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 static _Thread_local uint64_t last_warn;
                 if (loop_now_ms(w->loop) - last_warn > 10000) {
@@ -61,21 +60,28 @@ static void on_accept(struct loop_io *io, uint32_t events)
                              strerror(errno), w->nconns, w->index);
                 }
                 pause_accept(w);
-                return;
+                return true;
             }
             log_error("accept failed: %s", strerror(errno));
-            return;
+            return true;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         (void)h1_accept(w, fd); /* on failure it closed fd */
     }
+    return false;
+}
+
+static void on_accept(struct loop_io *io, uint32_t events)
+{
+    (void)events;
+    (void)accept_some(container_of(io, struct http_loop, listen), ACCEPT_BATCH);
 }
 
 static void on_accept_resume(struct loop *l, struct timer_node *t)
 {
     struct http_loop *w = container_of(t, struct http_loop, accept_timer);
-    if (!loop_stopping(l) && w->listen.fd >= 0)
+    if (w->listen.fd >= 0) /* closed when the drain grace ended */
         loop_mod(l, &w->listen, EPOLLIN);
 }
 
@@ -98,16 +104,50 @@ static bool has_work(struct loop *l, void *arg)
     return ((struct http_loop *)arg)->ready != NULL;
 }
 
-static void on_stop(struct loop *l, void *arg)
+/*
+ * The drain in two steps. SIGTERM starts the grace (BRISK_DRAIN_GRACE_MS):
+ * the listeners still accept and idle keep-alive connections stay open,
+ * while every response says Connection: close and its connection then
+ * closes. A balancer that pooled an idle connection may send on it at any
+ * moment; closing it under that request loses the request (seen behind
+ * HAProxy: 1 in 7 rolling restarts lost a POST). During the grace such a
+ * request is answered, and the balancer learns from Connection: close and,
+ * after the grace, from refused connects (which it retries elsewhere).
+ * Then end_grace: accept what is queued (closing a listener resets the
+ * connections in its backlog), close the listener and the idle connections.
+ */
+static void end_grace(struct http_loop *w)
 {
-    struct http_loop *w = arg;
+    struct loop *l = w->loop;
+    w->in_grace = false;
+    loop_timer_disarm(l, &w->grace_timer);
+    loop_timer_disarm(l, &w->accept_timer);
     if (w->listen.fd >= 0) {
+        for (int i = 0; i < 64 && !accept_some(w, ACCEPT_BATCH); i++)
+            ;
         loop_del(l, &w->listen);
         close(w->listen.fd);
         w->listen.fd = -1;
     }
-    loop_timer_disarm(l, &w->accept_timer);
     h1_stop(w);
+}
+
+static void on_grace_end(struct loop *l, struct timer_node *t)
+{
+    (void)l;
+    end_grace(container_of(t, struct http_loop, grace_timer));
+}
+
+static void on_stop(struct loop *l, void *arg)
+{
+    struct http_loop *w = arg;
+    /* the grace counts within the drain deadline */
+    if (w->cfg->drain_grace_ms > 0 && w->cfg->drain_ms > 0) {
+        w->in_grace = true;
+        loop_timer_arm(l, &w->grace_timer, HTTP_TIMER_GRACE);
+        return;
+    }
+    end_grace(w);
 }
 
 static bool drained(struct loop *l, void *arg)
@@ -117,7 +157,7 @@ static bool drained(struct loop *l, void *arg)
     /* also wait for handlers still working for clients that left (a batch on
      * the pool): their completions are posted to this loop, and a loop that
      * exited would drop them with the request's memory */
-    return w->nconns == 0 && w->nowned == 0;
+    return !w->in_grace && w->nconns == 0 && w->nowned == 0;
 }
 
 /*
@@ -340,6 +380,9 @@ int server_run(const struct server_config *cfg)
     http_request_setup(cfg);
     h1_setup(cfg);
     loop_set_timeout(HTTP_TIMER_ACCEPT, ACCEPT_PAUSE_MS, on_accept_resume);
+    loop_set_timeout(HTTP_TIMER_GRACE,
+                     cfg->drain_grace_ms < cfg->drain_ms ? cfg->drain_grace_ms : cfg->drain_ms,
+                     on_grace_end);
 
     /* the parser checks against the largest body any route allows */
     struct http_limits parse_limits = cfg->limits;
@@ -382,6 +425,7 @@ int server_run(const struct server_config *cfg)
         w->cfg = cfg;
         w->parse_limits = parse_limits;
         w->accept_timer.cls = -1;
+        w->grace_timer.cls = -1;
         w->loop = loop_create(i);
         if (!w->loop)
             goto out_loops;

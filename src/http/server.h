@@ -50,8 +50,9 @@ struct server_config {
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
     uint64_t idle_timeout_ms;
-    uint64_t drain_ms;
-    const char *api_token; /* NULL or "" = no auth */
+    uint64_t drain_ms;       /* SIGTERM/SIGINT: longest wait for requests in flight */
+    uint64_t drain_grace_ms; /* of which listeners and idle connections are kept (see server.c) */
+    const char *api_token;   /* NULL or "" = no auth */
     struct server_app app;
 };
 

@@ -186,7 +186,16 @@ class Server:
             env["BRISK_DATABASE_URL"] = self.db_url
         else:
             env["BRISK_DATABASE_URL"] = "sqlite:%s" % self.db_path
-        env.update(self.extra_env)
+        # The drain grace (BRISK_DRAIN_GRACE_MS, 1.5 s by default) would add its
+        # length to every one of the suite's hundreds of stops; the drain tests
+        # (test_drain_grace.py, test_rolling_restart.py) set it, or None to
+        # leave the variable unset and get the default.
+        env["BRISK_DRAIN_GRACE_MS"] = "0"
+        for k, v in self.extra_env.items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = v
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen(
