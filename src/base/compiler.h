@@ -12,6 +12,7 @@
 #define WARN_UNUSED __attribute__((warn_unused_result))
 #define PRINTF_FMT(a, b) __attribute__((format(printf, a, b)))
 #define NORETURN __attribute__((noreturn))
+#define FALLTHROUGH __attribute__((fallthrough)) /* this case goes on into the next */
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 

@@ -15,8 +15,10 @@
  *     SHOULD, for clients that send a stray CRLF after a POST body); a second
  *     one is a 400. The skipped CRLF counts towards the head length and the
  *     max_header_bytes limit.
- *   - "HTTP/" DIGIT "." DIGIT other than 1.0 / 1.1 (including 1.2) is a 505;
- *     anything else in the version position is a 400.
+ *   - "HTTP/1." DIGIT with a minor version above 1 (1.2 ... 1.9) is served
+ *     as HTTP/1.1, the highest 1.x implemented (RFC 9110 2.5); another major
+ *     version ("HTTP/2.0", "HTTP/0.9") is a 505; anything else in the version
+ *     position is a 400.
  *   - The request-target may hold any byte 0x21..0x7E except '#'. Accepted
  *     forms: origin-form, "*" for OPTIONS only, and absolute-form with the
  *     scheme "http" or "https" (case-insensitive) and a non-empty authority
@@ -574,11 +576,11 @@ int http_parse_request(const char *buf, size_t len, const struct http_limits *li
             if (tmpl[i] == '#' ? (unsigned)(unsigned char)c - '0' > 9 : c != tmpl[i])
                 goto bad;
         }
-        if (p[5] != '1' || (p[7] != '0' && p[7] != '1')) {
+        if (p[5] != '1') {
             *out_status = 505;
             return -1;
         }
-        req->minor_version = p[7] - '0';
+        req->minor_version = p[7] == '0' ? 0 : 1; /* 1.2 and up: as 1.1 */
         p += sizeof(tmpl) - 1;
     }
 
@@ -667,8 +669,14 @@ bad:
 enum {
     CK_SIZE_START, /* first HEXDIG of a chunk-size */
     CK_SIZE,       /* more HEXDIG, ';' or CR */
-    CK_EXT_START,  /* first byte of a chunk-ext name after ';' */
-    CK_EXT,        /* rest of the chunk-ext, up to CR */
+    CK_EXT_START,  /* BWS, then the first byte of a chunk-ext-name after ';' */
+    CK_EXT_NAME,   /* rest of the name (a token) */
+    CK_EXT_EQ,     /* BWS after the name: '=', ';' or CR */
+    CK_EXT_VAL0,   /* BWS after '=', then a token or a quoted-string */
+    CK_EXT_TOKEN,  /* chunk-ext-val as a token */
+    CK_EXT_QUOTED, /* inside a quoted-string */
+    CK_EXT_QPAIR,  /* the byte after a backslash in a quoted-string */
+    CK_EXT_END,    /* BWS after a value: ';' or CR */
     CK_SIZE_LF,    /* LF ending the chunk-size line */
     CK_DATA,       /* chunk_left data bytes */
     CK_DATA_CR,    /* CR after chunk data */
@@ -750,20 +758,56 @@ ssize_t http_chunked_decode(struct http_chunked *d, char *buf, size_t *len, uint
                 goto bad; /* empty size, sign, space, "0x5", "5 ", bare LF */
             }
             break;
+        /*
+         * chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+         * chunk-ext-name = token, chunk-ext-val = token / quoted-string (RFC 9112
+         * 7.1.1), checked exactly: anything else is a framing error, since
+         * parsers that disagree on where an extension ends disagree on where
+         * the chunk starts. BWS before the first ';' stays refused ("5 ;x").
+         */
         case CK_EXT_START:
-            /* chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ): a name must follow. */
+        case CK_EXT_VAL0:
             if (IS_OWS(c))
                 break;
-            if (!IS(c, C_TCHAR))
+            if (d->state == CK_EXT_VAL0 && c == '"')
+                d->state = CK_EXT_QUOTED;
+            else if (IS(c, C_TCHAR))
+                d->state = d->state == CK_EXT_START ? CK_EXT_NAME : CK_EXT_TOKEN;
+            else
                 goto bad;
-            d->state = CK_EXT;
             break;
-        case CK_EXT:
-            /* Loose: any field-value byte; CTLs (bare CR, LF, NUL...) and DEL are rejected. */
+        case CK_EXT_NAME:
+        case CK_EXT_TOKEN:
+            if (IS(c, C_TCHAR))
+                break;
+            FALLTHROUGH; /* the name or value ended */
+        case CK_EXT_EQ:
+        case CK_EXT_END:
             if (c == '\r')
                 d->state = CK_SIZE_LF;
+            else if (c == ';')
+                d->state = CK_EXT_START;
+            else if (c == '=' && (d->state == CK_EXT_NAME || d->state == CK_EXT_EQ))
+                d->state = CK_EXT_VAL0;
+            else if (IS_OWS(c))
+                d->state =
+                    d->state == CK_EXT_NAME || d->state == CK_EXT_EQ ? CK_EXT_EQ : CK_EXT_END;
+            else
+                goto bad;
+            break;
+        case CK_EXT_QUOTED:
+            /* qdtext = HTAB / SP / 0x21 / 0x23-0x5B / 0x5D-0x7E / obs-text */
+            if (c == '"')
+                d->state = CK_EXT_END;
+            else if (c == '\\')
+                d->state = CK_EXT_QPAIR;
             else if (!IS(c, C_VALUE))
                 goto bad;
+            break;
+        case CK_EXT_QPAIR: /* quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ) */
+            if (!IS(c, C_VALUE))
+                goto bad;
+            d->state = CK_EXT_QUOTED;
             break;
         case CK_SIZE_LF:
             if (c != '\n')

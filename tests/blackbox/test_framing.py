@@ -276,8 +276,22 @@ def duplicate_content_type_or_authorization(ctx):
 
 @test()
 def http_version_unsupported_505(ctx):
-    for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/9.9"):
+    for v in (b"HTTP/2.0", b"HTTP/3.0", b"HTTP/9.9", b"HTTP/0.9"):
         reject(ctx, get(version=v), 505, what=v.decode())
+
+
+@test()
+def http_1_higher_minor_served_as_1_1(ctx):
+    """RFC 9110 2.5: a higher minor version is answered as the highest 1.x we
+    implement - HTTP/1.1, with its rules (keep-alive, Host required)."""
+    with ctx.conn(timeout=5) as c:
+        for v in (b"HTTP/1.2", b"HTTP/1.9"):
+            c.send(get(version=v))
+            r = c.read_response()
+            eq((r.status, r.body, r.has_close()), (200, b"ok", False), v.decode())
+            check(r.head_bytes.startswith(b"HTTP/1.1 200"), "%s answered as %r"
+                  % (v.decode(), r.head_bytes[:12]))
+    reject(ctx, get(version=b"HTTP/1.2", host=False), 400, what="HTTP/1.2 without Host")
 
 
 # ---------------------------------------------------------------- chunked bodies
@@ -303,6 +317,14 @@ def chunk_size_invalid(ctx):
         b"5g\r\nabcde\r\n0\r\n\r\n",
         b"g\r\nabcde\r\n0\r\n\r\n",
         b"0\n\r\n",                               # bare LF on last chunk
+        # RFC 9112 7.1.1: chunk-ext-name is a token, chunk-ext-val a token or quoted-string
+        b"5;a@b\r\nabcde\r\n0\r\n\r\n",
+        b"5;a b\r\nabcde\r\n0\r\n\r\n",
+        b"5;a/b=1\r\nabcde\r\n0\r\n\r\n",
+        b"5;a=b c\r\nabcde\r\n0\r\n\r\n",
+        b"5;a=\"b\"c\r\nabcde\r\n0\r\n\r\n",
+        b"5;a=\r\nabcde\r\n0\r\n\r\n",
+        b"5\r\nabcde\r\n0;a,b\r\n\r\n",
     ]
     for body in cases:
         reject(ctx, chunked(body), 400, what="chunked body %r" % body[:40])
