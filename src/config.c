@@ -34,11 +34,12 @@ struct opt {
 
 static const struct opt k_opts[] = {
     {"addr", "BRISK_ADDR", OPT_ADDR, OFF(port), 0, 0, "0.0.0.0:8080",
-     "listen address, host:port (IPv6 as [::]:8080)"},
+     "listen address host:port (IPv6 as [::]:8080); a host name binds every address it "
+     "resolves to"},
     {"database-url", "BRISK_DATABASE_URL", OPT_STR, OFF(database_url), 1, 4096,
      "sqlite:./data/brisk.db", "sqlite:PATH, postgres://user:pass@host:port/db or a libpq string"},
     {"threads", "BRISK_THREADS", OPT_INT_THREADS, OFF(threads), 1, 1024, "",
-     "event-loop threads (default: number of cores)"},
+     "event-loop threads (default: the CPUs this process may run on, its affinity mask)"},
     {"api-token", "BRISK_API_TOKEN", OPT_STR, OFF(api_token), 0, 4096, "",
      "when set, every endpoint but /health, /ready, /metrics needs Authorization: Bearer TOKEN"},
     {"receipt-key", "BRISK_RECEIPT_KEY", OPT_STR, OFF(receipt_key), 1, 4096, "dev-receipt-key",
@@ -69,7 +70,9 @@ static const struct opt k_opts[] = {
     {"bg-workers", "BRISK_BG_WORKERS", OPT_U64, OFF(bg_workers), 0, 64, "1",
      "background threads processing pending orders (0: none in this process)"},
     {"db-busy-timeout-ms", "BRISK_DB_BUSY_TIMEOUT_MS", OPT_U64, OFF(db_busy_timeout_ms), 0, 600000,
-     "5000", "SQLite: how long a write waits for the lock before 503"},
+     "5000",
+     "SQLite: how long a write waits for the lock; PostgreSQL: longest wait for a query, a "
+     "host-name lookup or a connect; then 503"},
     {"db-pool", "BRISK_DB_POOL", OPT_U64, OFF(db_pool), 1, 64, "2",
      "PostgreSQL: connections per event-loop thread and per background worker"},
     {"sandbox", "BRISK_SANDBOX", OPT_STR, OFF(sandbox), 1, 8, "1",
@@ -208,6 +211,18 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
     return -1;
 }
 
+/* A value the user gave (environment or flag), not a default. */
+static int apply_given(struct config *cfg, const struct opt *o, const char *val, char *err,
+                       size_t cap)
+{
+    /* "BRISK_API_TOKEN=" is most likely a secret that did not arrive (an empty
+     * variable in a unit file or a CI secret): refusing beats serving with no
+     * auth. Unset still means no auth. */
+    if (o->offset == OFF(api_token) && !*val)
+        return fail(err, cap, o, "is set but empty (unset it to serve without auth)", NULL);
+    return apply(cfg, o, val, err, cap);
+}
+
 int config_load_with(struct config *cfg, int argc, char **argv,
                      const char *(*getenv_fn)(const char *), char *err, size_t cap)
 {
@@ -217,7 +232,7 @@ int config_load_with(struct config *cfg, int argc, char **argv,
             return -1;
     for (size_t i = 0; i < ARRAY_LEN(k_opts); i++) {
         const char *v = getenv_fn(k_opts[i].env);
-        if (v && apply(cfg, &k_opts[i], v, err, cap) != 0)
+        if (v && apply_given(cfg, &k_opts[i], v, err, cap) != 0)
             return -1;
     }
     for (int a = 0; a < argc; a++) {
@@ -252,7 +267,7 @@ int config_load_with(struct config *cfg, int argc, char **argv,
             }
             val = argv[++a];
         }
-        if (apply(cfg, o, val, err, cap) != 0)
+        if (apply_given(cfg, o, val, err, cap) != 0)
             return -1;
     }
     return 0;

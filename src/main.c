@@ -1,6 +1,7 @@
 /*
  * main.c - command line, configuration and wiring; nothing else.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,7 +32,7 @@ static void usage(FILE *out)
     fprintf(out,
             "brisk %s - users and orders HTTP API\n\n"
             "Usage:\n"
-            "  brisk serve [--flag=value ...]   run the server (also: brisk with no command)\n"
+            "  brisk serve [--flag=value ...]   run the server\n"
             "  brisk migrate [--flag=value ...] apply database migrations and exit\n"
             "  brisk --help | --version\n\n",
             BRISK_VERSION);
@@ -41,11 +42,41 @@ static void usage(FILE *out)
                  "accepting, finish requests in flight, exit 0.\n");
 }
 
+static bool is_help(const char *a)
+{
+    return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 || strcmp(a, "help") == 0;
+}
+
+/* True for a loopback address or a name for one ("localhost"): reachable from this machine only. */
+static bool loopback_host(const char *host)
+{
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0;
+}
+
+/* Settings that work but leave the service open: one warn line each. */
+static void warn_insecure(const struct config *cfg)
+{
+    if (loopback_host(cfg->addr_host))
+        return;
+    if (!*cfg->api_token)
+        log_warn("BRISK_API_TOKEN is not set: every endpoint on %s:%d answers without "
+                 "authentication",
+                 cfg->addr_host, cfg->port);
+    if (strcmp(cfg->receipt_key, PRICING_DEFAULT_KEY) == 0)
+        log_warn("BRISK_RECEIPT_KEY is the built-in development key: anyone can forge order "
+                 "receipts; set a secret key");
+}
+
 int main(int argc, char **argv)
 {
-    const char *cmd = argc > 1 ? argv[1] : "serve";
-    int first_flag = argc > 1 ? 2 : 1;
-    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    if (argc < 2) {
+        usage(stderr);
+        fprintf(stderr, "\nbrisk: no command given (brisk serve runs the server)\n");
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (is_help(cmd)) {
         usage(stdout);
         return 0;
     }
@@ -53,19 +84,25 @@ int main(int argc, char **argv)
         printf("brisk %s\n", BRISK_VERSION);
         return 0;
     }
-    if (strncmp(cmd, "--", 2) == 0) {
-        cmd = "serve"; /* flags without a command: serve */
-        first_flag = 1;
-    }
     bool migrate_only = strcmp(cmd, "migrate") == 0;
     if (!migrate_only && strcmp(cmd, "serve") != 0) {
-        fprintf(stderr, "brisk: unknown command \"%.64s\" (see brisk --help)\n", cmd);
+        if (strncmp(cmd, "--", 2) == 0)
+            fprintf(stderr,
+                    "brisk: flags go after a command: brisk serve %.64s (see brisk --help)\n", cmd);
+        else
+            fprintf(stderr, "brisk: unknown command \"%.64s\" (see brisk --help)\n", cmd);
         return 2;
+    }
+    for (int a = 2; a < argc; a++) {
+        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
     }
 
     struct config cfg;
     char err[512];
-    if (config_load(&cfg, argc - first_flag, argv + first_flag, err, sizeof err) != 0) {
+    if (config_load(&cfg, argc - 2, argv + 2, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 2;
     }
@@ -76,24 +113,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 2;
     }
-
-    struct db_config dbc = {.url = cfg.database_url,
-                            .busy_timeout_ms = (int)cfg.db_busy_timeout_ms,
-                            .pool_size = (int)cfg.db_pool};
-    if (db_migrate(&dbc) != 0)
-        return 1;
-    if (migrate_only) {
-        log_info("migrations applied");
-        return 0;
-    }
-
     if (pricing_set_key(cfg.receipt_key) != 0) {
         fprintf(stderr,
                 "brisk: BRISK_RECEIPT_KEY (--receipt-key): cannot be used as an HMAC key\n");
         return 2;
     }
-    g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &dbc};
 
+    struct db_config dbc = {.url = cfg.database_url,
+                            .busy_timeout_ms = (int)cfg.db_busy_timeout_ms,
+                            .pool_size = (int)cfg.db_pool};
     struct app_config app = {
         .db = &dbc,
         .threads = cfg.threads,
@@ -102,11 +130,6 @@ int main(int argc, char **argv)
         .stop = bgworker_stop,
         .harden = harden,
     };
-    size_t nroutes;
-    const struct route *routes = app_routes(&app, &nroutes);
-    if (router_init(routes, nroutes) != 0)
-        return 1;
-
     struct server_config sc = {
         .addr_host = cfg.addr_host,
         .port = cfg.port,
@@ -120,7 +143,30 @@ int main(int argc, char **argv)
         .drain_ms = cfg.drain_seconds * 1000,
         .drain_grace_ms = cfg.drain_grace_ms,
         .api_token = cfg.api_token,
-        .app = app_server_hooks(&app),
     };
+    /* Address and port first: a name that does not resolve or a port in use
+     * must not leave a freshly created and migrated database behind. */
+    if (!migrate_only) {
+        int lr = server_listen(&sc, err, sizeof err);
+        if (lr != 0) {
+            fprintf(stderr, "%s\n", err);
+            return lr == SERVER_BAD_ADDR ? 2 : 1;
+        }
+        warn_insecure(&cfg);
+    }
+
+    if (db_migrate(&dbc) != 0)
+        return 1;
+    if (migrate_only) {
+        log_info("migrations applied");
+        return 0;
+    }
+
+    g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &dbc};
+    size_t nroutes;
+    const struct route *routes = app_routes(&app, &nroutes);
+    if (router_init(routes, nroutes) != 0)
+        return 1;
+    sc.app = app_server_hooks(&app);
     return server_run(&sc) == 0 ? 0 : 1;
 }

@@ -77,10 +77,11 @@ static void *app_loop_init(void *arg, struct loop *l, int index)
     return al;
 }
 
-static void app_serving(void *arg, const char *host, int port, int threads)
+static void app_serving(void *arg, const char *addrs, int port, int threads)
 {
     (void)arg;
-    log_info("brisk %s listening on %s:%d with %d thread%s, database %s", BRISK_VERSION, host, port,
+    (void)port;
+    log_info("brisk %s listening on %s with %d thread%s, database %s", BRISK_VERSION, addrs,
              threads, threads == 1 ? "" : "s", g_backend);
 }
 

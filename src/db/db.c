@@ -8,6 +8,8 @@
  * Anything of the form "scheme://..." with another scheme is refused. The URL
  * itself is never logged: a PostgreSQL URL may carry a password.
  */
+#include <ctype.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -60,6 +62,35 @@ static size_t url_scheme_len(const char *s)
 }
 
 /*
+ * The option name in libpq's "invalid connection option "NAME"" (key=value
+ * strings) or "invalid URI query parameter: "NAME"" (URLs), into key (cap
+ * bytes). Only a name made of option-name characters counts: libpq's other
+ * messages quote text that may be a password.
+ */
+static bool unknown_key(const char *perr, char *key, size_t cap)
+{
+    static const char *const k_forms[] = {"invalid connection option \"",
+                                          "invalid URI query parameter: \""};
+    if (!perr)
+        return false;
+    for (size_t f = 0; f < ARRAY_LEN(k_forms); f++) {
+        size_t pl = strlen(k_forms[f]);
+        if (strncmp(perr, k_forms[f], pl) != 0)
+            continue;
+        const char *p = perr + pl;
+        size_t n = 0;
+        while (n + 1 < cap && (isalnum((unsigned char)p[n]) || p[n] == '_'))
+            n++;
+        if (n == 0 || p[n] != '"')
+            return false;
+        memcpy(key, p, n);
+        key[n] = 0;
+        return true;
+    }
+    return false;
+}
+
+/*
  * Decide the backend; *out_path is the SQLite file name (pointing into url)
  * or the PostgreSQL connection string (url itself). On failure *out_err says
  * why (never quoting more of the URL than its scheme).
@@ -90,8 +121,14 @@ static enum backend_kind classify_url(const char *url, const char **out_path, co
         char *perr = NULL;
         PQconninfoOption *opts = PQconninfoParse(url, &perr);
         if (!opts) {
+            char key[41];
+            if (unknown_key(perr, key, sizeof key)) {
+                snprintf(msg, sizeof msg, "unknown connection option \"%s\"", key);
+                *out_err = msg;
+            } else {
+                *out_err = "not a valid PostgreSQL URL or connection string";
+            }
             PQfreemem(perr);
-            *out_err = "not a valid PostgreSQL URL or connection string";
             return BACKEND_NONE;
         }
         PQconninfoFree(opts);

@@ -43,6 +43,13 @@ enum http_timer {
 #define HTTP_ARENA_KEEP 65536
 
 struct h1_conn;
+struct http_loop;
+
+/* One listening socket of a loop (one per address BRISK_ADDR resolved to). */
+struct http_listener {
+    struct loop_io io;
+    struct http_loop *w;
+};
 
 /* One event-loop thread of the server. */
 struct http_loop {
@@ -50,7 +57,8 @@ struct http_loop {
     int index;
     const struct server_config *cfg;
     struct http_limits parse_limits; /* max_body = the largest any route allows */
-    struct loop_io listen;
+    struct http_listener listen[SERVER_MAX_ADDRS];
+    int nlisten;                    /* 0 once the drain grace ended */
     struct timer_node accept_timer; /* armed while accept is paused (EMFILE) */
     struct timer_node grace_timer;  /* armed during the drain grace */
     bool in_grace;                  /* SIGTERM seen, still accepting, idle connections kept */

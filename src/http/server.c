@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -38,15 +39,17 @@ static struct http_loop *g_loops;
 
 static void pause_accept(struct http_loop *w)
 {
-    loop_mod(w->loop, &w->listen, 0);
+    for (int i = 0; i < w->nlisten; i++)
+        loop_mod(w->loop, &w->listen[i].io, 0);
     loop_timer_arm(w->loop, &w->accept_timer, HTTP_TIMER_ACCEPT);
 }
 
-/* Accept up to max connections. Returns true when the queue is empty (or accept is paused). */
-static bool accept_some(struct http_loop *w, int max)
+/* Accept up to max connections from fd. Returns true when its queue is empty
+ * (or accept is paused). */
+static bool accept_some(struct http_loop *w, int lfd, int max)
 {
     for (int i = 0; i < max; i++) {
-        int fd = accept4(w->listen.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                 continue;
@@ -75,14 +78,15 @@ static bool accept_some(struct http_loop *w, int max)
 static void on_accept(struct loop_io *io, uint32_t events)
 {
     (void)events;
-    (void)accept_some(container_of(io, struct http_loop, listen), ACCEPT_BATCH);
+    struct http_listener *li = container_of(io, struct http_listener, io);
+    (void)accept_some(li->w, io->fd, ACCEPT_BATCH);
 }
 
 static void on_accept_resume(struct loop *l, struct timer_node *t)
 {
     struct http_loop *w = container_of(t, struct http_loop, accept_timer);
-    if (w->listen.fd >= 0) /* closed when the drain grace ended */
-        loop_mod(l, &w->listen, EPOLLIN);
+    for (int i = 0; i < w->nlisten; i++) /* none left once the drain grace ended */
+        loop_mod(l, &w->listen[i].io, EPOLLIN);
 }
 
 /* ---------------------------------------------------------------- loop hooks */
@@ -122,13 +126,15 @@ static void end_grace(struct http_loop *w)
     w->in_grace = false;
     loop_timer_disarm(l, &w->grace_timer);
     loop_timer_disarm(l, &w->accept_timer);
-    if (w->listen.fd >= 0) {
-        for (int i = 0; i < 64 && !accept_some(w, ACCEPT_BATCH); i++)
+    for (int i = 0; i < w->nlisten; i++) {
+        struct loop_io *io = &w->listen[i].io;
+        for (int n = 0; n < 64 && !accept_some(w, io->fd, ACCEPT_BATCH); n++)
             ;
-        loop_del(l, &w->listen);
-        close(w->listen.fd);
-        w->listen.fd = -1;
+        loop_del(l, io);
+        close(io->fd);
+        io->fd = -1;
     }
+    w->nlisten = 0;
     h1_stop(w);
 }
 
@@ -269,50 +275,75 @@ static void *loop_main(void *arg)
 
 /* ---------------------------------------------------------------- start-up */
 
-/* Fill *ss for host:port. Returns the address length, or 0 (logged) for a bad host. */
-static socklen_t make_addr(const char *host, int port, struct sockaddr_storage *ss)
+/* The addresses and listening sockets server_listen prepared for server_run. */
+static struct {
+    bool ready;
+    int naddrs;
+    int threads;
+    int port;
+    struct sockaddr_storage addr[SERVER_MAX_ADDRS];
+    socklen_t addrlen[SERVER_MAX_ADDRS];
+    int *fds; /* threads x naddrs: loop i's listener on address a at [i * naddrs + a] */
+    char text[SERVER_MAX_ADDRS * (INET6_ADDRSTRLEN + 10)];
+} g_bind;
+
+static void set_port(struct sockaddr_storage *ss, int port)
 {
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)port);
-        return sizeof *s4;
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+/* "127.0.0.1:8080" or "[::1]:8080" into out (cap bytes). */
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+        snprintf(out, cap, "%s:%d", host, port);
+    } else {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+        snprintf(out, cap, "[%s]:%d", host, port);
     }
-    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)port);
-        return sizeof *s6;
-    }
-    log_error("BRISK_ADDR: %s is not a numeric IPv4 or IPv6 address", host);
-    return 0;
 }
 
 /*
- * Bind a socket to host:port. With reuseport the loops' listeners share the
- * port; without it the bind fails if anyone (another brisk included) holds it.
- * Returns the fd, or -1 after logging.
+ * A socket bound to address a of g_bind. With reuseport the loops' listeners
+ * share the port; without it the bind fails if anyone (another brisk
+ * included) holds it. An IPv6 socket is IPv6-only when the name gave
+ * IPv4 addresses too (they get their own sockets). Returns the fd, or -1
+ * with the reason in err.
  */
-static int bind_socket(const char *host, int port, bool reuseport)
+static int bind_socket(int a, bool reuseport, char *err, size_t cap)
 {
-    struct sockaddr_storage ss;
-    socklen_t sl = make_addr(host, port, &ss);
-    if (!sl)
-        return -1;
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const struct sockaddr_storage *ss = &g_bind.addr[a];
+    char at[INET6_ADDRSTRLEN + 10];
+    addr_text(ss, at, sizeof at);
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        log_error("socket: %s", strerror(errno));
+        snprintf(err, cap, "brisk: cannot listen on %s: socket: %s", at, strerror(errno));
         return -1;
     }
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)) {
-        log_error("setsockopt(SO_REUSEADDR/SO_REUSEPORT): %s", strerror(errno));
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
+        (ss->ss_family == AF_INET6 && g_bind.naddrs > 1 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)) {
+        snprintf(err, cap, "brisk: cannot listen on %s: setsockopt: %s", at, strerror(errno));
         goto fail;
     }
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0) {
-        log_error("cannot listen on %s:%d: %s", host, port, strerror(errno));
+    if (bind(fd, (const struct sockaddr *)ss, g_bind.addrlen[a]) != 0) {
+        snprintf(err, cap, "brisk: cannot listen on %s: %s", at, strerror(errno));
+        goto fail;
+    }
+    if (reuseport && listen(fd, 4096) != 0) {
+        snprintf(err, cap, "brisk: cannot listen on %s: listen: %s", at, strerror(errno));
         goto fail;
     }
     return fd;
@@ -322,47 +353,129 @@ fail:
 }
 
 /*
- * Claim the port for this process: a plain bind (no SO_REUSEPORT) fails when
- * another process listens there, even one using SO_REUSEPORT - otherwise a
- * second brisk started by mistake would silently take half the connections.
- * For port 0, picks the port all loops then share. Returns the port or -1.
+ * Claim the port on address a for this process: a plain bind (no
+ * SO_REUSEPORT) fails when another process listens there, even one using
+ * SO_REUSEPORT - otherwise a second brisk started by mistake would silently
+ * take half the connections. For port 0 the kernel picks the port, which
+ * every other address and loop then uses. Returns 0 or -1 (err).
  */
-static int claim_port(const struct server_config *cfg)
+static int claim_port(int a, char *err, size_t cap)
 {
-    int fd = bind_socket(cfg->addr_host, cfg->port, false);
+    int fd = bind_socket(a, false, err, cap);
     if (fd < 0)
         return -1;
-    int port = cfg->port;
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     socklen_t sl = sizeof ss;
-    if (port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-        port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                             : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    if (g_bind.port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        g_bind.port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                                    : ((struct sockaddr_in6 *)&ss)->sin6_port);
+        for (int i = 0; i < g_bind.naddrs; i++)
+            set_port(&g_bind.addr[i], g_bind.port);
+    }
     close(fd);
-    return port;
+    return 0;
 }
 
-/* One loop's listening socket on the claimed port. Returns the fd or -1 (logged). */
-static int open_listener(const struct server_config *cfg, int port)
+/* Resolve host (numeric or a name) into g_bind's addresses. Returns 0, or -1 (err). */
+static int resolve_addrs(const char *host, int port, char *err, size_t cap)
 {
-    int fd = bind_socket(cfg->addr_host, port, true);
-    if (fd < 0)
-        return -1;
-    if (listen(fd, 4096) != 0) {
-        log_error("listen: %s", strerror(errno));
-        close(fd);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, cap, "brisk: BRISK_ADDR (--addr): \"%.80s\" does not resolve (%s)", host,
+                 gai_strerror(gai));
         return -1;
     }
-    return fd;
+    g_bind.naddrs = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof(struct sockaddr_storage))
+            continue;
+        bool dup = false; /* getaddrinfo repeats an address per /etc/hosts line */
+        for (int i = 0; i < g_bind.naddrs && !dup; i++)
+            dup = g_bind.addrlen[i] == ai->ai_addrlen &&
+                  memcmp(&g_bind.addr[i], ai->ai_addr, ai->ai_addrlen) == 0;
+        if (dup)
+            continue;
+        if (g_bind.naddrs == SERVER_MAX_ADDRS) {
+            log_warn("BRISK_ADDR: %s has more than %d addresses; listening on the first %d", host,
+                     SERVER_MAX_ADDRS, SERVER_MAX_ADDRS);
+            break;
+        }
+        int a = g_bind.naddrs++;
+        memset(&g_bind.addr[a], 0, sizeof g_bind.addr[a]);
+        memcpy(&g_bind.addr[a], ai->ai_addr, ai->ai_addrlen);
+        g_bind.addrlen[a] = (socklen_t)ai->ai_addrlen;
+        set_port(&g_bind.addr[a], port);
+    }
+    freeaddrinfo(res);
+    if (g_bind.naddrs == 0) {
+        snprintf(err, cap, "brisk: BRISK_ADDR (--addr): \"%.80s\" has no IPv4 or IPv6 address",
+                 host);
+        return -1;
+    }
+    return 0;
+}
+
+static void listen_close(void)
+{
+    for (int i = 0; g_bind.fds && i < g_bind.threads * g_bind.naddrs; i++)
+        if (g_bind.fds[i] >= 0)
+            close(g_bind.fds[i]);
+    free(g_bind.fds);
+    memset(&g_bind, 0, sizeof g_bind);
+}
+
+int server_listen(const struct server_config *cfg, char *err, size_t cap)
+{
+    listen_close();
+    if (resolve_addrs(cfg->addr_host, cfg->port, err, cap) != 0)
+        return SERVER_BAD_ADDR;
+    g_bind.port = cfg->port;
+    g_bind.threads = cfg->threads;
+    size_t n = (size_t)cfg->threads * (size_t)g_bind.naddrs;
+    g_bind.fds = malloc(n * sizeof *g_bind.fds);
+    if (!g_bind.fds) {
+        snprintf(err, cap, "brisk: out of memory for %zu listeners", n);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++)
+        g_bind.fds[i] = -1;
+    for (int a = 0; a < g_bind.naddrs; a++)
+        if (claim_port(a, err, cap) != 0)
+            goto fail;
+    for (size_t i = 0; i < n; i++) {
+        g_bind.fds[i] = bind_socket((int)(i % (size_t)g_bind.naddrs), true, err, cap);
+        if (g_bind.fds[i] < 0)
+            goto fail;
+    }
+    size_t off = 0;
+    for (int a = 0; a < g_bind.naddrs; a++) {
+        char at[INET6_ADDRSTRLEN + 10];
+        addr_text(&g_bind.addr[a], at, sizeof at);
+        int w = snprintf(g_bind.text + off, sizeof g_bind.text - off, "%s%s", a ? ", " : "", at);
+        if (w > 0 && (size_t)w < sizeof g_bind.text - off)
+            off += (size_t)w;
+    }
+    g_bind.ready = true;
+    return 0;
+fail:
+    listen_close();
+    return SERVER_BIND_FAILED;
 }
 
 static void loops_free(int n)
 {
     for (int i = 0; g_loops && i < n; i++) {
         struct http_loop *w = &g_loops[i];
-        if (w->listen.fd >= 0)
-            close(w->listen.fd);
+        for (int a = 0; a < w->nlisten; a++)
+            if (w->listen[a].io.fd >= 0)
+                close(w->listen[a].io.fd);
         loop_fini(w);
         loop_destroy(w->loop);
     }
@@ -414,11 +527,14 @@ int server_run(const struct server_config *cfg)
         log_error("out of memory allocating loops");
         goto out_loops;
     }
-    for (int i = 0; i < cfg->threads; i++)
-        g_loops[i].listen.fd = -1;
-    int port = claim_port(cfg);
-    if (port < 0)
-        goto out_loops;
+    if (!g_bind.ready || g_bind.threads != cfg->threads) {
+        char err[512];
+        if (server_listen(cfg, err, sizeof err) != 0) {
+            log_error("%s", err + (strncmp(err, "brisk: ", 7) == 0 ? 7 : 0));
+            goto out_loops;
+        }
+    }
+    int port = g_bind.port;
     for (int i = 0; i < cfg->threads; i++) {
         struct http_loop *w = &g_loops[i];
         w->index = i;
@@ -430,13 +546,17 @@ int server_run(const struct server_config *cfg)
         if (!w->loop)
             goto out_loops;
         loop_set_data(w->loop, w);
-        w->listen.fd = open_listener(cfg, port);
-        if (w->listen.fd < 0)
-            goto out_loops;
-        w->listen.on_event = on_accept;
-        if (loop_add(w->loop, &w->listen, EPOLLIN) != 0) {
-            log_error("epoll_ctl(listener): %s", strerror(errno));
-            goto out_loops;
+        /* the loop owns its listeners from here (loops_free closes them) */
+        for (int a = 0; a < g_bind.naddrs; a++) {
+            struct http_listener *li = &w->listen[w->nlisten++];
+            li->w = w;
+            li->io.fd = g_bind.fds[i * g_bind.naddrs + a];
+            li->io.on_event = on_accept;
+            g_bind.fds[i * g_bind.naddrs + a] = -1;
+            if (loop_add(w->loop, &li->io, EPOLLIN) != 0) {
+                log_error("epoll_ctl(listener): %s", strerror(errno));
+                goto out_loops;
+            }
         }
         if (app->loop_init) {
             w->app_state = app->loop_init(app->arg, w->loop, i);
@@ -455,7 +575,7 @@ int server_run(const struct server_config *cfg)
     }
     if (started == cfg->threads) {
         if (app->serving)
-            app->serving(app->arg, cfg->addr_host, port, cfg->threads);
+            app->serving(app->arg, g_bind.text, port, cfg->threads);
         int sig = 0;
         while (sigwait(&sigs, &sig) != 0)
             ;
@@ -482,5 +602,6 @@ out_pool:
         log_info("shutdown complete");
 out_metrics:
     metrics_free();
+    listen_close();
     return rc;
 }

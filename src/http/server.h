@@ -31,8 +31,9 @@ struct server_app {
     /* Main thread, once everything is bound and every loop_init ran, before the
      * loops serve: the place to drop privileges and install the syscall filter. */
     int (*harden)(void *arg);
-    /* Main thread, once the loops serve: announce it (the start-up log line). */
-    void (*serving)(void *arg, const char *host, int port, int threads);
+    /* Main thread, once the loops serve: announce it (the start-up log line).
+     * addrs: the numeric addresses bound, "127.0.0.1:8080, [::1]:8080". */
+    void (*serving)(void *arg, const char *addrs, int port, int threads);
     /* Loop thread, after each batch of events: flush work deferred in the turn. */
     void (*loop_flush)(void *loop_state);
     /* Loop thread, about once per second: housekeeping, gauges. */
@@ -43,7 +44,8 @@ struct server_app {
 };
 
 struct server_config {
-    const char *addr_host; /* numeric IPv4/IPv6 address to bind ("0.0.0.0", "::") */
+    const char
+        *addr_host; /* IPv4/IPv6 address or host name to bind ("0.0.0.0", "::", "localhost") */
     int port;
     int threads;
     struct http_limits limits; /* limits.max_body: routes without a max_body of their own */
@@ -56,11 +58,27 @@ struct server_config {
     struct server_app app;
 };
 
+#define SERVER_MAX_ADDRS 8 /* addresses a host name in addr_host may bind */
+
+enum { SERVER_BAD_ADDR = -2, SERVER_BIND_FAILED = -1 };
+
 /*
- * Bind the listeners, give each loop thread its application state and run
- * one event loop per thread until SIGTERM/SIGINT, then drain and return. The
- * calling thread waits for the signal. The router must be initialised.
- * Returns 0 on a clean shutdown, -1 when start-up failed (logged).
+ * Resolve cfg->addr_host (every address of a name, like "localhost" -> 127.0.0.1
+ * and ::1; blocking, at start-up only), claim cfg->port on each and open
+ * cfg->threads listening sockets per address, for server_run. Call it before
+ * creating or migrating a database, so a bad address or a port in use stops
+ * start-up first. Returns 0; SERVER_BAD_ADDR when the host does not resolve
+ * (a bad setting); SERVER_BIND_FAILED when an address cannot be bound (in use,
+ * not local). On failure one line "brisk: ..." is in err (cap bytes) and
+ * nothing stays open.
+ */
+int server_listen(const struct server_config *cfg, char *err, size_t cap);
+
+/*
+ * Bind the listeners (unless server_listen did), give each loop thread its application state and
+ * run one event loop per thread until SIGTERM/SIGINT, then drain and return. The calling thread
+ * waits for the signal. The router must be initialised. Returns 0 on a clean shutdown, -1 when
+ * start-up failed (logged).
  */
 int server_run(const struct server_config *cfg);
 

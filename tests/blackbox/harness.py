@@ -199,7 +199,7 @@ class Server:
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen(
-            [self.binary], env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+            [self.binary, "serve"], env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
             cwd=self.workdir
         )
         if wait:

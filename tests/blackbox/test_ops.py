@@ -358,7 +358,7 @@ def config_bad_database_url_exit_2(ctx):
 
 def check_config_cases(ctx, cases):
     for env, name in cases:
-        rc, out, err = run_binary(ctx, [], env)
+        rc, out, err = run_binary(ctx, ["serve"], env)
         no_sanitizer(err)
         eq(rc, 2, "exit status for %r (stderr %r)" % (env, err[-300:]))
         lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -617,7 +617,7 @@ def port_in_use_fails_cleanly(ctx):
     s.listen(1)
     port = s.getsockname()[1]
     try:
-        rc, out, err = run_binary(ctx, [], {"BRISK_ADDR": "127.0.0.1:%d" % port})
+        rc, out, err = run_binary(ctx, ["serve"], {"BRISK_ADDR": "127.0.0.1:%d" % port})
         no_sanitizer(err)
         check(rc != 0, "server started on a port in use")
     finally:

@@ -282,7 +282,7 @@ if harness.pg_mode():
             u.username or "brisk", secret, harness.free_port()), "/nowhere", "", ""))
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
         env.update({"BRISK_DATABASE_URL": bad, "BRISK_ADDR": "127.0.0.1:%d" % harness.free_port()})
-        p = subprocess.run([ctx.binary], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
+        p = subprocess.run([ctx.binary, "serve"], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
                            stdin=subprocess.DEVNULL)
         err = p.stderr.decode("utf-8", "replace")
         check(p.returncode != 0, "started without a database")
@@ -292,7 +292,7 @@ if harness.pg_mode():
         check(rep is None, rep or "")
         # a malformed URL is a configuration error: exit 2, one line, no password
         env["BRISK_DATABASE_URL"] = "postgres://brisk:%s@[127.0.0.1/db" % secret
-        p = subprocess.run([ctx.binary], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
+        p = subprocess.run([ctx.binary, "serve"], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
                            stdin=subprocess.DEVNULL)
         err = p.stderr.decode("utf-8", "replace")
         lines = [ln for ln in err.splitlines() if ln.strip()]

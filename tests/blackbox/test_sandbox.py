@@ -126,7 +126,7 @@ def run_once(ctx, env_extra, preexec=None, cwd=None, timeout=15):
     env["BRISK_DATABASE_URL"] = "sqlite:%s" % os.path.join(d, "once.db")
     env.update(env_extra)
     try:
-        p = subprocess.run([ctx.binary], env=env, stdin=subprocess.DEVNULL, cwd=d, capture_output=True,
+        p = subprocess.run([ctx.binary, "serve"], env=env, stdin=subprocess.DEVNULL, cwd=d, capture_output=True,
                            timeout=timeout, preexec_fn=preexec)
     except subprocess.TimeoutExpired:
         fail("%r did not exit within %d s (started anyway?)" % (env_extra, timeout))
@@ -187,7 +187,7 @@ def not_root_user_must_be_self(ctx):
         env.update({"BRISK_ADDR": "127.0.0.1:%d" % port, "BRISK_USER": "nobody", "BRISK_THREADS": "1",
                     "BRISK_DATABASE_URL": "sqlite:%s" % os.path.join(d, "self.db")})
         errf = open(os.path.join(d, "self.stderr"), "wb")
-        p = subprocess.Popen([ctx.binary], env=env, cwd=d, stdin=subprocess.DEVNULL, stdout=errf,
+        p = subprocess.Popen([ctx.binary, "serve"], env=env, cwd=d, stdin=subprocess.DEVNULL, stdout=errf,
                              stderr=errf, preexec_fn=pre)
         try:
             wait_health(port, p)

@@ -143,19 +143,19 @@ def run_failing(ctx, args, env_extra, timeout=20):
 def secrets_not_in_failed_startups(ctx):
     dead = free_port()  # nothing listens there
     cases = [
-        ([], {"BRISK_DATABASE_URL": "postgres://alice:%s@127.0.0.1:%d/db" % (DBPW, dead)}),
-        ([], {"BRISK_DATABASE_URL": "postgresql://alice:%s@127.0.0.1:%d/db?sslmode=disable" % (DBPW, dead)}),
-        ([], {"BRISK_DATABASE_URL": "host=127.0.0.1 port=%d user=alice password=%s dbname=x" % (dead, DBPW)}),
-        ([], {"BRISK_DATABASE_URL": "postgres://alice:%s@127.0.0.1:%d/db?no_such_option=1" % (DBPW, dead)}),
-        ([], {"BRISK_DATABASE_URL": "postgres://alice:%s@[::1/db" % DBPW}),
-        ([], {"BRISK_DATABASE_URL": "mysql://alice:%s@127.0.0.1/db" % DBPW}),
+        (["serve"], {"BRISK_DATABASE_URL": "postgres://alice:%s@127.0.0.1:%d/db" % (DBPW, dead)}),
+        (["serve"], {"BRISK_DATABASE_URL": "postgresql://alice:%s@127.0.0.1:%d/db?sslmode=disable" % (DBPW, dead)}),
+        (["serve"], {"BRISK_DATABASE_URL": "host=127.0.0.1 port=%d user=alice password=%s dbname=x" % (dead, DBPW)}),
+        (["serve"], {"BRISK_DATABASE_URL": "postgres://alice:%s@127.0.0.1:%d/db?no_such_option=1" % (DBPW, dead)}),
+        (["serve"], {"BRISK_DATABASE_URL": "postgres://alice:%s@[::1/db" % DBPW}),
+        (["serve"], {"BRISK_DATABASE_URL": "mysql://alice:%s@127.0.0.1/db" % DBPW}),
         (["migrate"], {"BRISK_DATABASE_URL": "postgres://alice:%s@127.0.0.1:%d/db" % (DBPW, dead)}),
-        ([], {"BRISK_THREADS": "0"}),
-        ([], {"BRISK_API_TOKEN": TOKEN + "x" * 5000}),
-        ([], {"BRISK_RECEIPT_KEY": RECEIPT + "y" * 5000}),
-        ([], {"BRISK_RECEIPT_KEY": ""}),
-        ([], {"BRISK_USER": "no-such-user-%d" % os.getpid()}),
-        ([], {"BRISK_SANDBOX": "maybe"}),
+        (["serve"], {"BRISK_THREADS": "0"}),
+        (["serve"], {"BRISK_API_TOKEN": TOKEN + "x" * 5000}),
+        (["serve"], {"BRISK_RECEIPT_KEY": RECEIPT + "y" * 5000}),
+        (["serve"], {"BRISK_RECEIPT_KEY": ""}),
+        (["serve"], {"BRISK_USER": "no-such-user-%d" % os.getpid()}),
+        (["serve"], {"BRISK_SANDBOX": "maybe"}),
         (["serve", "--api-token=" + TOKEN, "--bogus"], {}),
         (["serve", "--threads", "--api-token=" + TOKEN], {}),  # a flag missing its value
         (["serve", "--api_token=" + TOKEN], {}),  # a mistyped secret flag

@@ -76,9 +76,9 @@ static void *fake_loop_init(void *arg, struct loop *l, int index)
     return fl;
 }
 
-static void fake_serving(void *arg, const char *host, int port, int threads)
+static void fake_serving(void *arg, const char *addrs, int port, int threads)
 {
-    (void)host;
+    (void)addrs;
     (void)threads;
     atomic_store(&((struct fake_app *)arg)->port, port);
 }
