@@ -17,6 +17,7 @@
 #include "base/compiler.h"
 #include "base/log.h"
 #include "db/db.h"
+#include "net/cidr.h"
 
 enum opt_type { OPT_ADDR, OPT_STR, OPT_U64, OPT_INT_THREADS, OPT_LOG_FORMAT, OPT_LOG_LEVEL };
 
@@ -75,6 +76,9 @@ static const struct opt k_opts[] = {
      "host-name lookup or a connect; then 503"},
     {"db-pool", "BRISK_DB_POOL", OPT_U64, OFF(db_pool), 1, 64, "2",
      "PostgreSQL: connections per event-loop thread and per background worker"},
+    {"trusted-proxies", "BRISK_TRUSTED_PROXIES", OPT_STR, OFF(trusted_proxies), 0, 4096, "",
+     "comma-separated addresses/CIDRs of proxies whose X-Forwarded-For names the client in "
+     "the access log"},
     {"sandbox", "BRISK_SANDBOX", OPT_STR, OFF(sandbox), 1, 8, "1",
      "syscall allowlist after start-up: 1 (on), 0 (off, for debugging), log (log, not refuse)"},
     {"user", "BRISK_USER", OPT_STR, OFF(user), 0, 63, "",
@@ -161,6 +165,12 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
         const char *problem = o->offset == OFF(database_url) ? db_url_check(val) : NULL;
         if (problem)
             return fail(err, cap, o, problem, NULL);
+        if (o->offset == OFF(trusted_proxies)) {
+            struct cidr ranges[CIDR_MAX];
+            char why[160];
+            if (cidr_parse_list(val, ranges, CIDR_MAX, why, sizeof why) < 0)
+                return fail(err, cap, o, why, NULL);
+        }
         memcpy(base + o->offset, &val, sizeof val);
         return 0;
     }

@@ -34,8 +34,9 @@ struct config {
     uint64_t db_busy_timeout_ms;
     uint64_t db_pool;
     uint64_t bg_workers;
-    const char *sandbox; /* "1", "0" or "log": checked by sandbox_prepare */
-    const char *user;    /* "" = stay the account brisk was started as */
+    const char *trusted_proxies; /* "" = none */
+    const char *sandbox;         /* "1", "0" or "log": checked by sandbox_prepare */
+    const char *user;            /* "" = stay the account brisk was started as */
 };
 
 /*

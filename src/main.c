@@ -143,6 +143,7 @@ int main(int argc, char **argv)
         .drain_ms = cfg.drain_seconds * 1000,
         .drain_grace_ms = cfg.drain_grace_ms,
         .api_token = cfg.api_token,
+        .trusted_proxies = cfg.trusted_proxies,
     };
     /* Address and port first: a name that does not resolve or a port in use
      * must not leave a freshly created and migrated database behind. */

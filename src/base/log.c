@@ -176,7 +176,9 @@ void log_fatal(const char *fmt, ...)
 
 void log_access(const struct access_entry *e)
 {
-    if (LOG_INFO < g_level)
+    /* a 5xx is what an operator searches for (a 503: the database is down) */
+    bool warn = e->status >= 500;
+    if ((warn ? LOG_WARN : LOG_INFO) < g_level)
         return;
     struct buf *b = &t_access;
     if (b->max == 0)
@@ -184,7 +186,8 @@ void log_access(const struct access_entry *e)
     char ts[40];
     fmt_now(ts, sizeof ts);
     if (g_json) {
-        buf_printf(b, "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"access\",\"method\":\"", ts);
+        buf_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"access\",\"method\":\"", ts,
+                   warn ? "warn" : "info");
         append_json_escaped(b, e->method.ptr, e->method.len);
         buf_append_cstr(b, "\",\"route\":\"");
         append_json_escaped(b, e->route.ptr, e->route.len);
@@ -193,9 +196,13 @@ void log_access(const struct access_entry *e)
         buf_printf(b, "\",\"status\":%d,\"duration_ms\":%.3f,\"bytes\":%llu,\"request_id\":\"",
                    e->status, e->duration_ms, (unsigned long long)e->bytes);
         append_json_escaped(b, e->request_id.ptr, e->request_id.len);
-        buf_append_cstr(b, "\"}\n");
+        buf_append_cstr(b, "\",\"client\":\"");
+        append_json_escaped(b, e->client.ptr, e->client.len);
+        buf_append_cstr(b, "\",\"proto\":\"");
+        append_json_escaped(b, e->proto.ptr, e->proto.len);
+        buf_printf(b, "\",\"bytes_in\":%llu}\n", (unsigned long long)e->bytes_in);
     } else {
-        buf_printf(b, "%s info access ", ts);
+        buf_printf(b, "%s %s access ", ts, warn ? "warn" : "info");
         append_text_safe(b, e->method.ptr, e->method.len);
         buf_append_char(b, ' ');
         append_text_safe(b, e->path.ptr, e->path.len);
@@ -204,7 +211,11 @@ void log_access(const struct access_entry *e)
         buf_printf(b, " status=%d duration_ms=%.3f bytes=%llu request_id=", e->status,
                    e->duration_ms, (unsigned long long)e->bytes);
         append_text_safe(b, e->request_id.ptr, e->request_id.len);
-        buf_append_char(b, '\n');
+        buf_append_cstr(b, " client=");
+        append_text_safe(b, e->client.ptr, e->client.len);
+        buf_append_cstr(b, " proto=");
+        append_text_safe(b, e->proto.ptr, e->proto.len);
+        buf_printf(b, " bytes_in=%llu\n", (unsigned long long)e->bytes_in);
     }
     if (b->len > (size_t)64 * 1024)
         log_flush();

@@ -46,7 +46,11 @@ struct access_entry {
     double duration_ms;
     uint64_t bytes; /* response bytes (headers + body) */
     struct str request_id;
+    struct str client; /* peer address (or, behind a trusted proxy, from X-Forwarded-For) */
+    struct str proto;  /* "HTTP/1.1", "HTTP/1.0" */
+    uint64_t bytes_in; /* request bytes (head + body) */
 };
+/* One access line (info; warn for a 5xx), buffered per thread until log_flush. */
 void log_access(const struct access_entry *e);
 
 /* Write this thread's buffered access lines, if any. */

@@ -174,6 +174,7 @@ static void queue_response(struct h1_conn *k, int status, const char *ctype)
         o->failed = 0;
         c->close_after = true;
     }
+    c->bytes_in = k->head_len + k->body_len;
     http_request_record(c, status, o->len - before);
 }
 
@@ -674,13 +675,14 @@ void h1_setup(const struct server_config *cfg)
     loop_set_timeout(HTTP_TIMER_WRITE, cfg->body_timeout_ms, on_close_timeout);
 }
 
-int h1_accept(struct http_loop *hl, int fd)
+int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer)
 {
     struct h1_conn *k = conn_new(hl, fd);
     if (!k) {
         close(fd);
         return -1;
     }
+    http_ctx_set_peer(&k->rq, peer);
     if (loop_add(hl->loop, &k->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
         log_error("epoll_ctl(add) failed: %s", strerror(errno));
         conn_close(k);

@@ -17,6 +17,7 @@
 #define BRISK_HTTP_INT_H
 
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -100,6 +101,9 @@ struct http_ctx {
     bool close_after; /* the protocol should end the connection after this response */
     bool dead;        /* its connection closed while the handler runs: nothing to send */
     uint64_t start_ns;
+    char peer[48]; /* the client's address as text, set by the protocol at accept */
+    size_t peer_len;
+    uint64_t bytes_in; /* request head + body bytes, set by the protocol */
     char reqid[132];
     size_t reqid_len;
     /* response under construction */
@@ -150,6 +154,12 @@ void http_error_body(struct buf *b, const char *msg);
 /* Count and log a response of `bytes` bytes on the wire. */
 void http_request_record(struct http_ctx *c, int status, size_t bytes);
 
+/* The client address for the access log (see request.c: trusted proxies). */
+struct str http_client_addr(const struct http_ctx *c);
+
+/* Set c->peer from the accepted peer address sa (NULL or unknown family: "-"). */
+void http_ctx_set_peer(struct http_ctx *c, const struct sockaddr *sa);
+
 /* Reason phrase of a status code ("Unknown" for one we never send). */
 const char *http_reason(int status);
 
@@ -159,7 +169,7 @@ const char *http_reason(int status);
 void h1_setup(const struct server_config *cfg);
 
 /* A new connection on fd (accepted, non-blocking). Returns 0, or -1 (fd closed). */
-int h1_accept(struct http_loop *hl, int fd);
+int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer);
 
 /* Continue the connections queued with work after a batch of events. */
 void h1_run_ready(struct http_loop *hl);

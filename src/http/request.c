@@ -6,18 +6,24 @@
 #define _GNU_SOURCE
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <arpa/inet.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "base/log.h"
 #include "http/http_int.h"
 #include "http/metrics.h"
+#include "net/cidr.h"
 
 static char g_reqid_prefix[9];
 static unsigned char g_token_hash[SHA256_DIGEST_LENGTH];
 static bool g_auth;
 static uint64_t g_default_max_body;
+
+static struct cidr g_trusted[CIDR_MAX]; /* BRISK_TRUSTED_PROXIES */
+static int g_ntrusted;
 
 void http_request_setup(const struct server_config *cfg)
 {
@@ -34,6 +40,76 @@ void http_request_setup(const struct server_config *cfg)
     if (g_auth)
         SHA256((const unsigned char *)cfg->api_token, strlen(cfg->api_token), g_token_hash);
     g_default_max_body = cfg->limits.max_body;
+    char err[160];
+    g_ntrusted = 0;
+    if (cfg->trusted_proxies && cfg->trusted_proxies[0]) {
+        int n = cidr_parse_list(cfg->trusted_proxies, g_trusted, CIDR_MAX, err, sizeof err);
+        if (n < 0) /* config.c validated it already */
+            log_warn("BRISK_TRUSTED_PROXIES: %s; X-Forwarded-For is not believed", err);
+        g_ntrusted = n > 0 ? n : 0;
+    }
+}
+
+void http_ctx_set_peer(struct http_ctx *c, const struct sockaddr *sa)
+{
+    const void *a = NULL;
+    if (sa && sa->sa_family == AF_INET)
+        a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
+    else if (sa && sa->sa_family == AF_INET6)
+        a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (!a || !inet_ntop(sa->sa_family, a, c->peer, sizeof c->peer))
+        strcpy(c->peer, "-"); /* NOLINT: fits */
+    c->peer_len = strlen(c->peer);
+}
+
+/*
+ * The client for the access log: the peer, or - when the peer is a trusted
+ * proxy - the first address from the right of X-Forwarded-For that is not
+ * one (each proxy appends the address it saw, so only the entries our trusted
+ * proxies wrote can be believed; everything left of the first untrusted one
+ * may be forged). A malformed entry stops the walk at the last good hop.
+ */
+struct str http_client_addr(const struct http_ctx *c)
+{
+    struct str peer = {c->peer, c->peer_len};
+    if (g_ntrusted == 0 || !cidr_match(g_trusted, g_ntrusted, peer.ptr, peer.len))
+        return peer;
+    struct str best = peer;
+    /* several X-Forwarded-For fields are one list, in order (RFC 9110 5.3) */
+    for (size_t h = c->req.num_headers; h-- > 0;) {
+        const struct http_header *f = &c->req.headers[h];
+        if (f->name.len != 15 || strncasecmp(f->name.ptr, "X-Forwarded-For", 15) != 0)
+            continue;
+        const char *s = f->value.ptr;
+        size_t end = f->value.len;
+        while (end > 0) {
+            size_t b = end;
+            while (b > 0 && s[b - 1] != ',')
+                b--;
+            size_t i = b, j = end;
+            while (i < j && (s[i] == ' ' || s[i] == '\t'))
+                i++;
+            while (j > i && (s[j - 1] == ' ' || s[j - 1] == '\t'))
+                j--;
+            struct str hop = {s + i, j - i};
+            if (!cidr_match(g_trusted, g_ntrusted, hop.ptr, hop.len)) {
+                int fam;
+                unsigned char tmp[16];
+                char t[64];
+                bool valid = hop.len > 0 && hop.len < sizeof t;
+                if (valid) {
+                    memcpy(t, hop.ptr, hop.len);
+                    t[hop.len] = 0;
+                    fam = strchr(t, ':') ? AF_INET6 : AF_INET;
+                    valid = inet_pton(fam, t, tmp) == 1;
+                }
+                return valid ? hop : best;
+            }
+            best = hop;
+            end = b > 0 ? b - 1 : 0;
+        }
+    }
+    return best;
 }
 
 uint64_t http_now_ns(void)
@@ -422,7 +498,7 @@ static struct str route_label(int route)
     size_t n;
     const struct route *t = router_table(&n);
     if (route < 0 || (size_t)route >= n)
-        return STR_LIT("-");
+        return STR_LIT("unmatched"); /* the label /metrics uses too */
     return (struct str){t[route].pattern, strlen(t[route].pattern)};
 }
 
@@ -438,6 +514,9 @@ void http_request_record(struct http_ctx *c, int status, size_t bytes)
         .duration_ms = (double)dur / 1e6,
         .bytes = bytes,
         .request_id = {c->reqid, c->reqid_len},
+        .client = http_client_addr(c),
+        .proto = c->req.minor_version == 0 ? STR_LIT("HTTP/1.0") : STR_LIT("HTTP/1.1"),
+        .bytes_in = c->bytes_in,
     };
     log_access(&e);
 }

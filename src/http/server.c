@@ -49,7 +49,9 @@ static void pause_accept(struct http_loop *w)
 static bool accept_some(struct http_loop *w, int lfd, int max)
 {
     for (int i = 0; i < max; i++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof peer;
+        int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
                 continue;
@@ -70,7 +72,7 @@ static bool accept_some(struct http_loop *w, int lfd, int max)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        (void)h1_accept(w, fd); /* on failure it closed fd */
+        (void)h1_accept(w, fd, (struct sockaddr *)&peer); /* on failure it closed fd */
     }
     return false;
 }

@@ -55,6 +55,7 @@ struct server_config {
     uint64_t drain_ms;       /* SIGTERM/SIGINT: longest wait for requests in flight */
     uint64_t drain_grace_ms; /* of which listeners and idle connections are kept (see server.c) */
     const char *api_token;   /* NULL or "" = no auth */
+    const char *trusted_proxies; /* CIDR list whose X-Forwarded-For is believed, or NULL */
     struct server_app app;
 };
 

@@ -20,6 +20,7 @@ import time
 
 import harness
 from harness import Conn, build_request, check, eq, fail, test, uniq
+from test_hostile import slowdown
 
 DELAY_US = 200000
 WINDOW_S = 4.0
@@ -183,8 +184,12 @@ if not harness.pg_mode():
                 p99 = _p(lat, 0.99)
                 summary.append("%s n=%d p50=%.1fms p99=%.1fms max=%.1fms" % (
                     path, len(lat), _p(lat, 0.5) * 1e3, p99 * 1e3, max(lat) * 1e3))
-                check(p99 < P99_MAX_S, "GET %s p99 %.1f ms while fsync takes 200 ms (limit %.0f ms): %s"
-                      % (path, p99 * 1e3, P99_MAX_S * 1e3, "; ".join(summary)))
+                # a sanitizer build runs everything ~3x slower (measured 20.7 ms under
+                # ASan on a loaded CI machine); a loop that waited on the disk would
+                # show the whole 200 ms either way
+                limit = P99_MAX_S * slowdown(ctx.binary)
+                check(p99 < limit, "GET %s p99 %.1f ms while fsync takes 200 ms (limit %.0f ms): %s"
+                      % (path, p99 * 1e3, limit * 1e3, "; ".join(summary)))
             print("  note slow_fsync: %d writes acknowledged (median %.0f ms), %s"
                   % (nw, _p(write_times, 0.5) * 1e3, "; ".join(summary)))
 

@@ -2,15 +2,19 @@
  * test_core.c - unit tests for buffers, slices, time formatting, the router,
  * field validation and configuration parsing.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "app/validate.h"
 #include "base/buf.h"
+#include "base/log.h"
 #include "base/str.h"
 #include "base/timefmt.h"
 #include "config.h"
 #include "http/router.h"
+#include "net/cidr.h"
 #include "test.h"
 
 static void test_buf(void)
@@ -242,6 +246,11 @@ static void test_config(void)
         {"BRISK_MAX_BODY_BYTES", "0", "BRISK_MAX_BODY_BYTES"},
         {"BRISK_MAX_BODY_BYTES", "99999999999999999999999", "BRISK_MAX_BODY_BYTES"},
         {"BRISK_DATABASE_URL", "", "BRISK_DATABASE_URL"},
+        {"BRISK_API_TOKEN", "", "BRISK_API_TOKEN"},
+        {"BRISK_TRUSTED_PROXIES", "10.0.0.0/33", "BRISK_TRUSTED_PROXIES"},
+        {"BRISK_TRUSTED_PROXIES", "proxy.internal", "BRISK_TRUSTED_PROXIES"},
+        {"BRISK_TRUSTED_PROXIES", "10.0.0.1,", "BRISK_TRUSTED_PROXIES"},
+        {"BRISK_DRAIN_GRACE_MS", "-5", "BRISK_DRAIN_GRACE_MS"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         g_env[0][0] = bad[i].env;
@@ -264,6 +273,70 @@ static void test_config(void)
     ok(load(&cfg, 1, argv3, err) == -1 && strstr(err, "missing value"), "flag without value");
 }
 
+static void test_cidr(void)
+{
+    struct cidr r[CIDR_MAX];
+    char err[160];
+    int n = cidr_parse_list(" 10.0.0.0/8 , 192.168.1.7,fd00::/8,::1", r, CIDR_MAX, err, sizeof err);
+    ok(n == 4, "four ranges (%d: %s)", n, n < 0 ? err : "");
+    ok(cidr_match(r, n, "10.200.3.4", 10) && cidr_match(r, n, "192.168.1.7", 11) &&
+           cidr_match(r, n, "fd12::5", 7) && cidr_match(r, n, "::1", 3),
+       "addresses inside match");
+    ok(!cidr_match(r, n, "11.0.0.1", 8) && !cidr_match(r, n, "192.168.1.8", 11) &&
+           !cidr_match(r, n, "fe80::1", 7) && !cidr_match(r, n, "::2", 3) &&
+           !cidr_match(r, n, "garbage", 7),
+       "addresses outside (and garbage) do not");
+    n = cidr_parse_list("172.16.0.0/12", r, CIDR_MAX, err, sizeof err);
+    ok(n == 1 && cidr_match(r, n, "172.31.255.255", 14) && !cidr_match(r, n, "172.32.0.0", 10),
+       "a prefix that is not a byte boundary");
+    ok(cidr_parse_list("", r, CIDR_MAX, err, sizeof err) == 0, "empty list");
+    ok(cidr_parse_list("1.2.3.4/", r, CIDR_MAX, err, sizeof err) == -1 && strstr(err, "1.2.3.4/"),
+       "missing prefix named");
+    ok(cidr_parse_list("::1/129", r, CIDR_MAX, err, sizeof err) == -1, "IPv6 prefix too long");
+}
+
+/* log_access's line for status at the given level, captured from fd 2 ("" for none). */
+static void access_line(int status, enum log_level level, char *out, size_t cap)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *tmp = tmpfile();
+    dup2(fileno(tmp), 2);
+    log_configure(level, false);
+    struct access_entry e = {.method = STR_LIT("GET"),
+                             .route = STR_LIT("/ready"),
+                             .path = STR_LIT("/ready"),
+                             .status = status,
+                             .request_id = STR_LIT("r1"),
+                             .client = STR_LIT("203.0.113.9"),
+                             .proto = STR_LIT("HTTP/1.1"),
+                             .bytes_in = 42};
+    log_access(&e);
+    log_flush();
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t n = fread(out, 1, cap - 1, tmp);
+    out[n] = 0;
+    fclose(tmp);
+    log_configure(LOG_WARN, false);
+}
+
+static void test_access_log(void)
+{
+    char line[512];
+    access_line(200, LOG_INFO, line, sizeof line);
+    ok(strstr(line, " info access GET /ready") && strstr(line, "client=203.0.113.9") &&
+           strstr(line, "proto=HTTP/1.1") && strstr(line, "bytes_in=42"),
+       "access line with client, protocol, bytes in: %s", line);
+    access_line(503, LOG_INFO, line, sizeof line);
+    ok(strstr(line, " warn access GET /ready") != NULL, "a 503 access line is warn: %s", line);
+    access_line(503, LOG_WARN, line, sizeof line);
+    ok(strstr(line, "status=503") != NULL, "and shows at BRISK_LOG_LEVEL=warn: %s", line);
+    access_line(404, LOG_WARN, line, sizeof line);
+    ok(line[0] == 0, "a 404 does not at warn: %s", line);
+}
+
 int main(void)
 {
     test_buf();
@@ -272,5 +345,7 @@ int main(void)
     test_router();
     test_validate();
     test_config();
+    test_cidr();
+    test_access_log();
     return test_done();
 }
