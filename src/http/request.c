@@ -92,19 +92,8 @@ struct str http_client_addr(const struct http_ctx *c)
             while (j > i && (s[j - 1] == ' ' || s[j - 1] == '\t'))
                 j--;
             struct str hop = {s + i, j - i};
-            if (!cidr_match(g_trusted, g_ntrusted, hop.ptr, hop.len)) {
-                int fam;
-                unsigned char tmp[16];
-                char t[64];
-                bool valid = hop.len > 0 && hop.len < sizeof t;
-                if (valid) {
-                    memcpy(t, hop.ptr, hop.len);
-                    t[hop.len] = 0;
-                    fam = strchr(t, ':') ? AF_INET6 : AF_INET;
-                    valid = inet_pton(fam, t, tmp) == 1;
-                }
-                return valid ? hop : best;
-            }
+            if (!cidr_match(g_trusted, g_ntrusted, hop.ptr, hop.len))
+                return cidr_is_addr(hop.ptr, hop.len) ? hop : best;
             best = hop;
             end = b > 0 ? b - 1 : 0;
         }

@@ -85,6 +85,13 @@ int cidr_parse_list(const char *s, struct cidr *out, int max, char *err, size_t 
     return n;
 }
 
+bool cidr_is_addr(const char *text, size_t len)
+{
+    int family;
+    unsigned char a[16];
+    return parse_addr(text, len, &family, a) == 0;
+}
+
 bool cidr_match(const struct cidr *list, int n, const char *text, size_t len)
 {
     int family;

@@ -25,6 +25,9 @@ struct cidr {
  */
 int cidr_parse_list(const char *s, struct cidr *out, int max, char *err, size_t cap);
 
+/* True if text (len bytes, not NUL-terminated) is a numeric IPv4 or IPv6 address. */
+bool cidr_is_addr(const char *text, size_t len);
+
 /* True if the numeric address text (len bytes, not NUL-terminated) lies in one of list[0..n). */
 bool cidr_match(const struct cidr *list, int n, const char *text, size_t len);
 
