@@ -74,6 +74,8 @@ static const struct opt k_opts[] = {
      "5000",
      "SQLite: how long a write waits for the lock; PostgreSQL: longest wait for a query, a "
      "host-name lookup or a connect; then 503"},
+    {"ready-timeout-ms", "BRISK_READY_TIMEOUT_MS", OPT_U64, OFF(ready_timeout_ms), 1, 600000,
+     "1000", "GET /ready answers 503 when the database has not answered within this"},
     {"db-pool", "BRISK_DB_POOL", OPT_U64, OFF(db_pool), 1, 64, "2",
      "PostgreSQL: connections per event-loop thread and per background worker"},
     {"trusted-proxies", "BRISK_TRUSTED_PROXIES", OPT_STR, OFF(trusted_proxies), 0, 4096, "",

@@ -32,6 +32,7 @@ struct config {
     uint64_t drain_seconds;
     uint64_t drain_grace_ms;
     uint64_t db_busy_timeout_ms;
+    uint64_t ready_timeout_ms;
     uint64_t db_pool;
     uint64_t bg_workers;
     const char *trusted_proxies; /* "" = none */

@@ -126,6 +126,7 @@ int main(int argc, char **argv)
         .db = &dbc,
         .threads = cfg.threads,
         .max_batch_body = cfg.max_batch_bytes,
+        .ready_timeout_ms = (int)cfg.ready_timeout_ms,
         .start = start_background,
         .stop = bgworker_stop,
         .harden = harden,

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "db/db.h"
 #include "http/request.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -23,6 +24,7 @@ struct app_config {
     const struct db_config *db;
     int threads;             /* event-loop threads (the per-loop gauges) */
     uint64_t max_batch_body; /* body limit of POST /orders/process */
+    int ready_timeout_ms;    /* GET /ready: longest wait for the database's answer */
     int (*start)(void);      /* process-wide services: background workers */
     void (*stop)(void);
     int (*harden)(void); /* privileges and syscall filter, once everything is open */
@@ -44,6 +46,16 @@ struct server_app app_server_hooks(struct app_config *cfg);
 
 /* The database handle of the loop serving c. */
 struct db *app_db(const struct http_ctx *c);
+
+/*
+ * Answer a storage failure that has no endpoint-specific meaning: DB_UNAVAILABLE
+ * is 503 "database unavailable", anything else 500 "internal error". Counts it
+ * (dbstats_failed).
+ */
+void app_respond_db_error(struct http_ctx *c, enum db_status st);
+
+/* GET /ready's longest wait for the database (BRISK_READY_TIMEOUT_MS). */
+int app_ready_timeout_ms(void);
 
 /* Append the application's metric families (storage pool, background work) to b. */
 void app_metrics_render(struct buf *b, const struct http_ctx *c);

@@ -8,12 +8,14 @@
 
 #include "app/app.h"
 #include "app/bgworker.h"
+#include "app/dbstats.h"
 #include "base/log.h"
 #include "db/db.h"
 
 struct app_loop {
     struct db *db;
     int index;
+    uint64_t reconnects; /* the handle's count at the last tick */
 };
 
 /* Pool gauges of each loop: written by its tick, read by a scrape on any loop.
@@ -93,9 +95,11 @@ static void app_loop_flush(void *state)
 static void app_loop_tick(void *state)
 {
     struct app_loop *al = state;
-    struct db_stats st = {0, 0};
+    struct db_stats st = {0, 0, 0};
     db_tick(al->db);
     db_stats(al->db, &st);
+    dbstats_reconnected(st.reconnects - al->reconnects);
+    al->reconnects = st.reconnects;
     if (g_gauges && al->index >= 0 && al->index < g_cfg->threads) {
         atomic_store_explicit(&g_gauges[al->index].db_conns, st.connections, memory_order_relaxed);
         atomic_store_explicit(&g_gauges[al->index].db_busy, st.busy, memory_order_relaxed);
@@ -130,6 +134,20 @@ struct db *app_db(const struct http_ctx *c)
     return ((struct app_loop *)http_loop_state(c))->db;
 }
 
+int app_ready_timeout_ms(void)
+{
+    return g_cfg->ready_timeout_ms;
+}
+
+void app_respond_db_error(struct http_ctx *c, enum db_status st)
+{
+    dbstats_failed(st);
+    if (st == DB_UNAVAILABLE)
+        http_respond_error(c, 503, "database unavailable");
+    else
+        http_respond_error(c, 500, "internal error");
+}
+
 void app_metrics_render(struct buf *b, const struct http_ctx *c)
 {
     const char *backend = db_backend_name(app_db(c));
@@ -149,5 +167,6 @@ void app_metrics_render(struct buf *b, const struct http_ctx *c)
                "# TYPE db_pool_threads gauge\n"
                "db_pool_threads %d\n",
                backend, conns, backend, busy, g_cfg->threads);
+    dbstats_render(b, backend);
     bgworker_render_metrics(b);
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "app/dbstats.h"
 #include "app/pricing.h"
 #include "base/arena.h"
 #include "base/log.h"
@@ -22,7 +23,8 @@ struct bgworker {
     bool busy;     /* a batch is in flight */
     bool counting; /* a pending-count query is in flight */
     int index;
-    struct arena arena; /* parse memory for one stored order at a time */
+    uint64_t reconnects; /* the handle's count at the last tick */
+    struct arena arena;  /* parse memory for one stored order at a time */
 };
 
 static struct bgworker *g_workers;
@@ -52,8 +54,10 @@ static void round_done(void *ctx, enum db_status st, int64_t n)
 {
     struct bgworker *w = ctx;
     w->busy = false;
-    if (st != DB_OK)
+    if (st != DB_OK) {
+        dbstats_failed(st);
         return; /* logged by the backend; try again at the next tick */
+    }
     if (n > 0) {
         atomic_fetch_add_explicit(&g_orders_processed, (uint64_t)n, memory_order_relaxed);
         log_debug("background worker %d processed %lld orders", w->index, (long long)n);
@@ -80,13 +84,19 @@ static void pending_done(void *ctx, enum db_status st, int64_t n)
     w->counting = false;
     if (st == DB_OK)
         atomic_store_explicit(&g_orders_pending, n, memory_order_relaxed);
+    else
+        dbstats_failed(st);
 }
 
 static void on_tick(struct loop *l, void *arg)
 {
     (void)l;
     struct bgworker *w = arg;
+    struct db_stats st = {0, 0, 0};
     db_tick(w->db);
+    db_stats(w->db, &st);
+    dbstats_reconnected(st.reconnects - w->reconnects);
+    w->reconnects = st.reconnects;
     if (!w->counting && w->index == 0) {
         w->counting = true;
         db_orders_pending(w->db, pending_done, w);
@@ -181,8 +191,9 @@ void bgworker_render_metrics(struct buf *b)
     buf_append_char(b, '\n');
     int64_t pending = atomic_load_explicit(&g_orders_pending, memory_order_relaxed);
     if (pending >= 0) {
-        buf_append_cstr(b, "# HELP orders_pending Orders waiting for background processing "
-                           "(all processes sharing the database).\n"
+        buf_append_cstr(b, "# HELP orders_pending Orders waiting for background processing in "
+                           "the shared database: every process reports the same queue, so "
+                           "aggregate with max(), not sum().\n"
                            "# TYPE orders_pending gauge\norders_pending ");
         buf_append_i64(b, pending);
         buf_append_char(b, '\n');

@@ -72,15 +72,6 @@ static void write_order(struct buf *b, const struct db_order *o)
     buf_append_char(b, '}');
 }
 
-/* Answer a storage failure that has no endpoint-specific meaning. */
-static void respond_db_error(struct http_ctx *c, enum db_status st)
-{
-    if (st == DB_UNAVAILABLE)
-        http_respond_error(c, 503, "database unavailable");
-    else
-        http_respond_error(c, 500, "internal error");
-}
-
 /*
  * Read member `key` of obj as a positive int64. Returns NULL, or the message
  * ("<name> is required" for absent/null, "<name> must be a positive integer"
@@ -174,7 +165,7 @@ static void create_done(void *ctx, enum db_status st)
         http_respond_error(c, 409, "idempotency key reused with a different request");
         break;
     default:
-        respond_db_error(c, st);
+        app_respond_db_error(c, st);
         break;
     }
 }
@@ -267,7 +258,7 @@ static void get_done(void *ctx, enum db_status st)
     else if (st == DB_NOT_FOUND)
         http_respond_error(c, 404, "order not found");
     else
-        respond_db_error(c, st);
+        app_respond_db_error(c, st);
 }
 
 void handle_order_get(struct http_ctx *c)
@@ -295,7 +286,7 @@ static void list_done(void *ctx, enum db_status st)
         return;
     }
     if (st != DB_OK) {
-        respond_db_error(c, st);
+        app_respond_db_error(c, st);
         return;
     }
     page_finish(s);

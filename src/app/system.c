@@ -2,6 +2,7 @@
  * system.c - liveness, readiness and metrics endpoints.
  */
 #include "app/app.h"
+#include "app/dbstats.h"
 #include "db/db.h"
 #include "http/metrics.h"
 
@@ -19,13 +20,14 @@ static void ready_done(void *ctx, enum db_status st)
         buf_append_cstr(http_body(c), "{\"status\":\"ready\"}");
         http_respond(c, 200, NULL);
     } else {
+        dbstats_failed(st);
         http_respond_error(c, 503, "database unavailable");
     }
 }
 
 void handle_ready(struct http_ctx *c)
 {
-    db_ping(app_db(c), ready_done, c);
+    db_ping(app_db(c), app_ready_timeout_ms(), ready_done, c);
 }
 
 void handle_metrics(struct http_ctx *c)

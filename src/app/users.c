@@ -18,15 +18,6 @@ static void write_user(struct buf *b, const struct db_user *u)
     user_write_json(b, u);
 }
 
-/* Answer a storage failure that has no endpoint-specific meaning. */
-static void respond_db_error(struct http_ctx *c, enum db_status st)
-{
-    if (st == DB_UNAVAILABLE)
-        http_respond_error(c, 503, "database unavailable");
-    else
-        http_respond_error(c, 500, "internal error");
-}
-
 /* Row callback shared by create/get/update: the user is the whole body. */
 static void user_row(void *ctx, const struct db_user *u)
 {
@@ -55,7 +46,7 @@ static void user_done(void *ctx, enum db_status st)
         http_respond_error(c, 409, "email already exists");
         break;
     default:
-        respond_db_error(c, st);
+        app_respond_db_error(c, st);
         break;
     }
 }
@@ -143,7 +134,7 @@ static void delete_done(void *ctx, enum db_status st)
         http_respond_error(c, 409, "user has orders");
         break;
     default:
-        respond_db_error(c, st);
+        app_respond_db_error(c, st);
         break;
     }
 }
@@ -169,7 +160,7 @@ static void list_done(void *ctx, enum db_status st)
     struct page *s = ctx;
     struct http_ctx *c = s->c;
     if (st != DB_OK) {
-        respond_db_error(c, st);
+        app_respond_db_error(c, st);
         return;
     }
     page_finish(s);

@@ -204,9 +204,9 @@ const char *db_backend_name(const struct db *db)
     return db->ops->name;
 }
 
-void db_ping(struct db *db, db_done_fn done, void *ctx)
+void db_ping(struct db *db, int timeout_ms, db_done_fn done, void *ctx)
 {
-    db->ops->ping(db, done, ctx);
+    db->ops->ping(db, timeout_ms, done, ctx);
 }
 
 void db_user_create(struct db *db, struct str name, struct str email, db_user_fn row,

@@ -91,8 +91,13 @@ void db_close(struct db *db);
 /* Backend name for logs and metrics: "sqlite" or "postgres". */
 const char *db_backend_name(const struct db *db);
 
-/* Readiness probe: done(ctx, DB_OK) when the database answers. */
-void db_ping(struct db *db, db_done_fn done, void *ctx);
+/*
+ * Readiness probe: done(ctx, DB_OK) when the database answers a query;
+ * DB_UNAVAILABLE at once while it is known to be down, or after timeout_ms
+ * (> 0) without an answer - a hung server must not hold the probe for the
+ * whole busy timeout. SQLite answers inline (a read WAL never blocks).
+ */
+void db_ping(struct db *db, int timeout_ms, db_done_fn done, void *ctx);
 
 /*
  * Users. name/email are validated by the caller. On success `row` is called
@@ -175,10 +180,15 @@ typedef void (*db_count_fn)(void *ctx, enum db_status st, int64_t n);
 void db_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx);
 void db_orders_pending(struct db *db, db_count_fn done, void *ctx);
 
-/* Pool gauges for /metrics: connections open and operations in flight on this handle. */
+/*
+ * Pool gauges for /metrics: connections open and operations in flight on
+ * this handle, and how often a connection was re-established after one was
+ * lost or failed (a counter; the first connect of each is not counted).
+ */
 struct db_stats {
     int connections;
     int busy;
+    uint64_t reconnects;
 };
 void db_stats(const struct db *db, struct db_stats *out);
 

@@ -24,7 +24,7 @@
 struct db_ops {
     const char *name; /* db_backend_name(): "sqlite" or "postgres" */
     void (*close)(struct db *db);
-    void (*ping)(struct db *db, db_done_fn done, void *ctx);
+    void (*ping)(struct db *db, int timeout_ms, db_done_fn done, void *ctx);
     void (*user_create)(struct db *db, struct str name, struct str email, db_user_fn row,
                         db_done_fn done, void *ctx);
     void (*user_get)(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx);

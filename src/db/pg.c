@@ -78,7 +78,7 @@
 #define QUEUE_MAX 4096          /* operations waiting for a connection, per handle */
 #define DEFAULT_TIMEOUT_MS 5000 /* queue wait, answer wait and connect limit */
 #define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
+#define BACKOFF_MAX_MS 1000              /* the database is noticed back within about a second */
 #define OP_FREE_MAX 256                  /* operation structs kept for reuse */
 #define OP_HEAP_KEEP ((size_t)64 * 1024) /* parameter buffers larger than this are not kept */
 #define MAX_PARAMS 8
@@ -271,9 +271,12 @@ struct pg_op {
     enum op_kind kind;
     enum stmt_id stmt;
     enum tx_step step;
-    int nstmt;      /* statements in the unit in flight (before its Sync) */
-    int retries;    /* order_create re-runs */
-    bool in_flight; /* in a sent list */
+    int nstmt;                 /* statements in the unit in flight (before its Sync) */
+    int retries;               /* order_create re-runs */
+    bool in_flight;            /* in a sent list */
+    bool detached;             /* OP_PING answered at its deadline: the late result only frees it */
+    struct pg_op *next_ping;   /* OP_PING with a deadline: in pg->pings */
+    uint64_t ping_deadline_ms; /* OP_PING: answer DB_UNAVAILABLE at this time (0: none) */
     PGresult *res[MAX_UNIT_RESULTS];
     PGresult *err;      /* the unit's first error */
     bool aborted;       /* a statement of the unit failed or was skipped */
@@ -322,6 +325,8 @@ struct pg_conn {
     bool broken;     /* to be closed by leave() */
     bool recheck;    /* libpq may hold input read while sending: look at it in leave() */
     bool prepared;   /* the statements were prepared: "up" */
+    bool timed_out;  /* broken because the server did not answer in time */
+    bool ever_up;    /* was up once: the next "up" is a reconnect */
     struct pg_op *sent_head, *sent_tail;
     int nsent;
     int rd_stmt;            /* statement of sent_head whose results are being read */
@@ -358,7 +363,18 @@ struct db_pg {
     int depth; /* enter/leave nesting */
     uint64_t timeout_ms;
     bool closing;
-    bool failing;                  /* an outage was logged; nothing connected since */
+    bool failing; /* an outage was logged; nothing connected since */
+    /*
+     * The server is known to be down: a connection attempt failed or timed
+     * out, or a query went unanswered, and nothing connected since. While no
+     * connection is up, operations then fail at once instead of each waiting
+     * the timeout for an attempt that is likely to fail too, and only one
+     * connection at a time tries to reach the server.
+     */
+    bool down;
+    uint64_t reconnects;           /* db_stats */
+    struct pg_op *pings;           /* OP_PING with a deadline, unordered */
+    struct loop_alarm alarm;       /* armed for the earliest ping deadline */
     unsigned long failed_attempts; /* not logged one by one while failing */
     unsigned long refused;         /* queue-full refusals since the last log line */
     uint64_t refused_logged_ms;
@@ -815,9 +831,26 @@ static struct pg_op *batch_retire(struct db_pg *pg, struct pg_op *batch)
     return members;
 }
 
+static void ping_unlink(struct db_pg *pg, struct pg_op *op)
+{
+    for (struct pg_op **p = &pg->pings; *p; p = &(*p)->next_ping) {
+        if (*p == op) {
+            *p = op->next_ping;
+            op->next_ping = NULL;
+            return;
+        }
+    }
+}
+
 static void op_finish(struct db_pg *pg, struct pg_op *op, enum db_status st)
 {
     enum op_kind kind = op->kind;
+    if (op->ping_deadline_ms)
+        ping_unlink(pg, op);
+    if (op->detached) {
+        op_free(pg, op); /* its caller was answered at the deadline */
+        return;
+    }
     if (kind == OP_CREATE_BATCH) {
         struct pg_op *m = batch_retire(pg, op);
         while (m) {
@@ -878,6 +911,26 @@ static struct pg_op *q_pop(struct pg_op **head, struct pg_op **tail, int *n)
     return op;
 }
 
+/* Take op out of a wait queue (a short scan: only for rare deadlines). Returns false if absent. */
+static bool q_remove(struct pg_op **head, struct pg_op **tail, int *n, struct pg_op *op)
+{
+    struct pg_op *prev = NULL;
+    for (struct pg_op *p = *head; p; prev = p, p = p->next) {
+        if (p != op)
+            continue;
+        if (prev)
+            prev->next = p->next;
+        else
+            *head = p->next;
+        if (*tail == p)
+            *tail = prev;
+        p->next = NULL;
+        (*n)--;
+        return true;
+    }
+    return false;
+}
+
 /* ---- connections ---- */
 
 static void conn_break(struct pg_conn *c, const char *why)
@@ -893,7 +946,7 @@ static bool conn_ready(const struct pg_conn *c)
     return c->state == CS_READY && !c->broken;
 }
 
-/* A connection is up or being set up: operations may wait for it. */
+/* A connection is up or being set up. */
 static bool any_usable(const struct db_pg *pg)
 {
     for (int i = 0; i < pg->nconns; i++) {
@@ -902,6 +955,20 @@ static bool any_usable(const struct db_pg *pg)
             return true;
     }
     return false;
+}
+
+/*
+ * Operations may wait: a connection is up, or one is being set up and the
+ * server is not known to be down (then the attempt is likely to fail too,
+ * after the whole timeout).
+ */
+static bool can_wait(const struct db_pg *pg)
+{
+    for (int i = 0; i < pg->nconns; i++) {
+        if (conn_ready(&pg->conns[i]))
+            return true;
+    }
+    return !pg->down && any_usable(pg);
 }
 
 /*
@@ -1058,6 +1125,7 @@ static void conn_start(struct pg_conn *c)
 
     c->broken = false;
     c->prepared = false;
+    c->timed_out = false;
     if (pg->nnames == 0) {
         conn_connect(c, NULL, NULL, NULL);
         return;
@@ -1075,17 +1143,30 @@ static void conn_start(struct pg_conn *c)
     }
 }
 
-/* Start the connections whose backoff has passed. */
+/*
+ * Start the connections whose backoff has passed. While the server is known
+ * to be down, one attempt at a time probes it: the others follow once it
+ * succeeds (a pool of N need not knock N times a second on a dead server).
+ */
 static void maybe_reconnect(struct db_pg *pg)
 {
     if (pg->closing)
         return;
     uint64_t now = now_ms(pg);
+    bool probing = false;
+    for (int i = 0; i < pg->nconns; i++) {
+        const struct pg_conn *c = &pg->conns[i];
+        probing |= !c->broken && (c->state == CS_RESOLVING || c->state == CS_CONNECTING);
+    }
     for (int i = 0; i < pg->nconns; i++) {
         struct pg_conn *c = &pg->conns[i];
+        if (pg->down && probing)
+            return;
         if (c->state == CS_DOWN && !c->broken &&
-            (now >= c->retry_at_ms || atomic_load(&g_connect_epoch) != c->epoch))
+            (now >= c->retry_at_ms || atomic_load(&g_connect_epoch) != c->epoch)) {
             conn_start(c);
+            probing = !c->broken;
+        }
     }
 }
 
@@ -1259,6 +1340,8 @@ static void conn_teardown(struct pg_conn *c)
     c->epoch = atomic_load(&g_connect_epoch);
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
 
+    if (!pg->closing && (!was_up || c->timed_out))
+        pg->down = true; /* a lost connection alone is not: its reconnect may well work */
     if (!pg->closing) {
         if (pg->failing) {
             pg->failed_attempts++;
@@ -1342,9 +1425,9 @@ static void leave(struct db_pg *pg)
         if (again)
             continue;
         batch_flush(pg);
-        if ((pg->q_head || pg->txq_head) && !any_usable(pg)) {
+        if ((pg->q_head || pg->txq_head) && !can_wait(pg)) {
             maybe_reconnect(pg);
-            if (!any_usable(pg)) {
+            if (!can_wait(pg)) {
                 fail_queues(pg);
                 continue;
             }
@@ -1785,12 +1868,19 @@ static void unit_done(struct pg_conn *c, struct pg_op *op)
         } else {
             c->prepared = true;
             c->backoff_ms = BACKOFF_MIN_MS;
+            if (c->ever_up)
+                pg->reconnects++;
+            c->ever_up = true;
             atomic_fetch_add(&g_connect_epoch, 1);
             if (pg->failing) {
                 log_info("db postgres %s: connected again (%lu more failures were not logged)",
                          pg->label, pg->failed_attempts);
                 pg->failing = false;
                 pg->failed_attempts = 0;
+            }
+            if (pg->down) {
+                pg->down = false;
+                maybe_reconnect(pg); /* the rest of the pool, held back while probing */
             }
         }
         op_finish(pg, op, DB_OK);
@@ -1939,7 +2029,7 @@ static void submit(struct db_pg *pg, struct pg_op *op)
 {
     enter(pg);
     maybe_reconnect(pg);
-    if (pg->closing || !any_usable(pg)) {
+    if (pg->closing || !can_wait(pg)) {
         op_finish(pg, op, DB_UNAVAILABLE);
     } else if (pg->nq + pg->ntxq >= QUEUE_MAX) {
         uint64_t now = now_ms(pg);
@@ -1971,11 +2061,75 @@ static struct pg_op *simple_op(struct db_pg *pg, enum op_kind kind, enum stmt_id
     return op;
 }
 
-static void pg_ping(struct db *db, db_done_fn done, void *ctx)
+/* Arm the handle's alarm for the earliest ping deadline, or disarm it. */
+static void ping_arm(struct db_pg *pg)
+{
+    uint64_t next = 0;
+    for (const struct pg_op *op = pg->pings; op; op = op->next_ping) {
+        if (!next || op->ping_deadline_ms < next)
+            next = op->ping_deadline_ms;
+    }
+    if (!next) {
+        loop_alarm_disarm(pg->loop, &pg->alarm);
+        return;
+    }
+    uint64_t now = now_ms(pg);
+    loop_alarm_arm(pg->loop, &pg->alarm, next > now ? next - now : 0);
+}
+
+/*
+ * A ping's deadline passed: answer DB_UNAVAILABLE now. Still waiting, it
+ * leaves the queue; already sent, it stays in its connection's pipeline
+ * (a query cannot be taken back) and its answer, if any, only frees it.
+ */
+static void ping_expire(struct db_pg *pg, struct pg_op *op)
+{
+    ping_unlink(pg, op);
+    op->ping_deadline_ms = 0;
+    if (!op->in_flight && q_remove(&pg->q_head, &pg->q_tail, &pg->nq, op)) {
+        op_finish(pg, op, DB_UNAVAILABLE);
+        return;
+    }
+    void *ctx = op->ctx;
+    db_done_fn done = op->done;
+    op->detached = true;
+    op->ctx = NULL;
+    pg->busy--;
+    done(ctx, DB_UNAVAILABLE);
+}
+
+static void on_ping_alarm(struct loop *l, struct loop_alarm *a)
+{
+    struct db_pg *pg = container_of(a, struct db_pg, alarm);
+    uint64_t now = loop_now_ms(l);
+
+    enter(pg);
+    for (;;) {
+        struct pg_op *due = NULL;
+        for (struct pg_op *op = pg->pings; op && !due; op = op->next_ping) {
+            if (op->ping_deadline_ms <= now)
+                due = op;
+        }
+        if (!due)
+            break;
+        ping_expire(pg, due); /* its callback may change the list: scan again */
+    }
+    ping_arm(pg);
+    leave(pg);
+}
+
+static void pg_ping(struct db *db, int timeout_ms, db_done_fn done, void *ctx)
 {
     struct db_pg *pg = to_pg(db);
     struct pg_op *op = simple_op(pg, OP_PING, ST_PING, done, ctx);
     params_reserve(op, 0);
+    if (timeout_ms > 0 && (uint64_t)timeout_ms < pg->timeout_ms) {
+        /* listed before submit, which may finish (and recycle) op at once */
+        op->ping_deadline_ms = now_ms(pg) + (uint64_t)timeout_ms;
+        op->next_ping = pg->pings;
+        pg->pings = op;
+        ping_arm(pg);
+    }
     submit(pg, op);
 }
 
@@ -2217,15 +2371,18 @@ static void pg_tick(struct db *db)
             snprintf(why, sizeof why, "connection attempt timed out after %" PRIu64 " ms",
                      pg->timeout_ms);
             conn_break(c, why);
+            c->timed_out = true;
         } else if (c->state == CS_RESOLVING && now - c->started_ms >= pg->timeout_ms) {
             /* The lookup goes on: the next attempt, after the backoff, waits for the same one. */
             snprintf(why, sizeof why, "host name lookup took longer than %" PRIu64 " ms",
                      pg->timeout_ms);
             conn_break(c, why);
+            c->timed_out = true;
         } else if (c->state == CS_READY && c->sent_head &&
                    now - c->sent_head->sent_ms >= pg->timeout_ms) {
             snprintf(why, sizeof why, "no answer within %" PRIu64 " ms", pg->timeout_ms);
             conn_break(c, why);
+            c->timed_out = true;
         }
     }
     maybe_reconnect(pg);
@@ -2239,6 +2396,7 @@ static void pg_stats(const struct db *db, struct db_stats *out)
     for (int i = 0; i < pg->nconns; i++)
         out->connections += conn_ready(&pg->conns[i]) && pg->conns[i].prepared;
     out->busy = pg->busy;
+    out->reconnects = pg->reconnects;
 }
 
 /* Every operation still open gets DB_UNAVAILABLE; then everything is freed. */
@@ -2248,6 +2406,7 @@ static void pg_close(struct db *db)
 
     pg->closing = true;
     pg->depth++;
+    loop_alarm_disarm(pg->loop, &pg->alarm);
     if (pg->batch_open) {
         struct pg_op *batch = pg->batch_open;
         pg->batch_open = NULL;
@@ -2313,6 +2472,7 @@ struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct
     if (!pg->conninfo)
         log_fatal("out of memory");
     hosts_parse(pg);
+    loop_alarm_init(&pg->alarm, on_ping_alarm);
     pg->timeout_ms = cfg->busy_timeout_ms > 0 ? (uint64_t)cfg->busy_timeout_ms : DEFAULT_TIMEOUT_MS;
     pg->nconns = cfg->pool_size >= 1 && cfg->pool_size <= POOL_MAX ? cfg->pool_size : POOL_DEFAULT;
     pg->conns = calloc((size_t)pg->nconns, sizeof *pg->conns);

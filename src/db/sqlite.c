@@ -668,8 +668,9 @@ out_fail:
     return fail_status(s, rc, op);
 }
 
-static void sq_ping(struct db *db, db_done_fn done, void *ctx)
+static void sq_ping(struct db *db, int timeout_ms, db_done_fn done, void *ctx)
 {
+    (void)timeout_ms; /* answered before this returns: see db.h */
     struct sq_conn *s = &to_sqlite(db)->rd;
     const struct stmt_def *def = &stmt_defs[ST_PING];
     sqlite3_stmt *st = s->stmt[ST_PING];
@@ -1766,6 +1767,7 @@ static void sq_stats(const struct db *db, struct db_stats *out)
     const struct db_sqlite *s = to_sqlite_const(db);
     out->connections = (s->rd.conn ? 1 : 0) + (s->wr.conn ? 1 : 0);
     out->busy = s->rd.busy + s->inflight;
+    out->reconnects = 0; /* files are opened once */
 }
 
 static void conn_close(struct sq_conn *c)

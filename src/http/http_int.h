@@ -100,6 +100,7 @@ struct http_ctx {
     bool head_only;
     bool close_after; /* the protocol should end the connection after this response */
     bool dead;        /* its connection closed while the handler runs: nothing to send */
+    bool handling;    /* handed to its handler, not answered yet: in_flight counts it */
     uint64_t start_ns;
     char peer[48]; /* the client's address as text, set by the protocol at accept */
     size_t peer_len;

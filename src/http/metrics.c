@@ -29,6 +29,7 @@ struct route_hist {
 struct thread_block {
     _Atomic uint64_t *counts; /* [route+1][method][status] */
     struct route_hist *hist;  /* [route+1] */
+    _Atomic int64_t in_flight;
 };
 
 static struct thread_block *g_blocks;
@@ -94,6 +95,13 @@ void metrics_record(int thread, int route, enum http_method method, int status,
     bump(&h->count, 1);
 }
 
+void metrics_in_flight(int thread, int delta)
+{
+    _Atomic int64_t *p = &g_blocks[thread].in_flight;
+    atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + delta,
+                          memory_order_relaxed);
+}
+
 static const char *route_label(size_t r)
 {
     if (r == 0)
@@ -110,6 +118,14 @@ static uint64_t load(_Atomic uint64_t *p)
 
 void metrics_render(struct buf *b)
 {
+    int64_t in_flight = 0;
+    for (int t = 0; t < g_nthreads; t++)
+        in_flight += atomic_load_explicit(&g_blocks[t].in_flight, memory_order_relaxed);
+    buf_append_cstr(b, "# HELP http_requests_in_flight Requests handed to a handler and not "
+                       "answered yet (this scrape included).\n"
+                       "# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight ");
+    buf_append_i64(b, in_flight);
+    buf_append_char(b, '\n');
     buf_append_cstr(b, "# HELP http_requests_total HTTP responses sent, by method, route "
                        "pattern and status.\n# TYPE http_requests_total counter\n");
     for (size_t r = 0; r < g_nroutes; r++) {

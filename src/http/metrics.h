@@ -29,6 +29,12 @@ void metrics_record(int thread, int route, enum http_method method, int status,
                     uint64_t duration_ns);
 
 /*
+ * A request was handed to its handler (+1) or answered (-1): the
+ * http_requests_in_flight gauge. Only the thread's own loop calls it.
+ */
+void metrics_in_flight(int thread, int delta);
+
+/*
  * Append the HTTP metrics' exposition (text format 0.0.4) for all threads to
  * b. The application appends its own families (storage, background work)
  * after it.

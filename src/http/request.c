@@ -299,6 +299,10 @@ void http_add_header(struct http_ctx *c, const char *name, struct str value)
 
 void http_respond(struct http_ctx *c, int status, const char *content_type)
 {
+    if (c->handling) {
+        c->handling = false;
+        metrics_in_flight(c->hl->index, -1);
+    }
     c->proto->respond(c, status, content_type);
 }
 
@@ -477,6 +481,8 @@ void http_request_dispatch(struct http_ctx *c)
 {
     size_t n;
     const struct route *rt = &router_table(&n)[c->m.route];
+    c->handling = true;
+    metrics_in_flight(c->hl->index, 1);
     rt->handler(c);
 }
 

@@ -41,6 +41,7 @@ struct loop {
     time_t date_sec;
     char date[32];
     struct timer_list timers[LOOP_TIMER_CLASSES];
+    struct timer_list alarms; /* struct loop_alarm, sorted by deadline */
     void *data;
 };
 
@@ -169,6 +170,7 @@ struct loop *loop_create(int index)
         l->timers[i].head.next = &l->timers[i].head;
         l->timers[i].head.prev = &l->timers[i].head;
     }
+    l->alarms.head.next = l->alarms.head.prev = &l->alarms.head;
     l->now_ms = mono_ms();
     refresh_date(l);
     return l;
@@ -238,8 +240,47 @@ void loop_timer_disarm(struct loop *l, struct timer_node *t)
         timer_unlink(t);
 }
 
+void loop_alarm_init(struct loop_alarm *a, void (*fn)(struct loop *l, struct loop_alarm *a))
+{
+    a->node.prev = a->node.next = NULL;
+    a->node.cls = -1;
+    a->fn = fn;
+}
+
+void loop_alarm_arm(struct loop *l, struct loop_alarm *a, uint64_t ms)
+{
+    struct timer_node *t = &a->node;
+    struct timer_node *head = &l->alarms.head;
+    if (t->prev)
+        timer_unlink(t);
+    t->deadline_ms = l->now_ms + ms;
+    t->cls = LOOP_TIMER_CLASSES; /* not a class: only "armed" for timer_unlink's callers */
+    /* from the tail: alarms armed later usually expire later */
+    struct timer_node *after = head->prev;
+    while (after != head && after->deadline_ms > t->deadline_ms)
+        after = after->prev;
+    t->prev = after;
+    t->next = after->next;
+    after->next->prev = t;
+    after->next = t;
+}
+
+void loop_alarm_disarm(struct loop *l, struct loop_alarm *a)
+{
+    (void)l;
+    if (a->node.prev)
+        timer_unlink(&a->node);
+}
+
 static void run_timers(struct loop *l)
 {
+    struct timer_node *ahead = &l->alarms.head;
+    while (ahead->next != ahead && ahead->next->deadline_ms <= l->now_ms) {
+        struct timer_node *t = ahead->next;
+        timer_unlink(t);
+        struct loop_alarm *a = container_of(t, struct loop_alarm, node);
+        a->fn(l, a); /* may re-arm a or free its owner */
+    }
     for (int c = 0; c < LOOP_TIMER_CLASSES; c++) {
         struct timer_node *head = &l->timers[c].head;
         while (head->next != head && head->next->deadline_ms <= l->now_ms) {
@@ -254,6 +295,10 @@ static void run_timers(struct loop *l)
 static int next_wait_ms(struct loop *l)
 {
     uint64_t wait = 1000;
+    if (l->alarms.head.next != &l->alarms.head) {
+        uint64_t d = l->alarms.head.next->deadline_ms;
+        wait = d > l->now_ms ? (d - l->now_ms < wait ? d - l->now_ms : wait) : 0;
+    }
     for (int c = 0; c < LOOP_TIMER_CLASSES; c++) {
         struct timer_node *head = &l->timers[c].head;
         if (head->next != head) {

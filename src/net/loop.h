@@ -69,6 +69,26 @@ void loop_timer_arm(struct loop *l, struct timer_node *t, int cls);
 /* Disarm t (no-op if not armed). */
 void loop_timer_disarm(struct loop *l, struct timer_node *t);
 
+/*
+ * A one-shot timer of any duration, for rare deadlines whose length is not a
+ * class's (a readiness probe's): armed ones are kept sorted, so arming costs
+ * O(armed alarms). fn runs on the loop's thread, once per arming, after the
+ * alarm was disarmed (it may re-arm it). Initialise with loop_alarm_init.
+ */
+struct loop_alarm {
+    struct timer_node node;
+    void (*fn)(struct loop *l, struct loop_alarm *a);
+};
+
+/* Set up a (disarmed) alarm calling fn. */
+void loop_alarm_init(struct loop_alarm *a, void (*fn)(struct loop *l, struct loop_alarm *a));
+
+/* Arm a for ms milliseconds from now; an armed alarm moves to the new deadline. */
+void loop_alarm_arm(struct loop *l, struct loop_alarm *a, uint64_t ms);
+
+/* Disarm a (no-op if not armed). */
+void loop_alarm_disarm(struct loop *l, struct loop_alarm *a);
+
 /* Run until loop_stop_requested() and on_idle says there is nothing left; see loop_run. */
 struct loop_hooks {
     /* Called after each batch of events; the place to flush deferred work. */

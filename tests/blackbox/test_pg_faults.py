@@ -9,6 +9,11 @@
   with the receipt the API defines.
 - Several processes migrating one fresh database at once.
 - Passwords in the URL never reach the log.
+- PostgreSQL hangs (SIGSTOP): /ready answers 503 within BRISK_READY_TIMEOUT_MS,
+  not the busy timeout; once a query went unanswered, requests fail fast with
+  503 instead of each waiting the timeout; after SIGCONT, and after a restart
+  that followed a long outage, brisk is back within about a second. The
+  in-flight gauge, db_errors_total and db_reconnects_total show it.
 
 The outage test runs its own throwaway cluster (scripts/pg_cluster.sh in a
 private directory) so that stopping it disturbs no other test."""
@@ -21,7 +26,8 @@ import time
 
 import harness
 import oracle
-from harness import check, eq, expect_error, fail, request, test, uniq
+from harness import check, eq, expect_error, fail, metric, parse_metrics, request, test, uniq
+from test_hostile import slowdown
 
 RECEIPT_KEY = "pg-faults-receipt-key"
 
@@ -48,6 +54,40 @@ def _status(port, method, path, body=None, timeout=15):
         return request(port, method, path, body, timeout=timeout, check_common=False).status
     except Exception:  # noqa: BLE001
         return None
+
+
+def _signal_cluster(d, sig):
+    """Send sig to the cluster's postmaster and every process it started."""
+    with open(os.path.join(d, "data", "postmaster.pid")) as f:
+        root = int(f.readline())
+    pids = [root]
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+            pids.append(int(name))
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _timed(port, method, path, timeout=30):
+    t0 = time.time()
+    r = request(port, method, path, timeout=timeout, check_common=False)
+    return r, time.time() - t0
+
+
+def _metrics(port):
+    r = request(port, "GET", "/metrics")
+    eq(r.status, 200, "/metrics")
+    return parse_metrics(r.text())
 
 
 if harness.pg_mode():
@@ -326,3 +366,96 @@ if harness.pg_mode():
         finally:
             srv.kill()
 
+
+
+    @test(server=None)
+    def hung_database_fails_fast(ctx):
+        slow = slowdown(ctx.binary)
+        d = "/tmp/brisk-pgh-%d-%s" % (os.getpid(), uniq("c"))
+        url = _cluster("start", d)
+        srv = None
+        frozen = False
+        try:
+            # one loop: one handle, so "known down" is one handle's state
+            srv = ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_DATABASE_URL": url,
+                                      "BRISK_BG_WORKERS": "0", "BRISK_DB_BUSY_TIMEOUT_MS": "4000"},
+                                 name="hung").start()
+            r = request(srv.port, "POST", "/users", {"name": "Hung", "email": "%s@example.com" % uniq("h")})
+            eq(r.status, 201, "create before the hang")
+            path = "/users/%d" % r.json()["id"]
+            eq(request(srv.port, "GET", "/ready").status, 200, "ready before the hang")
+            m0 = _metrics(srv.port)
+            err0 = metric(m0, "db_errors_total", backend="postgres", kind="unavailable")
+            rec0 = metric(m0, "db_reconnects_total", backend="postgres")
+            check(err0 is not None and rec0 is not None, "no db_errors_total / db_reconnects_total")
+
+            _signal_cluster(d, signal.SIGSTOP)
+            frozen = True
+            # /ready gives up after BRISK_READY_TIMEOUT_MS (1 s), long before the 4 s busy timeout
+            r, took = _timed(srv.port, "GET", "/ready")
+            expect_error(r, 503, "database unavailable")
+            check(0.8 <= took < 2.0 * slow, "/ready on a hung database took %.2f s (want about 1 s)" % took)
+
+            # requests that reach the hung server wait for it (the busy timeout): in flight meanwhile
+            results = []
+            def get():
+                results.append(_timed(srv.port, "GET", path))
+            threads = [threading.Thread(target=get, daemon=True) for _ in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            inflight = metric(_metrics(srv.port), "http_requests_in_flight")
+            check(inflight is not None and inflight >= 4,
+                  "http_requests_in_flight %r while 3 requests wait on the database (and this scrape)" % inflight)
+            for t in threads:
+                t.join(20)
+            eq(len(results), 3, "answers to the waiting requests")
+            for r, took in results:
+                expect_error(r, 503, "database unavailable")
+                check(took < 8 * slow, "a waiting request took %.1f s" % took)
+
+            # now the database is known down: no request waits for it any more
+            time.sleep(0.3)
+            for i in range(5):
+                r, took = _timed(srv.port, "GET", path)
+                expect_error(r, 503, "database unavailable")
+                check(took < 0.5 * slow, "request %d while known down took %.2f s" % (i, took))
+            r, took = _timed(srv.port, "GET", "/ready")
+            expect_error(r, 503, "database unavailable")
+            check(took < 0.5 * slow, "/ready while known down took %.2f s" % took)
+            r = request(srv.port, "GET", "/health")
+            eq((r.status, r.body), (200, b"ok"), "/health while the database hangs")
+            m1 = _metrics(srv.port)
+            err1 = metric(m1, "db_errors_total", backend="postgres", kind="unavailable")
+            check(err1 - err0 >= 10, "db_errors_total{kind=unavailable} rose by %r, want >= 10" % (err1 - err0))
+
+            # the server wakes up: served again within about a second
+            _signal_cluster(d, signal.SIGCONT)
+            frozen = False
+            t_up = time.time()
+            check(_wait(lambda: _status(srv.port, "GET", path) == 200, 10, 0.05),
+                  "not serving within 10 s of the database waking up")
+            back = time.time() - t_up
+            check(back < 2.0 * slow, "serving again %.2f s after the database woke up (want about 1 s)" % back)
+            eq(request(srv.port, "GET", "/ready").status, 200, "/ready after the hang")
+            check(_wait(lambda: metric(_metrics(srv.port), "db_reconnects_total", backend="postgres") > rec0, 3),
+                  "db_reconnects_total did not rise")
+
+            # a long outage (connection refused), then a restart: back within about a second
+            _cluster("crash", d)
+            check(_wait(lambda: _status(srv.port, "GET", "/ready") == 503, 10), "/ready not 503 after a crash")
+            time.sleep(7)  # long enough for a 5 s backoff to have built up
+            _cluster("start", d)
+            t_up = time.time()
+            check(_wait(lambda: _status(srv.port, "GET", path) == 200, 15, 0.05),
+                  "not serving within 15 s of the restart")
+            back = time.time() - t_up
+            check(back < 2.0 * slow, "serving again %.2f s after the restart (want about 1 s)" % back)
+            reason = srv.stop()
+            check(reason is None, reason or "")
+        finally:
+            if frozen:
+                _signal_cluster(d, signal.SIGCONT)
+            if srv:
+                srv.kill()
+            _cluster("stop", d)

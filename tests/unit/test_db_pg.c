@@ -276,7 +276,7 @@ static bool wait_up(struct db *db, int ms)
     while (wall_ms() < end) {
         struct capture c;
         cap_init(&c);
-        db_ping(db, cap_done, &c);
+        db_ping(db, 0, cap_done, &c);
         if (!wait_cap(&c, 2000))
             return false;
         if (c.status == DB_OK)
@@ -797,7 +797,7 @@ static void test_queue_bound(struct db *db)
     struct capture *caps = calloc(N, sizeof *caps);
     for (int i = 0; i < N; i++) {
         cap_init(&caps[i]);
-        db_ping(db, cap_done, &caps[i]);
+        db_ping(db, 0, cap_done, &caps[i]);
     }
     int immediate = 0;
     for (int i = 0; i < N; i++)
@@ -834,7 +834,7 @@ static void test_server_kills(struct db *db, const char *url)
     ok(killed >= 2, "terminated %lld backends", killed);
     for (int i = 0; i < 20; i++) {
         cap_init(&caps[i]);
-        db_ping(db, cap_done, &caps[i]);
+        db_ping(db, 0, cap_done, &caps[i]);
     }
     int bad = 0;
     for (int i = 0; i < 20; i++) {
@@ -845,7 +845,7 @@ static void test_server_kills(struct db *db, const char *url)
     uint64_t t0 = wall_ms();
     ok(wait_up(db, 10000), "reconnected by itself");
     ok(wall_ms() - t0 < 8000, "within %llu ms", (unsigned long long)(wall_ms() - t0));
-    struct db_stats st = {0, 0};
+    struct db_stats st = {0, 0, 0};
     uint64_t end = wall_ms() + 8000;
     while (wall_ms() < end) {
         db_stats(db, &st);
@@ -854,10 +854,15 @@ static void test_server_kills(struct db *db, const char *url)
         pump_once();
         struct capture c;
         cap_init(&c);
-        db_ping(db, cap_done, &c);
+        db_ping(db, 0, cap_done, &c);
         wait_cap(&c, 2000);
     }
     ok(st.connections == 2, "both connections back (%d)", st.connections);
+    ok(st.reconnects >= 2, "counted as reconnects (%llu)", (unsigned long long)st.reconnects);
+    struct capture c;
+    cap_init(&c);
+    db_ping(db, 1000, cap_done, &c);
+    ok(wait_cap(&c, 3000) && c.status == DB_OK, "a ping with a deadline is answered (%d)", c.status);
 }
 
 static void test_unreachable(void)
@@ -887,12 +892,12 @@ static void test_unreachable(void)
     /* the first attempt fails at once or after a poll; then calls fail at once */
     for (int i = 0; i < 3 && db; i++) {
         cap_init(&c);
-        db_ping(db, cap_done, &c);
+        db_ping(db, 0, cap_done, &c);
         wait_cap(&c, 3000);
     }
     ok(db && c.status == DB_UNAVAILABLE && wall_ms() - t0 < 3000, "ping unavailable within %llu ms",
        (unsigned long long)(wall_ms() - t0));
-    struct db_stats st = {9, 9};
+    struct db_stats st = {9, 9, 0};
     if (db)
         db_stats(db, &st);
     ok(st.connections == 0 && st.busy == 0, "no connections, nothing busy");
@@ -928,12 +933,58 @@ static void test_silent_server(void)
     struct capture c;
     cap_init(&c);
     uint64_t t0 = wall_ms();
-    db_ping(db, cap_done, &c);
+    db_ping(db, 0, cap_done, &c);
     ok(c.dones == 0, "the ping waits while connecting");
     ok(wait_cap(&c, 5000) && c.status == DB_UNAVAILABLE, "then fails (%d)", c.status);
     uint64_t took = wall_ms() - t0;
     ok(took >= 500 && took < 3500, "after the timeout and a tick (%llu ms)",
        (unsigned long long)took);
+    /* the attempt timed out: the server is known down, so a ping fails at once
+     * (while the next attempt probes it) instead of waiting another timeout */
+    cap_init(&c);
+    db_ping(db, 0, cap_done, &c);
+    ok(c.dones == 1 && c.status == DB_UNAVAILABLE, "known down: the next ping fails at once (%d)",
+       c.dones);
+    g_dbs[3] = NULL;
+    db_close(db);
+    close(s);
+}
+
+/* A ping with a deadline shorter than the busy timeout gives up at its deadline. */
+static void test_ping_deadline(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
+    socklen_t sl = sizeof sa;
+    bind(s, (struct sockaddr *)&sa, sizeof sa);
+    listen(s, 16);
+    getsockname(s, (struct sockaddr *)&sa, &sl);
+    char url[128];
+    snprintf(url, sizeof url, "host=127.0.0.1 port=%d dbname=x user=x sslmode=disable",
+             ntohs(sa.sin_port));
+    struct db *db = open_db(url, 5000);
+    g_dbs[3] = db;
+    struct capture c[2];
+    cap_init(&c[0]);
+    cap_init(&c[1]);
+    uint64_t t0 = wall_ms();
+    db_ping(db, 300, cap_done, &c[0]);
+    db_ping(db, 600, cap_done, &c[1]);
+    ok(c[0].dones == 0 && c[1].dones == 0, "deadline pings wait while connecting");
+    ok(wait_cap(&c[0], 3000) && c[0].status == DB_UNAVAILABLE, "the 300 ms ping fails (%d)",
+       c[0].status);
+    uint64_t took = wall_ms() - t0;
+    ok(took >= 250 && took < 1000, "at its deadline (%llu ms), not the 5 s timeout",
+       (unsigned long long)took);
+    ok(c[1].dones == 0 || wall_ms() - t0 >= 550, "the 600 ms ping is not answered early");
+    ok(wait_cap(&c[1], 3000) && c[1].status == DB_UNAVAILABLE, "the 600 ms ping fails (%d)",
+       c[1].status);
+    took = wall_ms() - t0;
+    ok(took >= 550 && took < 1300, "at its own deadline (%llu ms)", (unsigned long long)took);
+    struct db_stats st = {9, 9, 9};
+    db_stats(db, &st);
+    ok(st.busy == 0 && st.reconnects == 0, "nothing busy, no reconnect (%d, %llu)", st.busy,
+       (unsigned long long)st.reconnects);
     g_dbs[3] = NULL;
     db_close(db);
     close(s);
@@ -945,7 +996,7 @@ static void test_close_in_flight(const char *url)
     struct capture c[5];
     for (int i = 0; i < 5; i++) {
         cap_init(&c[i]);
-        db_ping(db, cap_done, &c[i]);
+        db_ping(db, 0, cap_done, &c[i]);
     }
     db_close(db);
     int fine = 0;
@@ -994,6 +1045,7 @@ int main(void)
     test_server_kills(g_dbs[0], url);
     test_unreachable();
     test_silent_server();
+    test_ping_deadline();
     test_close_in_flight(url);
 
     /* a handle on a database that was never migrated: statements cannot be prepared */

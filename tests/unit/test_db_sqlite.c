@@ -271,7 +271,7 @@ static enum db_status op_ping(struct db *db)
 {
     struct capture c;
     cap_init(&c);
-    db_ping(db, cap_done, &c);
+    db_ping(db, 0, cap_done, &c);
     ok(c.dones == 1 && c.rows == 0, "ping: one done, no rows");
     return c.status;
 }
