@@ -114,6 +114,7 @@ static bool drained(struct loop *l, void *arg)
 static void *worker_main(void *arg)
 {
     struct bgworker *w = arg;
+    log_set_thread("worker", w->index);
     struct loop_hooks hooks = {.drained = drained, .on_tick = on_tick, .arg = w};
     round_start(w); /* do not wait a second for the first look */
     if (loop_run(w->loop, &hooks, 10000) != 0)

@@ -15,11 +15,21 @@
 
 /* A message line longer than this is cut, visibly (TRUNCATED_MARK). */
 #define LOG_MSG_MAX 2048
+/* Room for the structured fields of one JSON line, escaped. */
+#define LOG_FIELDS_MAX 4096
 
 static enum log_level g_level = LOG_INFO;
 static bool g_json = false;
 
 static _Thread_local struct buf t_access; /* batched access lines of this thread */
+static _Thread_local const char *t_role;  /* log_set_thread: "loop", "worker" or NULL */
+static _Thread_local int t_index;
+
+void log_set_thread(const char *role, int index)
+{
+    t_role = role;
+    t_index = index;
+}
 
 void log_configure(enum log_level level, bool json)
 {
@@ -116,17 +126,34 @@ static void write_all(int fd, const char *p, size_t n)
  * buffer (the message is at most LOG_MSG_MAX bytes, 6x when JSON-escaped),
  * never into the heap: an out-of-memory line must still come out.
  */
-static void emit(enum log_level level, const char *msg, size_t mlen)
+static void emit(enum log_level level, const char *msg, size_t mlen, const struct log_field *f,
+                 size_t nf)
 {
     char ts[40];
-    char line[LOG_MSG_MAX * 6 + 128];
+    char line[LOG_MSG_MAX * 6 + LOG_FIELDS_MAX + 128];
     struct buf b;
     fmt_now(ts, sizeof ts);
     buf_init_fixed(&b, line, sizeof line);
     if (g_json) {
         buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts, level_name(level));
         append_json_escaped(&b, msg, mlen);
-        buf_append_cstr(&b, "\"}\n");
+        buf_append_char(&b, '"');
+        if (t_role)
+            buf_printf(&b, ",\"%s\":%d", t_role, t_index);
+        /* fields share a bounded room: one too long is cut, the line still comes out */
+        size_t room = b.len + LOG_FIELDS_MAX;
+        for (size_t i = 0; i < nf && b.len < room; i++) {
+            if (f[i].is_num) {
+                buf_printf(&b, ",\"%s\":%lld", f[i].key, f[i].num);
+            } else if (f[i].str) {
+                size_t n = strnlen(f[i].str, LOG_MSG_MAX);
+                size_t left = (room - b.len) / 6;
+                buf_printf(&b, ",\"%s\":\"", f[i].key);
+                append_json_escaped(&b, f[i].str, n < left ? n : left);
+                buf_append_char(&b, '"');
+            }
+        }
+        buf_append_cstr(&b, "}\n");
     } else {
         buf_printf(&b, "%s %s ", ts, level_name(level));
         buf_append(&b, msg, mlen);
@@ -151,16 +178,30 @@ static size_t clamp_len(char *msg, int n, size_t cap)
     return cap - 1;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+void log_vfields(enum log_level level, const struct log_field *f, size_t n, const char *fmt,
+                 va_list ap)
 {
     if (level < g_level)
         return;
     char msg[LOG_MSG_MAX];
+    int len = vsnprintf(msg, sizeof msg, fmt, ap);
+    emit(level, msg, clamp_len(msg, len, sizeof msg), f, n);
+}
+
+void log_fields(enum log_level level, const struct log_field *f, size_t n, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    log_vfields(level, f, n, fmt, ap);
     va_end(ap);
-    emit(level, msg, clamp_len(msg, n, sizeof msg));
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vfields(level, NULL, 0, fmt, ap);
+    va_end(ap);
 }
 
 void log_fatal(const char *fmt, ...)
@@ -170,7 +211,7 @@ void log_fatal(const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    emit(LOG_ERROR, msg, clamp_len(msg, n, sizeof msg));
+    emit(LOG_ERROR, msg, clamp_len(msg, n, sizeof msg), NULL, 0);
     abort();
 }
 
@@ -200,7 +241,10 @@ void log_access(const struct access_entry *e)
         append_json_escaped(b, e->client.ptr, e->client.len);
         buf_append_cstr(b, "\",\"proto\":\"");
         append_json_escaped(b, e->proto.ptr, e->proto.len);
-        buf_printf(b, "\",\"bytes_in\":%llu}\n", (unsigned long long)e->bytes_in);
+        buf_printf(b, "\",\"bytes_in\":%llu", (unsigned long long)e->bytes_in);
+        if (t_role)
+            buf_printf(b, ",\"%s\":%d", t_role, t_index);
+        buf_append_cstr(b, "}\n");
     } else {
         buf_printf(b, "%s %s access ", ts, warn ? "warn" : "info");
         append_text_safe(b, e->method.ptr, e->method.len);

@@ -9,6 +9,7 @@
 #ifndef BRISK_LOG_H
 #define BRISK_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -33,6 +34,36 @@ void log_msg(enum log_level level, const char *fmt, ...) PRINTF_FMT(2, 3);
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+/*
+ * Structured fields of an event. In JSON mode each becomes a member of the
+ * line ("db":"postgres", "error":"...", "conn":1) next to "msg"; text lines
+ * show the message only, which already says the same in words. A field
+ * with a NULL str and !is_num is left out.
+ */
+struct log_field {
+    const char *key; /* a JSON-safe name: [a-z_]+ */
+    const char *str;
+    long long num;
+    bool is_num;
+};
+#define LOG_STR(k, v) ((struct log_field){(k), (v), 0, false})
+#define LOG_INT(k, v) ((struct log_field){(k), NULL, (long long)(v), true})
+
+/* log_msg with n fields (see struct log_field). */
+void log_fields(enum log_level level, const struct log_field *f, size_t n, const char *fmt, ...)
+    PRINTF_FMT(4, 5);
+
+/* log_fields with a va_list, for wrappers that add their own fields. */
+void log_vfields(enum log_level level, const struct log_field *f, size_t n, const char *fmt,
+                 va_list ap) PRINTF_FMT(4, 0);
+
+/*
+ * Name the calling thread in its JSON lines: role "loop" and index 2 add
+ * "loop":2 to every event and access line the thread writes. Call once as
+ * the thread starts; role must be a static JSON-safe name.
+ */
+void log_set_thread(const char *role, int index);
 
 /* Log at error level and abort: for broken invariants and out-of-memory. */
 NORETURN void log_fatal(const char *fmt, ...) PRINTF_FMT(1, 2);

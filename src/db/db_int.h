@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "base/compiler.h"
+#include "base/log.h"
 #include "base/str.h"
 #include "db/db.h"
 
@@ -44,6 +46,15 @@ struct db_ops {
     void (*orders_process)(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx);
     void (*orders_pending)(struct db *db, db_count_fn done, void *ctx);
 };
+
+/*
+ * A log line about one database: "db BACKEND TARGET: TEXT" (TARGET is a
+ * file path or host:port/dbname, never a URL with its password); JSON lines
+ * also carry the fields "db" (the backend), "target" and, when not NULL,
+ * "error" (the driver's message).
+ */
+void db__log(enum log_level level, const char *backend, const char *target, const char *error,
+             const char *fmt, ...) PRINTF_FMT(5, 6);
 
 /* The base every backend handle starts with. */
 struct db {

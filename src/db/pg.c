@@ -512,9 +512,9 @@ static void on_notice(void *arg, const PGresult *res)
     char msg[WHY_MAX];
     one_line(msg, sizeof msg, PQresultErrorMessage(res));
     if (sev && strcmp(sev, "WARNING") == 0)
-        log_warn("db postgres %s: %s", label, msg);
+        db__log(LOG_WARN, "postgres", label, NULL, "%s", msg);
     else
-        log_debug("db postgres %s: %s", label, msg);
+        db__log(LOG_DEBUG, "postgres", label, NULL, "%s", msg);
 }
 
 /*
@@ -1346,11 +1346,12 @@ static void conn_teardown(struct pg_conn *c)
         if (pg->failing) {
             pg->failed_attempts++;
         } else if (was_up) {
-            log_warn("db postgres %s: connection %d lost: %s", pg->label, c->index, c->why);
+            db__log(LOG_WARN, "postgres", pg->label, c->why, "connection %d lost: %s", c->index,
+                    c->why);
             pg->failing = true;
             pg->failed_attempts = 0;
         } else {
-            log_error("db postgres %s: cannot connect: %s", pg->label, c->why);
+            db__log(LOG_ERROR, "postgres", pg->label, c->why, "cannot connect: %s", c->why);
             pg->failing = true;
             pg->failed_attempts = 0;
         }
@@ -1453,7 +1454,7 @@ static enum db_status unit_error(struct pg_conn *c, struct pg_op *op, const char
     const char *state = op->err ? PQresultErrorField(op->err, PG_DIAG_SQLSTATE) : NULL;
 
     if (!state) {
-        log_error("db postgres %s: %s failed without an error", pg->label, what);
+        db__log(LOG_ERROR, "postgres", pg->label, NULL, "%s failed without an error", what);
         return DB_ERROR;
     }
     if (strcmp(state, "23505") == 0 && op->kind == OP_USER)
@@ -1466,11 +1467,11 @@ static enum db_status unit_error(struct pg_conn *c, struct pg_op *op, const char
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
         strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 ||
         strcmp(state, "40P01") == 0 || strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0) {
-        log_warn("db postgres %s: %s: database unavailable: %s (SQLSTATE %s)", pg->label, what, msg,
-                 state);
+        db__log(LOG_WARN, "postgres", pg->label, msg, "%s: database unavailable: %s (SQLSTATE %s)",
+                what, msg, state);
         return DB_UNAVAILABLE;
     }
-    log_error("db postgres %s: %s failed: %s (SQLSTATE %s)", pg->label, what, msg, state);
+    db__log(LOG_ERROR, "postgres", pg->label, msg, "%s failed: %s (SQLSTATE %s)", what, msg, state);
     /* a prepared statement missing or stale: start over on a fresh connection */
     if (strcmp(state, "26000") == 0 || strcmp(state, "0A000") == 0)
         conn_break(c, msg);
@@ -1483,8 +1484,8 @@ static const PGresult *unit_result(struct pg_conn *c, struct pg_op *op, int i, e
     const PGresult *r = op->res[i];
     const struct stmt_def *def = &stmt_defs[id];
     if (!r || PQnfields(r) != def->ncols) {
-        log_error("db postgres %s: %s: result has %d columns, expected %d", c->pg->label, def->name,
-                  r ? PQnfields(r) : -1, def->ncols);
+        db__log(LOG_ERROR, "postgres", c->pg->label, NULL, "%s: result has %d columns, expected %d",
+                def->name, r ? PQnfields(r) : -1, def->ncols);
         return NULL;
     }
     return r;
@@ -1497,7 +1498,7 @@ static enum db_status read_user(struct pg_conn *c, const PGresult *r, int row, c
     out->email = value_str(r, row, 2);
     if (!value_i64(r, row, 0, &out->id) || !value_i64(r, row, 3, &out->created_at) ||
         !out->name.ptr || !out->email.ptr) {
-        log_error("db postgres %s: %s: malformed user row", c->pg->label, what);
+        db__log(LOG_ERROR, "postgres", c->pg->label, NULL, "%s: malformed user row", what);
         return DB_ERROR;
     }
     return DB_OK;
@@ -1521,7 +1522,7 @@ static enum db_status read_order(struct pg_conn *c, const PGresult *r, int row, 
         !value_i64(r, row, base + 9, &out->created_at) ||
         (!PQgetisnull(r, row, base + 10) && !value_i64(r, row, base + 10, &out->processed_at)) ||
         out->processed != (out->receipt.ptr != NULL && out->processed_at != 0)) {
-        log_error("db postgres %s: %s: malformed order row", c->pg->label, what);
+        db__log(LOG_ERROR, "postgres", c->pg->label, NULL, "%s: malformed order row", what);
         return DB_ERROR;
     }
     return DB_OK;
@@ -1560,7 +1561,8 @@ static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
 
     if (!r || n > batch->max) {
         if (r)
-            log_error("db postgres %s: %s: %d rows for %d users", pg->label, what, n, batch->max);
+            db__log(LOG_ERROR, "postgres", pg->label, NULL, "%s: %d rows for %d users", what, n,
+                    batch->max);
         op_finish(pg, batch, DB_ERROR);
         return;
     }
@@ -1578,7 +1580,8 @@ static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
             }
         }
         if (!hit) {
-            log_error("db postgres %s: %s: a returned row matches no create", pg->label, what);
+            db__log(LOG_ERROR, "postgres", pg->label, NULL, "%s: a returned row matches no create",
+                    what);
             continue;
         }
         hit->count = row + 1;
@@ -1668,8 +1671,9 @@ static int done_order_create(struct pg_conn *c, struct pg_op *op, enum db_status
             q_push_front(&pg->q_head, &pg->q_tail, &pg->nq, op);
             return -1;
         }
-        log_error("db postgres %s: %s: idempotency key still contended after %d tries", pg->label,
-                  what, ORDER_CREATE_RETRIES + 1);
+        db__log(LOG_ERROR, "postgres", pg->label, NULL,
+                "%s: idempotency key still contended after %d tries", what,
+                ORDER_CREATE_RETRIES + 1);
         return 0;
     }
     struct str kind = value_str(r, 0, 0);
@@ -1769,8 +1773,8 @@ static void tx_claimed(struct pg_conn *c, struct pg_op *op)
             continue; /* stays pending; the signer logged why */
         receipt[64] = '\0';
         if (!is_receipt(receipt)) {
-            log_error("db postgres %s: %s: order %" PRId64 ": the signer gave a malformed receipt",
-                      pg->label, what, o.id);
+            db__log(LOG_ERROR, "postgres", pg->label, NULL,
+                    "%s: order %" PRId64 ": the signer gave a malformed receipt", what, o.id);
             continue;
         }
         if (nsigned++) {
@@ -1830,8 +1834,8 @@ static void tx_unit_done(struct pg_conn *c, struct pg_op *op)
         const char *tuples = op->res[0] ? PQcmdTuples(op->res[0]) : "";
         const char *commit = op->res[1] ? PQcmdStatus(op->res[1]) : "";
         if (!parse_i64(tuples, (int)strlen(tuples), &n) || strcmp(commit, "COMMIT") != 0) {
-            log_error("db postgres %s: %s: unexpected answer to UPDATE/COMMIT (%s, %s)",
-                      c->pg->label, what, tuples, commit);
+            db__log(LOG_ERROR, "postgres", c->pg->label, NULL,
+                    "%s: unexpected answer to UPDATE/COMMIT (%s, %s)", what, tuples, commit);
             tx_end(c, op, DB_ERROR, 0);
             return;
         }
@@ -1862,8 +1866,8 @@ static void unit_done(struct pg_conn *c, struct pg_op *op)
         if (op->aborted) {
             char msg[WHY_MAX];
             one_line(msg, sizeof msg, op->err ? PQresultErrorMessage(op->err) : "aborted");
-            log_error("db postgres %s: preparing statements failed (have migrations run?): %s",
-                      pg->label, msg);
+            db__log(LOG_ERROR, "postgres", pg->label, msg,
+                    "preparing statements failed (have migrations run?): %s", msg);
             conn_break(c, "preparing statements failed");
         } else {
             c->prepared = true;
@@ -1873,8 +1877,8 @@ static void unit_done(struct pg_conn *c, struct pg_op *op)
             c->ever_up = true;
             atomic_fetch_add(&g_connect_epoch, 1);
             if (pg->failing) {
-                log_info("db postgres %s: connected again (%lu more failures were not logged)",
-                         pg->label, pg->failed_attempts);
+                db__log(LOG_INFO, "postgres", pg->label, NULL,
+                        "connected again (%lu more failures were not logged)", pg->failed_attempts);
                 pg->failing = false;
                 pg->failed_attempts = 0;
             }
@@ -2034,8 +2038,9 @@ static void submit(struct db_pg *pg, struct pg_op *op)
     } else if (pg->nq + pg->ntxq >= QUEUE_MAX) {
         uint64_t now = now_ms(pg);
         if (now - pg->refused_logged_ms >= 10000) {
-            log_warn("db postgres %s: %d operations waiting: refusing more (%lu refused before)",
-                     pg->label, pg->nq + pg->ntxq, pg->refused);
+            db__log(LOG_WARN, "postgres", pg->label, NULL,
+                    "%d operations waiting: refusing more (%lu refused before)", pg->nq + pg->ntxq,
+                    pg->refused);
             pg->refused_logged_ms = now;
             pg->refused = 0;
         } else {
@@ -2507,7 +2512,7 @@ static int exec_want(PGconn *c, const char *label, const char *what, const char 
     }
     char msg[WHY_MAX];
     one_line(msg, sizeof msg, r ? PQresultErrorMessage(r) : PQerrorMessage(c));
-    log_error("db postgres %s: %s failed: %s", label, what, msg);
+    db__log(LOG_ERROR, "postgres", label, msg, "%s failed: %s", what, msg);
     PQclear(r);
     return -1;
 }
@@ -2527,7 +2532,7 @@ static int query_has_row(PGconn *c, const char *label, const char *what, const c
     } else {
         char msg[WHY_MAX];
         one_line(msg, sizeof msg, PQresultErrorMessage(r));
-        log_error("db postgres %s: %s failed: %s", label, what, msg);
+        db__log(LOG_ERROR, "postgres", label, msg, "%s failed: %s", what, msg);
     }
     PQclear(r);
     return rc;
@@ -2553,7 +2558,8 @@ static int apply_migration(PGconn *c, const char *label, const struct pg_migrati
     if (exec_want(c, label, "COMMIT (migrations)", "COMMIT", PGRES_COMMAND_OK))
         goto out_rollback;
     if (!have)
-        log_info("db postgres %s: applied migration %d (%s)", label, m->version, m->name);
+        db__log(LOG_INFO, "postgres", label, NULL, "applied migration %d (%s)", m->version,
+                m->name);
     return 0;
 
 out_rollback:
@@ -2585,7 +2591,7 @@ int db__pg_migrate(const char *conninfo, const struct db_config *cfg)
     if (PQstatus(c) != CONNECTION_OK) {
         char msg[WHY_MAX];
         one_line(msg, sizeof msg, PQerrorMessage(c));
-        log_error("db postgres %s: cannot connect: %s", label, msg);
+        db__log(LOG_ERROR, "postgres", label, msg, "cannot connect: %s", msg);
         goto out_finish;
     }
     PQsetNoticeReceiver(c, on_notice, label);
@@ -2608,8 +2614,9 @@ int db__pg_migrate(const char *conninfo, const struct db_config *cfg)
     int64_t latest = 0;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && value_i64(r, 0, 0, &latest) &&
         latest > (int64_t)ARRAY_LEN(pg_migrations))
-        log_warn("db postgres %s: schema version %" PRId64 " is newer than this build knows (%zu)",
-                 label, latest, ARRAY_LEN(pg_migrations));
+        db__log(LOG_WARN, "postgres", label, NULL,
+                "schema version %" PRId64 " is newer than this build knows (%zu)", latest,
+                ARRAY_LEN(pg_migrations));
     PQclear(r);
     rc = 0;
 

@@ -278,8 +278,8 @@ static sqlite3 *open_conn(const char *path, int flags, int busy_ms)
     sqlite3 *conn = NULL;
     int rc = sqlite3_open_v2(path, &conn, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        log_error("db sqlite %s: cannot open: %s", path,
-                  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+        const char *why = conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc);
+        db__log(LOG_ERROR, "sqlite", path, why, "cannot open: %s", why);
         sqlite3_close(conn);
         return NULL;
     }
@@ -294,8 +294,8 @@ static int exec_sql(sqlite3 *conn, const char *path, const char *what, const cha
     char *err = NULL;
     int rc = sqlite3_exec(conn, sql, NULL, NULL, &err);
     if (rc != SQLITE_OK) {
-        log_error("db sqlite %s: %s failed: %s (code %d)", path, what,
-                  err ? err : sqlite3_errstr(rc), rc);
+        db__log(LOG_ERROR, "sqlite", path, sqlite3_errstr(rc), "%s failed: %s (code %d)", what,
+                err ? err : sqlite3_errstr(rc), rc);
         sqlite3_free(err);
         return -1;
     }
@@ -329,7 +329,8 @@ static int query_i64(sqlite3 *conn, const char *path, const char *what, const ch
     return 0;
 
 out_log:
-    log_error("db sqlite %s: %s failed: %s (code %d)", path, what, sqlite3_errmsg(conn), rc);
+    db__log(LOG_ERROR, "sqlite", path, sqlite3_errmsg(conn), "%s failed: %s (code %d)", what,
+            sqlite3_errmsg(conn), rc);
     sqlite3_finalize(st);
     return -1;
 }
@@ -356,7 +357,8 @@ static int journal_mode(sqlite3 *conn, const char *path, const char *sql, int bu
         rc = SQLITE_OK;
     }
     if (rc != SQLITE_ROW) {
-        log_error("db sqlite %s: %s failed: %s (code %d)", path, sql, sqlite3_errmsg(conn), rc);
+        db__log(LOG_ERROR, "sqlite", path, sqlite3_errmsg(conn), "%s failed: %s (code %d)", sql,
+                sqlite3_errmsg(conn), rc);
         sqlite3_finalize(st);
         return -1;
     }
@@ -435,15 +437,15 @@ static int apply_migration(sqlite3 *conn, const char *path, const struct sqlite_
         if (query_i64(conn, path, "foreign_key_check", "PRAGMA foreign_key_check", 0, &row, NULL))
             goto out_rollback;
         if (row) {
-            log_error("db sqlite %s: migration %d (%s) leaves foreign keys broken", path,
-                      m->version, m->name);
+            db__log(LOG_ERROR, "sqlite", path, NULL, "migration %d (%s) leaves foreign keys broken",
+                    m->version, m->name);
             goto out_rollback;
         }
     }
     if (exec_sql(conn, path, "COMMIT (migrations)", "COMMIT"))
         goto out_rollback;
     if (n == 0)
-        log_info("db sqlite %s: applied migration %d (%s)", path, m->version, m->name);
+        db__log(LOG_INFO, "sqlite", path, NULL, "applied migration %d (%s)", m->version, m->name);
     return 0;
 
 out_rollback:
@@ -481,8 +483,8 @@ int db__sqlite_migrate(const char *path, const struct db_config *cfg)
                      sizeof mode))
         goto out_close;
     if (strcmp(mode, "wal") != 0)
-        log_warn("db sqlite %s: journal_mode is %s, not wal (file system without shared memory?)",
-                 path, mode);
+        db__log(LOG_WARN, "sqlite", path, NULL,
+                "journal_mode is %s, not wal (file system without shared memory?)", mode);
     if (exec_sql(conn, path, "set pragmas", "PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF"))
         goto out_close;
     for (size_t i = 0; i < ARRAY_LEN(sqlite_migrations); i++) {
@@ -493,13 +495,15 @@ int db__sqlite_migrate(const char *path, const struct db_config *cfg)
                   0, &row, &latest))
         goto out_close;
     if (latest > (int64_t)ARRAY_LEN(sqlite_migrations))
-        log_warn("db sqlite %s: schema version %lld is newer than this build knows (%zu)", path,
-                 (long long)latest, ARRAY_LEN(sqlite_migrations));
+        db__log(LOG_WARN, "sqlite", path, NULL,
+                "schema version %lld is newer than this build knows (%zu)", (long long)latest,
+                ARRAY_LEN(sqlite_migrations));
     rc = 0;
 
 out_close:
     if (sqlite3_close(conn) != SQLITE_OK)
-        log_error("db sqlite %s: close after migrations failed: %s", path, sqlite3_errmsg(conn));
+        db__log(LOG_ERROR, "sqlite", path, sqlite3_errmsg(conn),
+                "close after migrations failed: %s", sqlite3_errmsg(conn));
     return rc;
 }
 
@@ -513,8 +517,8 @@ out_close:
 static bool op_enter(struct sq_conn *s, const char *op)
 {
     if (unlikely(s->busy)) {
-        log_error("db sqlite %s: %s called from inside another operation's row callback", s->path,
-                  op);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL,
+                "%s called from inside another operation's row callback", op);
         return false;
     }
     s->busy = 1;
@@ -525,8 +529,8 @@ static bool op_enter(struct sq_conn *s, const char *op)
 static void op_leave(struct sq_conn *s, enum db_status status)
 {
     if (s->unavailable && status != DB_UNAVAILABLE) {
-        log_info("db sqlite %s: database answers again (%lu more failures were not logged)",
-                 s->path, s->suppressed);
+        db__log(LOG_INFO, "sqlite", s->path, NULL,
+                "database answers again (%lu more failures were not logged)", s->suppressed);
         s->unavailable = false;
         s->suppressed = 0;
     }
@@ -562,16 +566,16 @@ static enum db_status fail_status(struct sq_conn *s, int rc, const char *op)
     case SQLITE_CANTOPEN:
     case SQLITE_PROTOCOL:
         if (!s->unavailable) {
-            log_error("db sqlite %s: %s: database unavailable: %s (code %d)", s->path, op,
-                      sqlite3_errmsg(s->conn), rc);
+            db__log(LOG_ERROR, "sqlite", s->path, sqlite3_errmsg(s->conn),
+                    "%s: database unavailable: %s (code %d)", op, sqlite3_errmsg(s->conn), rc);
             s->unavailable = true;
         } else {
             s->suppressed++;
         }
         return DB_UNAVAILABLE;
     default:
-        log_error("db sqlite %s: %s failed: %s (code %d)", s->path, op, sqlite3_errmsg(s->conn),
-                  rc);
+        db__log(LOG_ERROR, "sqlite", s->path, sqlite3_errmsg(s->conn), "%s failed: %s (code %d)",
+                op, sqlite3_errmsg(s->conn), rc);
         return DB_ERROR;
     }
 }
@@ -598,14 +602,15 @@ static enum db_status read_user(struct sq_conn *s, sqlite3_stmt *st, const char 
     out->id = sqlite3_column_int64(st, 0);
     if (!name || !email || !created) {
         /* The columns are NOT NULL, so this is SQLite failing to allocate. */
-        log_error("db sqlite %s: %s: reading user %lld failed: %s", s->path, op, (long long)out->id,
-                  sqlite3_errmsg(s->conn));
+        db__log(LOG_ERROR, "sqlite", s->path, sqlite3_errmsg(s->conn),
+                "%s: reading user %lld failed: %s", op, (long long)out->id,
+                sqlite3_errmsg(s->conn));
         return DB_ERROR;
     }
     if (sqlite3_column_type(st, 0) != SQLITE_INTEGER ||
         !parse_rfc3339_utc((struct str){(const char *)created, created_len}, &out->created_at)) {
-        log_error("db sqlite %s: %s: user %lld has a malformed id or created_at", s->path, op,
-                  (long long)out->id);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL,
+                "%s: user %lld has a malformed id or created_at", op, (long long)out->id);
         return DB_ERROR;
     }
     out->name = (struct str){(const char *)name, name_len};
@@ -620,8 +625,8 @@ static enum db_status keep_user(struct sq_conn *s, const char *op, struct db_use
 
     buf_reset(b);
     if (buf_reserve(b, u->name.len + u->email.len + 1)) {
-        log_error("db sqlite %s: %s: user %lld is larger than %zu bytes", s->path, op,
-                  (long long)u->id, SCRATCH_MAX);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: user %lld is larger than %zu bytes", op,
+                (long long)u->id, SCRATCH_MAX);
         return DB_ERROR;
     }
     buf_append(b, u->name.ptr, u->name.len);
@@ -658,7 +663,7 @@ static enum db_status step_one_user(struct sq_conn *s, sqlite3_stmt *st, const c
     if (rc == SQLITE_DONE)
         return DB_OK;
     if (rc == SQLITE_ROW) {
-        log_error("db sqlite %s: %s: more than one row", s->path, op);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: more than one row", op);
         return DB_ERROR;
     }
 
@@ -722,7 +727,7 @@ static void run_user_stmt(struct sq_conn *s, enum stmt_id id, int64_t user_id, s
     }
     status = step_one_user(s, st, def->name, id != ST_USER_GET, &u);
     if (status == DB_NOT_FOUND && id == ST_USER_INSERT) {
-        log_error("db sqlite %s: %s: INSERT RETURNING gave no row", s->path, def->name);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: INSERT RETURNING gave no row", def->name);
         status = DB_ERROR;
     }
 
@@ -803,8 +808,8 @@ static void tx_rollback(struct sq_conn *s)
     if (!sqlite3_get_autocommit(s->conn)) {
         int rc = step_done(s, ST_ROLLBACK);
         if (rc != SQLITE_OK)
-            log_error("db sqlite %s: rollback failed: %s (code %d)", s->path,
-                      sqlite3_errmsg(s->conn), rc);
+            db__log(LOG_ERROR, "sqlite", s->path, sqlite3_errmsg(s->conn),
+                    "rollback failed: %s (code %d)", sqlite3_errmsg(s->conn), rc);
     }
 }
 
@@ -847,8 +852,9 @@ static enum db_status read_order(struct sq_conn *s, sqlite3_stmt *st, const char
     out->receipt = column_str(st, 8);
     if (!status.ptr || !out->items.ptr || !created.ptr) {
         /* NOT NULL columns: SQLite failed to allocate */
-        log_error("db sqlite %s: %s: reading order %lld failed: %s", s->path, op,
-                  (long long)out->id, sqlite3_errmsg(s->conn));
+        db__log(LOG_ERROR, "sqlite", s->path, sqlite3_errmsg(s->conn),
+                "%s: reading order %lld failed: %s", op, (long long)out->id,
+                sqlite3_errmsg(s->conn));
         return DB_ERROR;
     }
     out->processed = str_eq(status, STR_LIT("processed"));
@@ -856,8 +862,8 @@ static enum db_status read_order(struct sq_conn *s, sqlite3_stmt *st, const char
         !parse_rfc3339_utc(created, &out->created_at) ||
         (processed.ptr && !parse_rfc3339_utc(processed, &out->processed_at)) ||
         out->processed != (out->receipt.ptr != NULL && processed.ptr != NULL)) {
-        log_error("db sqlite %s: %s: order %lld has a malformed id, timestamp or status", s->path,
-                  op, (long long)out->id);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL,
+                "%s: order %lld has a malformed id, timestamp or status", op, (long long)out->id);
         return DB_ERROR;
     }
     return DB_OK;
@@ -870,8 +876,8 @@ static enum db_status keep_order(struct sq_conn *s, const char *op, struct db_or
 
     buf_reset(b);
     if (buf_reserve(b, o->items.len + o->receipt.len + 1)) {
-        log_error("db sqlite %s: %s: order %lld is larger than %zu bytes", s->path, op,
-                  (long long)o->id, SCRATCH_MAX);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: order %lld is larger than %zu bytes", op,
+                (long long)o->id, SCRATCH_MAX);
         return DB_ERROR;
     }
     buf_append(b, o->items.ptr, o->items.len);
@@ -909,7 +915,7 @@ static enum db_status step_one_order(struct sq_conn *s, sqlite3_stmt *st, const 
     if (rc == SQLITE_DONE)
         return DB_OK;
     if (rc == SQLITE_ROW) {
-        log_error("db sqlite %s: %s: more than one row", s->path, op);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: more than one row", op);
         *rc_out = SQLITE_OK;
     }
     return DB_ERROR;
@@ -998,7 +1004,7 @@ static enum db_status order_insert(struct sq_conn *s, const struct db_order_new 
     }
     status = step_one_order(s, st, op, out, &rc);
     if (status == DB_NOT_FOUND) {
-        log_error("db sqlite %s: %s: INSERT RETURNING gave no row", s->path, op);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: INSERT RETURNING gave no row", op);
         status = DB_ERROR;
     } else if (status != DB_OK && rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
         status = DB_NOT_FOUND; /* the user vanished: cannot happen under the write lock */
@@ -1151,8 +1157,8 @@ static enum db_status process_one(struct sq_conn *s, int64_t id, db_sign_fn sign
         status = DB_OK;
     } else if (rc == SQLITE_CONSTRAINT_CHECK) {
         /* a receipt that is not 64 lowercase hex digits: the signer's bug; keep it pending */
-        log_error("db sqlite %s: %s: order %lld: the receipt was refused by the schema", s->path,
-                  op, (long long)id);
+        db__log(LOG_ERROR, "sqlite", s->path, NULL,
+                "%s: order %lld: the receipt was refused by the schema", op, (long long)id);
         status = DB_OK;
     } else {
         status = fail_status(s, rc, op);
@@ -1208,8 +1214,8 @@ static enum db_status wop_keep_user(struct sq_conn *w, struct sq_wop *op, const 
 {
     op->user = *u;
     if (!wop_keep(op, u->name, &op->r1_off) || !wop_keep(op, u->email, &op->r2_off)) {
-        log_error("db sqlite %s: %s: user %lld does not fit its operation buffer", w->path, name,
-                  (long long)u->id);
+        db__log(LOG_ERROR, "sqlite", w->path, NULL,
+                "%s: user %lld does not fit its operation buffer", name, (long long)u->id);
         return DB_ERROR;
     }
     op->has_row = true;
@@ -1223,8 +1229,8 @@ static enum db_status wop_keep_order(struct sq_conn *w, struct sq_wop *op, const
     op->r2_null = o->receipt.ptr == NULL;
     if (!wop_keep(op, o->items, &op->r1_off) ||
         (o->receipt.ptr && !wop_keep(op, o->receipt, &op->r2_off))) {
-        log_error("db sqlite %s: %s: order %lld does not fit its operation buffer", w->path, name,
-                  (long long)o->id);
+        db__log(LOG_ERROR, "sqlite", w->path, NULL,
+                "%s: order %lld does not fit its operation buffer", name, (long long)o->id);
         return DB_ERROR;
     }
     op->has_row = true;
@@ -1254,7 +1260,7 @@ static enum db_status w_user_write(struct sq_conn *w, struct sq_wop *op)
     }
     status = step_one_user(w, st, name, true, &u);
     if (status == DB_NOT_FOUND && id == ST_USER_INSERT) {
-        log_error("db sqlite %s: %s: INSERT RETURNING gave no row", w->path, name);
+        db__log(LOG_ERROR, "sqlite", w->path, NULL, "%s: INSERT RETURNING gave no row", name);
         status = DB_ERROR;
     }
     if (status == DB_OK)
@@ -1479,7 +1485,8 @@ static void *writer_main(void *arg)
         uint64_t one = 1;
         /* EAGAIN only when the counter is near overflow: the loop is woken already */
         if (write(s->done_io.fd, &one, sizeof one) != (ssize_t)sizeof one && errno != EAGAIN)
-            log_error("db sqlite %s: waking the loop failed: %s", s->path, strerror(errno));
+            db__log(LOG_ERROR, "sqlite", s->path, strerror(errno), "waking the loop failed: %s",
+                    strerror(errno));
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
@@ -1575,8 +1582,8 @@ static void done_on_event(struct loop_io *io, uint32_t events)
     (void)events;
 
     if (read(io->fd, &n, sizeof n) < 0 && errno != EAGAIN)
-        log_error("db sqlite %s: reading the writer's eventfd failed: %s", s->path,
-                  strerror(errno));
+        db__log(LOG_ERROR, "sqlite", s->path, strerror(errno),
+                "reading the writer's eventfd failed: %s", strerror(errno));
     pthread_mutex_lock(&s->mu);
     struct sq_wop *head = s->d_head;
     s->d_head = s->d_tail = NULL;
@@ -1628,9 +1635,10 @@ static struct sq_wop *wop_begin(struct db_sqlite *s, enum wop_kind kind, const c
 {
     if (s->inflight >= WRITES_MAX) {
         if (!s->refusing)
-            log_error("db sqlite %s: %s: %d writes already wait for the disk; refusing more "
-                      "until half of them are answered",
-                      s->path, name, s->inflight);
+            db__log(LOG_ERROR, "sqlite", s->path, NULL,
+                    "%s: %d writes already wait for the disk; refusing more "
+                    "until half of them are answered",
+                    name, s->inflight);
         s->refusing = true;
         return NULL;
     }
@@ -1775,7 +1783,8 @@ static void conn_close(struct sq_conn *c)
     for (size_t i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(c->stmt[i]); /* NULL is a no-op */
     if (c->conn && sqlite3_close(c->conn) != SQLITE_OK)
-        log_error("db sqlite %s: close failed: %s", c->path, sqlite3_errmsg(c->conn));
+        db__log(LOG_ERROR, "sqlite", c->path, sqlite3_errmsg(c->conn), "close failed: %s",
+                sqlite3_errmsg(c->conn));
     c->conn = NULL;
     buf_free(&c->scratch);
 }
@@ -1818,9 +1827,10 @@ static void sq_close(struct db *db)
     int queued = drop_list(s, s->p_head) + drop_list(s, s->q_head);
     int done = drop_list(s, s->d_head);
     if (queued || done)
-        log_warn("db sqlite %s: at close %d writes were dropped before their commit and %d "
-                 "committed ones not answered",
-                 s->path, queued, done);
+        db__log(LOG_WARN, "sqlite", s->path, NULL,
+                "at close %d writes were dropped before their commit and %d "
+                "committed ones not answered",
+                queued, done);
     while (s->free_ops) {
         struct sq_wop *op = s->free_ops;
         s->free_ops = op->next;
@@ -1898,16 +1908,18 @@ static int prepare_all(struct sq_conn *s)
         int rc =
             sqlite3_prepare_v3(s->conn, def->sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt[i], NULL);
         if (rc != SQLITE_OK) {
-            log_error("db sqlite %s: preparing %s failed: %s (code %d; have migrations run?)",
-                      s->path, def->name, sqlite3_errmsg(s->conn), rc);
+            db__log(LOG_ERROR, "sqlite", s->path, sqlite3_errmsg(s->conn),
+                    "preparing %s failed: %s (code %d; have migrations run?)", def->name,
+                    sqlite3_errmsg(s->conn), rc);
             return -1;
         }
         if (sqlite3_bind_parameter_count(s->stmt[i]) != def->nparams ||
             sqlite3_column_count(s->stmt[i]) != def->ncols) {
-            log_error("db sqlite %s: statement %s has %d parameters and %d columns, expected "
-                      "%d and %d",
-                      s->path, def->name, sqlite3_bind_parameter_count(s->stmt[i]),
-                      sqlite3_column_count(s->stmt[i]), def->nparams, def->ncols);
+            db__log(LOG_ERROR, "sqlite", s->path, NULL,
+                    "statement %s has %d parameters and %d columns, expected "
+                    "%d and %d",
+                    def->name, sqlite3_bind_parameter_count(s->stmt[i]),
+                    sqlite3_column_count(s->stmt[i]), def->nparams, def->ncols);
             return -1;
         }
     }
@@ -1949,15 +1961,15 @@ static int conn_open(struct sq_conn *c, const char *path, const struct db_config
     if (query_i64(c->conn, path, "read foreign_keys", "PRAGMA foreign_keys", 0, &row, &fk))
         return -1;
     if (!row || fk != 1) {
-        log_error("db sqlite %s: this SQLite cannot enforce foreign keys", path);
+        db__log(LOG_ERROR, "sqlite", path, NULL, "this SQLite cannot enforce foreign keys");
         return -1;
     }
     if (reader) {
         if (journal_mode(c->conn, path, "PRAGMA journal_mode", c->busy_ms, mode, sizeof mode))
             return -1;
         if (strcmp(mode, "wal") != 0)
-            log_warn("db sqlite %s: journal_mode is %s, not wal; readers will wait for writers",
-                     path, mode);
+            db__log(LOG_WARN, "sqlite", path, NULL,
+                    "journal_mode is %s, not wal; readers will wait for writers", mode);
     }
     return prepare_all(c);
 }
@@ -1993,8 +2005,8 @@ static int writer_start(struct db_sqlite *s, struct loop *loop)
     return 0;
 
 out_fail:
-    log_error("db sqlite %s: cannot start the writer thread: %s", s->path,
-              errno_text(errno, eb, sizeof eb));
+    db__log(LOG_ERROR, "sqlite", s->path, NULL, "cannot start the writer thread: %s",
+            errno_text(errno, eb, sizeof eb));
     return -1;
 }
 

@@ -241,6 +241,7 @@ static void loop_fini(struct http_loop *w)
 static void *loop_main(void *arg)
 {
     struct http_loop *w = arg;
+    log_set_thread("loop", w->index);
     struct loop_hooks hooks = {
         .after_events = after_events,
         .drained = drained,

@@ -6,7 +6,7 @@ named as in /metrics."""
 import json
 import time
 
-from harness import Conn, build_request, eq, fail, test, uniq
+from harness import Conn, build_request, check, eq, fail, test, uniq
 
 
 def _entries(srv, rid, timeout=3.0):
@@ -53,6 +53,7 @@ def access_log_client_proto_bytes(ctx):
             eq(e.get("client"), want, "client for X-Forwarded-For %r" % xff)
             eq(e.get("proto"), "HTTP/1.1", "proto")
             eq(e.get("bytes_in"), len(raw), "bytes_in")
+            check(isinstance(e.get("loop"), int), "access line without the loop's number: %r" % e)
         rid = uniq("acc10-")
         body = json.dumps({"name": "Log", "email": "%s@example.com" % rid}).encode()
         raw = build_request("POST", "/users", body, [("X-Request-Id", rid)], version="HTTP/1.0")

@@ -53,9 +53,22 @@ def metrics_format_and_families(ctx):
     ctx.req("GET", "/nope")
     text, m = get_metrics(ctx)
     for fam, typ in (("http_requests_total", "counter"), ("http_request_duration_seconds", "histogram"),
-                     ("db_pool_connections", "gauge"), ("orders_processed_total", "counter")):
+                     ("db_pool_connections", "gauge"), ("orders_processed_total", "counter"),
+                     ("http_requests_in_flight", "gauge"), ("db_errors_total", "counter"),
+                     ("db_reconnects_total", "counter")):
         check(re.search(r"^# TYPE %s %s$" % (fam, typ), text, re.M), "no '# TYPE %s %s'" % (fam, typ))
     check(any(k[0] == "db_pool_connections" for k in m), "no db_pool_connections sample")
+    # the scrape itself is in flight (other tests may share the server)
+    inflight = metric(m, "http_requests_in_flight")
+    check(inflight is not None and inflight >= 1, "http_requests_in_flight %r during a scrape" % inflight)
+    for kind in ("unavailable", "error"):
+        check(metric(m, "db_errors_total", backend="sqlite", kind=kind) is not None
+              or metric(m, "db_errors_total", backend="postgres", kind=kind) is not None,
+              "no db_errors_total{kind=%r} sample" % kind)
+    # orders_pending is the shared queue's depth: each process reports all of it
+    if "orders_pending" in text:
+        check(re.search(r"^# HELP orders_pending .*max\(\)", text, re.M),
+              "orders_pending's HELP does not say to aggregate with max()")
     check(any(k[0] == "orders_processed_total" for k in m), "no orders_processed_total sample")
     check(metric(m, "http_requests_total", method="GET", route="/health", status="200") is not None,
           'no http_requests_total{method="GET",route="/health",status="200"}')

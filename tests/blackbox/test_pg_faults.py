@@ -18,6 +18,7 @@
 The outage test runs its own throwaway cluster (scripts/pg_cluster.sh in a
 private directory) so that stopping it disturbs no other test."""
 
+import json
 import os
 import signal
 import subprocess
@@ -378,7 +379,8 @@ if harness.pg_mode():
         try:
             # one loop: one handle, so "known down" is one handle's state
             srv = ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_DATABASE_URL": url,
-                                      "BRISK_BG_WORKERS": "0", "BRISK_DB_BUSY_TIMEOUT_MS": "4000"},
+                                      "BRISK_BG_WORKERS": "0", "BRISK_DB_BUSY_TIMEOUT_MS": "4000",
+                                      "BRISK_LOG_FORMAT": "json"},
                                  name="hung").start()
             r = request(srv.port, "POST", "/users", {"name": "Hung", "email": "%s@example.com" % uniq("h")})
             eq(r.status, 201, "create before the hang")
@@ -451,6 +453,19 @@ if harness.pg_mode():
                   "not serving within 15 s of the restart")
             back = time.time() - t_up
             check(back < 2.0 * slow, "serving again %.2f s after the restart (want about 1 s)" % back)
+
+            # the outage's log lines carry structured fields, not free text only
+            events = [json.loads(ln) for ln in srv.stderr().splitlines() if ln.startswith("{")]
+            lost = [e for e in events if e.get("db") == "postgres" and e.get("level") in ("warn", "error")
+                    and e.get("msg") != "access"]
+            check(lost, "no warn/error line with \"db\":\"postgres\" in %r" % [e.get("msg") for e in events][-20:])
+            e = lost[0]
+            check(e.get("target", "").endswith("/brisk") and "127.0.0.1:" in e.get("target", ""),
+                  "target %r is not host:port/dbname" % e.get("target"))
+            check(e.get("error"), "no error field in %r" % e)
+            eq(e.get("loop"), 0, "loop field of %r" % e)
+            back_line = [e for e in events if e.get("db") == "postgres" and "connected again" in e.get("msg", "")]
+            check(back_line and back_line[0].get("loop") == 0, "no 'connected again' line from loop 0")
             reason = srv.stop()
             check(reason is None, reason or "")
         finally:

@@ -337,8 +337,50 @@ static void test_access_log(void)
     ok(line[0] == 0, "a 404 does not at warn: %s", line);
 }
 
+/* One log_fields line in JSON mode, captured from fd 2. */
+static void fields_line(const struct log_field *f, size_t n, const char *msg, char *out, size_t cap)
+{
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *tmp = tmpfile();
+    dup2(fileno(tmp), 2);
+    log_configure(LOG_INFO, true);
+    log_fields(LOG_WARN, f, n, "%s", msg);
+    dup2(saved, 2);
+    close(saved);
+    rewind(tmp);
+    size_t got = fread(out, 1, cap - 1, tmp);
+    out[got] = 0;
+    fclose(tmp);
+    log_configure(LOG_WARN, false);
+}
+
+static void test_log_fields(void)
+{
+    char line[16384];
+    const struct log_field f[] = {LOG_STR("db", "postgres"), LOG_STR("error", "bad \"quote\"\n"),
+                                  LOG_STR("skipped", NULL), LOG_INT("conn", 3)};
+    log_set_thread("loop", 2);
+    fields_line(f, 4, "connection lost", line, sizeof line);
+    ok(strstr(line, "\"msg\":\"connection lost\",\"loop\":2,\"db\":\"postgres\","
+                    "\"error\":\"bad \\\"quote\\\"\\u000a\",\"conn\":3}\n") != NULL,
+       "JSON line with thread and fields: %s", line);
+    ok(strstr(line, "skipped") == NULL, "a NULL field is left out");
+    log_set_thread(NULL, 0);
+    /* a huge field is cut, the line still comes out whole */
+    static char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    const struct log_field g[] = {LOG_STR("a", big), LOG_STR("b", big), LOG_STR("c", big)};
+    fields_line(g, 3, "big", line, sizeof line);
+    size_t len = strlen(line);
+    ok(len > 1000 && len < 3 * 3000 && line[len - 2] == '}' && line[len - 1] == '\n' &&
+           strstr(line, "\"loop\"") == NULL,
+       "oversized fields are cut, the line ends well (%zu bytes)", len);
+}
+
 int main(void)
 {
+    test_log_fields();
     test_buf();
     test_str();
     test_time();

@@ -862,7 +862,8 @@ static void test_server_kills(struct db *db, const char *url)
     struct capture c;
     cap_init(&c);
     db_ping(db, 1000, cap_done, &c);
-    ok(wait_cap(&c, 3000) && c.status == DB_OK, "a ping with a deadline is answered (%d)", c.status);
+    ok(wait_cap(&c, 3000) && c.status == DB_OK, "a ping with a deadline is answered (%d)",
+       c.status);
 }
 
 static void test_unreachable(void)
