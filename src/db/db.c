@@ -9,7 +9,6 @@
  * itself is never logged: a PostgreSQL URL may carry a password.
  */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -274,23 +273,4 @@ void db_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done
 void db_orders_pending(struct db *db, db_count_fn done, void *ctx)
 {
     db->ops->orders_pending(db, done, ctx);
-}
-
-void db__log(enum log_level level, const char *backend, const char *target, const char *error,
-             const char *fmt, ...)
-{
-    if (!log_enabled(level))
-        return;
-    char text[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        text[0] = '\0';
-    const struct log_field f[] = {LOG_STR("db", backend), LOG_STR("target", target),
-                                  LOG_STR("error", error)};
-    /* a text cut at 1 KiB is marked as cut: log_fields only marks its own limit */
-    log_fields(level, f, ARRAY_LEN(f), "db %s %s: %s%s", backend, target, text,
-               n >= (int)sizeof text ? "...[truncated]" : "");
 }
