@@ -17,7 +17,7 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc $(PQ_CFLAGS) -MMD -MP 
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
 LDFLAGS_H = -pie -Wl,-z,relro,-z,now,-z,noexecstack
 # No -lpq: libpq is dlopen()ed only for a PostgreSQL URL (src/db/pq_load.c).
-LIBS     = -lsqlite3 -lcrypto -lseccomp -lpthread
+LIBS     = -lsqlite3 -lcrypto -lseccomp -ldeflate -lpthread
 
 ifeq ($(SAN),1)
 BUILD    = build/asan
@@ -48,6 +48,9 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC     $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# src/app/openapi.c embeds api/openapi.json with .incbin (-MMD does not see it).
+$(BUILD)/src/app/openapi.o: api/openapi.json
 
 # test_db_pg.c also calls libpq itself (to set up its databases).
 $(BUILD)/tests/test_db_pg: TEST_LIBS = -lpq
@@ -119,6 +122,37 @@ bench:
 
 bench-quick:
 	@bash bench/run.sh --quick
+
+# Deploying (packaging/, tests/deploy/): the man page from the settings table
+# (`brisk help-man`), `make install` (PREFIX, DESTDIR; the systemd unit goes to
+# $(PREFIX)/lib/systemd/system, which systemd searches for /usr/local and /usr) and
+# `make image`: an OCI image FROM scratch with buildah (packaging/image.sh).
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+IMAGE   ?= localhost/brisk:$(VERSION)
+.PHONY: man install image
+
+man: $(BUILD)/brisk.1
+
+$(BUILD)/brisk.1: $(BUILD)/brisk
+	$(Q)./$(BUILD)/brisk help-man > $@.tmp && mv $@.tmp $@
+
+# The example environment file is installed once, never over an edited one.
+install: $(BUILD)/brisk $(BUILD)/brisk.1
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/brisk $(DESTDIR)$(BINDIR)/brisk
+	install -m 0644 $(BUILD)/brisk.1 $(DESTDIR)$(MANDIR)/man1/brisk.1
+	sed 's|/usr/local/bin/brisk|$(BINDIR)/brisk|' packaging/brisk.service > $(BUILD)/brisk.service
+	install -m 0644 $(BUILD)/brisk.service $(DESTDIR)$(UNITDIR)/brisk.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/brisk
+	test -e $(DESTDIR)$(SYSCONFDIR)/brisk/brisk.env || \
+	    install -m 0600 packaging/brisk.env $(DESTDIR)$(SYSCONFDIR)/brisk/brisk.env
+
+image: $(BUILD)/brisk
+	@bash packaging/image.sh --binary $(BUILD)/brisk --tag $(IMAGE)
 
 clean:
 	rm -rf build

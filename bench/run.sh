@@ -578,6 +578,15 @@ EOF
     done
 done
 
+# Response compression: GET /users?limit=1000 and the 1000-order batch, plain and gzip
+# (bench/compress/wire.py: CPU per request, bytes on the wire; appended to the report).
+case " ${SERVERS[*]} " in *" brisk-sqlite "*)
+    step "compression: brisk-sqlite, plain vs Accept-Encoding: gzip (${WRK_SECONDS}s each)"
+    python3 "$B/compress/wire.py" --port "${PORT[brisk-sqlite]}" --pid "${PID[brisk-sqlite]}" \
+        --body "$BODY" --seconds "$WRK_SECONDS" --pin "$LOAD_CPUS" --raw "$RAW" --md "$W/compress.md" \
+        >"$LOGS/compress.log" 2>&1 || step "compression: failed (see $LOGS/compress.log)" ;;
+esac
+
 step "memory: RSS of every server after the run (peaks were taken per scenario)"
 for n in limit "${SERVERS[@]}"; do
     st="/proc/${PID[$n]}/status"
@@ -648,6 +657,7 @@ QSUFFIX=""
 [ "$QUICK" = 1 ] && QSUFFIX=-quick
 STAMP="$(date +%Y-%m-%d)-$(hostname -s)$QSUFFIX"
 python3 "$B/report.py" --raw "$RAW" --out "$B/results/$STAMP" --elapsed "$(($(date +%s) - T_START))"
+[ -f "$W/compress.md" ] && cat "$W/compress.md" >>"$B/results/$STAMP.md" && rm -f "$W/compress.md"
 [ "$KEEP_WORK" = 1 ] || rm -rf "$PG_DIR"
 step "done in $(($(date +%s) - T_START))s: bench/results/$STAMP.md"
 exit 0

@@ -7,12 +7,15 @@ set -euo pipefail
 
 run_pkgs=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev)
 run_pkgs+=(libpq-dev) # PostgreSQL client library (src/db/pg.c)
+run_pkgs+=(libdeflate-dev) # gzip of responses (src/http/compress.c)
 # postgresql: the server binaries (initdb, pg_ctl) scripts/pg_cluster.sh runs for the tests
 test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps postgresql postgresql-client)
 test_pkgs+=(clang-format clang-tidy cppcheck pkg-config binutils) # lint and the readelf check
 test_pkgs+=(wrk) # load generator of the soak test (tests/blackbox/test_soak.py)
 test_pkgs+=(strace) # slows fsync/fdatasync for the loop-never-waits test (tests/blackbox/test_slow_fsync.py)
 test_pkgs+=(haproxy) # balancer of the rolling-restart test (tests/blackbox/test_rolling_restart.py)
+test_pkgs+=(buildah podman runc systemd groff-base man-db ca-certificates libpq5) # deploy suite: image, unit, man page (tests/deploy/)
+test_pkgs+=(python3-jsonschema) # every black-box response checked against api/openapi.json (tests/blackbox/test_openapi.py)
 
 case "${1:-run}" in
 run) want=("${run_pkgs[@]}") ;;

@@ -7,6 +7,10 @@
 #   scripts/pg_cluster.sh restart [DIR] stop (fast) and start again on the same port and data
 #   scripts/pg_cluster.sh halt [DIR]    stop (fast) but keep the data; `start` brings it back
 #   scripts/pg_cluster.sh crash [DIR]   stop (immediate: like a crash) but keep the data
+#   scripts/pg_cluster.sh replica DIR PRIMARY_DIR
+#                                       a streaming replica of the cluster in PRIMARY_DIR
+#                                       (pg_basebackup -R), started in DIR; print its URL.
+#                                       halt/crash/start/stop then work on DIR as on any cluster
 #
 # DIR defaults to $BRISK_PG_DIR, else /tmp/brisk-pg-$UID. Every command is
 # idempotent: `start` on a running cluster just prints its URL, `stop` on a
@@ -125,6 +129,30 @@ EOF
     url_of
 }
 
+do_replica() {
+    local primary="$1"
+    if running; then
+        url_of
+        return 0
+    fi
+    [ -f "$primary/port" ] || die "no primary cluster in $primary"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+        rm -rf "$dir"
+        mkdir -p "$dir/sock"
+        [ -n "$owner" ] && chown "$owner" "$dir" "$dir/sock"
+        chmod 0755 "$dir"
+        free_port >"$dir/port"
+        as_owner "$bindir/pg_basebackup" -h "$primary/sock" -p "$(cat "$primary/port")" -U brisk \
+            -D "$dir/data" -R -X stream --no-sync >"$dir/basebackup.log" 2>&1 ||
+            { cat "$dir/basebackup.log" >&2; die "pg_basebackup failed"; }
+        # the primary's settings came along: only the socket directory differs (the port is -p)
+        echo "unix_socket_directories = '$dir/sock'" >>"$dir/data/postgresql.conf"
+        echo "hot_standby_feedback = on" >>"$dir/data/postgresql.conf"
+    fi
+    start_server
+    url_of
+}
+
 do_halt() {
     if running; then
         as_owner "$bindir/pg_ctl" -D "$dir/data" -m "${1:-fast}" -w -t 30 stop >/dev/null
@@ -133,6 +161,10 @@ do_halt() {
 
 case "$cmd" in
 start) do_start ;;
+replica)
+    [ -n "${3:-}" ] || die "usage: $0 replica DIR PRIMARY_DIR"
+    do_replica "$3"
+    ;;
 url)
     running || die "no cluster running in $dir (run: $0 start)"
     url_of

@@ -57,6 +57,9 @@ static const struct opt k_opts[] = {
      (uint64_t)1 << 20, "16384", "largest request line + headers (431 above)"},
     {"max-headers", "BRISK_MAX_HEADERS", OPT_U64, OFF(max_headers), 1, 1000, "100",
      "most header fields in a request (431 above)"},
+    {"compress-min-bytes", "BRISK_COMPRESS_MIN_BYTES", OPT_U64, OFF(compress_min_bytes), 0,
+     (uint64_t)1 << 30, "1024",
+     "gzip JSON responses of at least this many bytes for clients that accept it (0: never)"},
     {"header-timeout-ms", "BRISK_HEADER_TIMEOUT_MS", OPT_U64, OFF(header_timeout_ms), 1, 86400000,
      "10000", "request head must arrive within this (408 after)"},
     {"body-timeout-ms", "BRISK_BODY_TIMEOUT_MS", OPT_U64, OFF(body_timeout_ms), 1, 86400000,
@@ -74,6 +77,11 @@ static const struct opt k_opts[] = {
      "5000",
      "SQLite: how long a write waits for the lock; PostgreSQL: longest wait for a query, a "
      "host-name lookup or a connect; then 503"},
+    {"database-read-url", "BRISK_DATABASE_READ_URL", OPT_STR, OFF(database_read_url), 0, 16384, "",
+     "PostgreSQL read replicas (postgres:// URLs, comma-separated) for GET reads; writes "
+     "and background work stay on the primary"},
+    {"replica-max-lag-ms", "BRISK_REPLICA_MAX_LAG_MS", OPT_U64, OFF(replica_max_lag_ms), 1, 3600000,
+     "5000", "a replica further behind than this is skipped (reads go to the primary)"},
     {"ready-timeout-ms", "BRISK_READY_TIMEOUT_MS", OPT_U64, OFF(ready_timeout_ms), 1, 600000,
      "1000", "GET /ready answers 503 when the database has not answered within this"},
     {"db-pool", "BRISK_DB_POOL", OPT_U64, OFF(db_pool), 1, 64, "2",
@@ -91,7 +99,7 @@ static int fail(char *err, size_t cap, const struct opt *o, const char *problem,
 {
     /* values are echoed (shortened) except secrets, which are never printed */
     bool secret = o->offset == OFF(api_token) || o->offset == OFF(receipt_key) ||
-                  o->offset == OFF(database_url);
+                  o->offset == OFF(database_url) || o->offset == OFF(database_read_url);
     if (val && !secret)
         snprintf(err, cap, "brisk: %s (--%s): \"%.80s\" %s", o->env, o->flag, val, problem);
     else
@@ -282,6 +290,12 @@ int config_load_with(struct config *cfg, int argc, char **argv,
         if (apply_given(cfg, o, val, err, cap) != 0)
             return -1;
     }
+    /* checked once both are known: replicas need a PostgreSQL primary */
+    const char *problem = db_read_url_check(cfg->database_url, cfg->database_read_url);
+    if (problem) {
+        snprintf(err, cap, "brisk: BRISK_DATABASE_READ_URL (--database-read-url): %s", problem);
+        return -1;
+    }
     return 0;
 }
 
@@ -303,4 +317,13 @@ void config_usage(FILE *out)
         fprintf(out, "  --%-20s %-26s %s\n      %s\n", o->flag, o->env, o->def[0] ? o->def : "-",
                 o->help);
     }
+}
+
+bool config_setting_at(size_t i, struct config_setting *out)
+{
+    if (i >= ARRAY_LEN(k_opts))
+        return false;
+    const struct opt *o = &k_opts[i];
+    *out = (struct config_setting){.flag = o->flag, .env = o->env, .def = o->def, .help = o->help};
+    return true;
 }

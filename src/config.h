@@ -26,6 +26,7 @@ struct config {
     uint64_t max_batch_bytes;
     uint64_t max_header_bytes;
     uint64_t max_headers;
+    uint64_t compress_min_bytes; /* 0 = responses are never compressed */
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
     uint64_t idle_timeout_ms;
@@ -33,6 +34,8 @@ struct config {
     uint64_t drain_grace_ms;
     uint64_t db_busy_timeout_ms;
     uint64_t ready_timeout_ms;
+    const char *database_read_url; /* "" = no read replicas */
+    uint64_t replica_max_lag_ms;
     uint64_t db_pool;
     uint64_t bg_workers;
     const char *trusted_proxies; /* "" = none */
@@ -54,5 +57,16 @@ int config_load_with(struct config *cfg, int argc, char **argv,
 
 /* Write the settings table (flag, variable, default, meaning) for --help. */
 void config_usage(FILE *out);
+
+/* One row of the settings table, for generated documentation (brisk help-man). */
+struct config_setting {
+    const char *flag; /* without the leading -- */
+    const char *env;
+    const char *def; /* "" = no default (the help says what unset means) */
+    const char *help;
+};
+
+/* Row i of the table into *out, in --help order; false past the last row. */
+bool config_setting_at(size_t i, struct config_setting *out);
 
 #endif

@@ -14,6 +14,7 @@
 #include "db/db.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "manpage.h"
 
 static struct bgworker_config g_bg;
 
@@ -80,6 +81,11 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(cmd, "help-man") == 0) {
+        /* brisk(1) from the settings table --help prints (make man) */
+        manpage_write(stdout, BRISK_VERSION);
+        return 0;
+    }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("brisk %s\n", BRISK_VERSION);
         return 0;
@@ -121,7 +127,13 @@ int main(int argc, char **argv)
 
     struct db_config dbc = {.url = cfg.database_url,
                             .busy_timeout_ms = (int)cfg.db_busy_timeout_ms,
-                            .pool_size = (int)cfg.db_pool};
+                            .pool_size = (int)cfg.db_pool,
+                            .read_url = cfg.database_read_url,
+                            .replica_max_lag_ms = (int)cfg.replica_max_lag_ms};
+    /* background workers claim and mark orders: the primary only */
+    static struct db_config bg_dbc;
+    bg_dbc = dbc;
+    bg_dbc.read_url = NULL;
     struct app_config app = {
         .db = &dbc,
         .threads = cfg.threads,
@@ -145,6 +157,7 @@ int main(int argc, char **argv)
         .drain_grace_ms = cfg.drain_grace_ms,
         .api_token = cfg.api_token,
         .trusted_proxies = cfg.trusted_proxies,
+        .compress_min_bytes = cfg.compress_min_bytes,
     };
     /* Address and port first: a name that does not resolve or a port in use
      * must not leave a freshly created and migrated database behind. */
@@ -164,7 +177,7 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &dbc};
+    g_bg = (struct bgworker_config){.threads = (int)cfg.bg_workers, .batch = 100, .db = &bg_dbc};
     size_t nroutes;
     const struct route *routes = app_routes(&app, &nroutes);
     if (router_init(routes, nroutes) != 0)

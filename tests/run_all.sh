@@ -108,6 +108,11 @@ for v in "${variants[@]}"; do
     fi
 done
 
+# once, on the normal build: man page, make install, systemd unit, container image
+if [ "$unit_only" = 0 ] && [ -f tests/deploy/run.sh ]; then
+    run_suite "deploy" bash tests/deploy/run.sh --build "${build_dir:-build}"
+fi
+
 # libFuzzer smoke: replay saved crashers, fuzz each harness briefly
 if [ "$unit_only" = 0 ] && ls fuzz/fuzz_*.c >/dev/null 2>&1; then
     echo "##### build: fuzzers"

@@ -24,6 +24,7 @@ struct app_loop {
 struct loop_gauges {
     _Atomic int db_conns;
     _Atomic int db_busy;
+    _Atomic int64_t replica_lag_ms; /* -1: no replica in use */
 };
 
 static const struct app_config *g_cfg;
@@ -38,6 +39,8 @@ static int app_start(void *arg)
         log_error("out of memory allocating the loops' gauges");
         return -1;
     }
+    for (int t = 0; t < cfg->threads; t++)
+        atomic_init(&g_gauges[t].replica_lag_ms, -1);
     if (cfg->start && cfg->start() != 0) {
         free(g_gauges);
         g_gauges = NULL;
@@ -95,7 +98,7 @@ static void app_loop_flush(void *state)
 static void app_loop_tick(void *state)
 {
     struct app_loop *al = state;
-    struct db_stats st = {0, 0, 0};
+    struct db_stats st = {0};
     db_tick(al->db);
     db_stats(al->db, &st);
     dbstats_reconnected(st.reconnects - al->reconnects);
@@ -103,6 +106,8 @@ static void app_loop_tick(void *state)
     if (g_gauges && al->index >= 0 && al->index < g_cfg->threads) {
         atomic_store_explicit(&g_gauges[al->index].db_conns, st.connections, memory_order_relaxed);
         atomic_store_explicit(&g_gauges[al->index].db_busy, st.busy, memory_order_relaxed);
+        atomic_store_explicit(&g_gauges[al->index].replica_lag_ms, st.replica_lag_ms,
+                              memory_order_relaxed);
     }
 }
 
@@ -152,9 +157,12 @@ void app_metrics_render(struct buf *b, const struct http_ctx *c)
 {
     const char *backend = db_backend_name(app_db(c));
     int conns = 0, busy = 0;
+    int64_t lag = -1;
     for (int t = 0; g_gauges && t < g_cfg->threads; t++) {
         conns += atomic_load_explicit(&g_gauges[t].db_conns, memory_order_relaxed);
         busy += atomic_load_explicit(&g_gauges[t].db_busy, memory_order_relaxed);
+        int64_t l = atomic_load_explicit(&g_gauges[t].replica_lag_ms, memory_order_relaxed);
+        lag = l > lag ? l : lag;
     }
     buf_printf(b,
                "# HELP db_pool_connections Open database connections.\n"
@@ -168,5 +176,12 @@ void app_metrics_render(struct buf *b, const struct http_ctx *c)
                "db_pool_threads %d\n",
                backend, conns, backend, busy, g_cfg->threads);
     dbstats_render(b, backend);
+    if (lag >= 0)
+        buf_printf(b,
+                   "# HELP db_replica_lag_seconds How far the read replicas in use are behind "
+                   "the primary (the most of any replica and loop).\n"
+                   "# TYPE db_replica_lag_seconds gauge\n"
+                   "db_replica_lag_seconds %.3f\n",
+                   (double)lag / 1000.0);
     bgworker_render_metrics(b);
 }

@@ -92,7 +92,7 @@ static void on_tick(struct loop *l, void *arg)
 {
     (void)l;
     struct bgworker *w = arg;
-    struct db_stats st = {0, 0, 0};
+    struct db_stats st = {0};
     db_tick(w->db);
     db_stats(w->db, &st);
     dbstats_reconnected(st.reconnects - w->reconnects);

@@ -10,6 +10,7 @@ static struct route k_routes[] = {
     {HTTP_GET, "/health", handle_health, ROUTE_PUBLIC, 0},
     {HTTP_GET, "/ready", handle_ready, ROUTE_PUBLIC, 0},
     {HTTP_GET, "/metrics", handle_metrics, ROUTE_PUBLIC, 0},
+    {HTTP_GET, "/openapi.json", handle_openapi, ROUTE_PUBLIC, 0},
     {HTTP_POST, "/users", handle_user_create, 0, 0},
     {HTTP_GET, "/users", handle_user_list, 0, 0},
     {HTTP_GET, "/users/{id}", handle_user_get, 0, 0},

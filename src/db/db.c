@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -157,6 +158,102 @@ const char *db_url_check(const char *url)
     return classify_url(url, &path, &err) == BACKEND_NONE ? err : NULL;
 }
 
+/* Start of the next entry of a read-replica list after s[0], or NULL: a "," before a URL. */
+static const char *next_url(const char *s)
+{
+    for (const char *p = strchr(s + 1, ','); p; p = strchr(p + 1, ',')) {
+        const char *q = p + 1;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (has_prefix_ci(q, "postgres://") || has_prefix_ci(q, "postgresql://"))
+            return p;
+    }
+    return NULL;
+}
+
+/*
+ * Split a read-replica list into malloc'd entries (out[max]). A comma splits
+ * only where a URL begins after it: a URL's own host list ("h1,h2") stays
+ * whole. Returns the count, or -1 when there are more than max (or no memory).
+ */
+static int split_read_urls(const char *list, char **out, int max)
+{
+    int n = 0;
+    const char *s = list;
+    while (s && *s) {
+        while (*s == ' ' || *s == '\t' || *s == ',')
+            s++;
+        if (!*s)
+            break;
+        const char *end = next_url(s);
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (n == max || !(out[n] = strndup(s, len))) {
+            while (n)
+                free(out[--n]);
+            return -1;
+        }
+        n++;
+        s = end;
+    }
+    return n;
+}
+
+const char *db_read_url_check(const char *primary_url, const char *read_url)
+{
+    static _Thread_local char msg[128];
+    char *urls[DB_REPLICAS_MAX];
+    const char *path = NULL, *err = NULL;
+
+    if (!read_url || !*read_url)
+        return NULL;
+    if (classify_url(primary_url, &path, &err) != BACKEND_POSTGRES)
+        return "read replicas need a PostgreSQL BRISK_DATABASE_URL";
+    int n = split_read_urls(read_url, urls, DB_REPLICAS_MAX);
+    if (n < 0)
+        return "more than 8 read replicas";
+    const char *problem = n == 0 ? "names no replica" : NULL;
+    for (int i = 0; i < n; i++) {
+        if (!problem && classify_url(urls[i], &path, &err) != BACKEND_POSTGRES) {
+            snprintf(msg, sizeof msg, "replica %d: %s", i + 1,
+                     err ? err : "is not a PostgreSQL URL");
+            problem = msg;
+        }
+        free(urls[i]);
+    }
+    return problem;
+}
+
+/* The primary's handle, wrapped with its read replicas' when cfg has some. */
+static struct db *open_with_replicas(const char *conninfo, const struct db_config *cfg,
+                                     struct loop *loop)
+{
+    struct db *primary = db__pg_open(conninfo, cfg, loop);
+    if (!primary || !cfg->read_url || !*cfg->read_url)
+        return primary;
+    char *urls[DB_REPLICAS_MAX];
+    struct db *replicas[DB_REPLICAS_MAX];
+    int n = split_read_urls(cfg->read_url, urls, DB_REPLICAS_MAX), opened = 0;
+    if (n <= 0) {
+        log_error("BRISK_DATABASE_READ_URL: names no replica, or more than %d", DB_REPLICAS_MAX);
+        db_close(primary);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if (opened == i && (replicas[i] = db__pg_open(urls[i], cfg, loop)))
+            opened++;
+        free(urls[i]);
+    }
+    if (opened < n) {
+        while (opened)
+            db_close(replicas[--opened]);
+        db_close(primary);
+        return NULL;
+    }
+    return db__replica_open(primary, replicas, n, cfg->replica_max_lag_ms);
+}
+
 int db_migrate(const struct db_config *cfg)
 {
     const char *path = NULL, *err = NULL;
@@ -179,7 +276,7 @@ struct db *db_open(const struct db_config *cfg, struct loop *loop)
     case BACKEND_SQLITE:
         return db__sqlite_open(path, cfg, loop);
     case BACKEND_POSTGRES:
-        return db__pg_open(path, cfg, loop);
+        return open_with_replicas(path, cfg, loop);
     case BACKEND_NONE:
         break;
     }

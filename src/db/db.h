@@ -43,10 +43,23 @@ typedef void (*db_user_fn)(void *ctx, const struct db_user *u);
 typedef void (*db_done_fn)(void *ctx, enum db_status st);
 
 struct db_config {
-    const char *url; /* "sqlite:PATH" (or a plain path); postgres:// later */
+    const char *url; /* "sqlite:PATH" (or a plain path), postgres://... or a libpq string */
     int busy_timeout_ms;
     int pool_size; /* PostgreSQL connections per handle, 1..64; 0: the default (2) */
+    /* PostgreSQL read replicas for the plain reads: NULL or "" for none, else
+     * postgres:// URLs separated by commas (or one libpq key=value string) */
+    const char *read_url;
+    int replica_max_lag_ms; /* a replica further behind is skipped; 0: 5000 */
 };
+
+#define DB_REPLICAS_MAX 8
+
+/*
+ * Check a read-replica list for primary_url: NULL when every entry is a valid
+ * PostgreSQL URL and the primary is PostgreSQL too, else a short message
+ * (never containing credentials).
+ */
+const char *db_read_url_check(const char *primary_url, const char *read_url);
 
 /*
  * Check that url names a supported backend, without opening anything.
@@ -189,6 +202,7 @@ struct db_stats {
     int connections;
     int busy;
     uint64_t reconnects;
+    int64_t replica_lag_ms; /* the most a replica in use is behind; -1: no replica in use */
 };
 void db_stats(const struct db *db, struct db_stats *out);
 

@@ -80,4 +80,19 @@ struct db *db__sqlite_open(const char *path, const struct db_config *cfg, struct
 int db__pg_migrate(const char *conninfo, const struct db_config *cfg);
 struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct loop *loop);
 
+/*
+ * A PostgreSQL handle's server as a streaming replica: done(ctx, DB_OK, ms)
+ * with how far its replay is behind (0 when caught up or not a replica).
+ */
+void db__pg_replica_lag(struct db *db, db_count_fn done, void *ctx);
+
+/*
+ * Read replicas (replica.c): a handle that sends the plain reads of db.h to
+ * one of `replicas` (round robin among those up and within max_lag_ms, the
+ * lag measured each db_tick) and everything else to `primary`. A by-id read
+ * the replica does not find, or one that fails there, is asked of the primary
+ * before it is answered. Takes ownership of the handles (closed with it).
+ */
+struct db *db__replica_open(struct db *primary, struct db **replicas, int n, int max_lag_ms);
+
 #endif

@@ -112,6 +112,7 @@ enum stmt_id {
     ST_ORDER_GET,
     ST_ORDER_LIST,
     ST_PENDING_COUNT,
+    ST_REPLICA_LAG,
     ST_BEGIN,
     ST_CLAIM,
     ST_MARK,
@@ -217,6 +218,19 @@ static const struct stmt_def {
     /* Served by the partial index orders_pending_idx. */
     [ST_PENDING_COUNT] =
         {"orders_pending", "SELECT count(*) FROM orders WHERE status = 'pending'", 0, {0}, 1},
+    /*
+     * A streaming replica's delay in ms: 0 while it has replayed all it
+     * received (an idle primary sends nothing, and the last replay time would
+     * look old), else the age of the last transaction it replayed. 0 on a
+     * server that is not a replica.
+     */
+    [ST_REPLICA_LAG] = {"replica_lag",
+                        "SELECT CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM "
+                        "pg_last_wal_replay_lsn() THEN 0 ELSE COALESCE(floor(1000 * extract(epoch "
+                        "FROM now() - pg_last_xact_replay_timestamp()))::bigint, 0) END",
+                        0,
+                        {0},
+                        1},
     [ST_BEGIN] = {"begin", "BEGIN", 0, {0}, 0},
     /* Rows another transaction holds are skipped, not waited for: concurrent claimers
      * (other loops, other processes) each get different orders. */
@@ -2342,6 +2356,16 @@ static void pg_orders_pending(struct db *db, db_count_fn done, void *ctx)
     submit(pg, op);
 }
 
+void db__pg_replica_lag(struct db *db, db_count_fn done, void *ctx)
+{
+    struct db_pg *pg = to_pg(db);
+    struct pg_op *op = op_new(pg, OP_PENDING, ctx); /* one count row, like orders_pending */
+    op->stmt = ST_REPLICA_LAG;
+    op->count_done = done;
+    params_reserve(op, 0);
+    submit(pg, op);
+}
+
 /* ---- housekeeping ---- */
 
 static void expire_queue(struct db_pg *pg, struct pg_op **head, struct pg_op **tail, int *n,
@@ -2402,6 +2426,7 @@ static void pg_stats(const struct db *db, struct db_stats *out)
         out->connections += conn_ready(&pg->conns[i]) && pg->conns[i].prepared;
     out->busy = pg->busy;
     out->reconnects = pg->reconnects;
+    out->replica_lag_ms = -1;
 }
 
 /* Every operation still open gets DB_UNAVAILABLE; then everything is freed. */

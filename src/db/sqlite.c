@@ -1776,6 +1776,7 @@ static void sq_stats(const struct db *db, struct db_stats *out)
     out->connections = (s->rd.conn ? 1 : 0) + (s->wr.conn ? 1 : 0);
     out->busy = s->rd.busy + s->inflight;
     out->reconnects = 0; /* files are opened once */
+    out->replica_lag_ms = -1;
 }
 
 static void conn_close(struct sq_conn *c)

@@ -19,6 +19,7 @@
 
 #include "base/compiler.h"
 #include "base/log.h"
+#include "http/compress.h"
 #include "http/http_int.h"
 #include "net/transport.h"
 
@@ -124,7 +125,7 @@ static void adopt_body(struct buf *o, struct buf *b)
 /*
  * Queue status line, headers and body for the current request, then count
  * and log it. The body is taken from rq.body (nothing for 1xx/204/304; only
- * its length for HEAD).
+ * its length for HEAD), gzip'd first when the client asked (compress.h).
  */
 static void queue_response(struct h1_conn *k, int status, const char *ctype)
 {
@@ -139,6 +140,8 @@ static void queue_response(struct h1_conn *k, int status, const char *ctype)
         status = 500;
         ctype = NULL;
     }
+    /* before Content-Length: a gzip'd body has its own length (HEAD's too) */
+    enum http_body_coding coding = http_compress_response(c, status, ctype, k->head_len > 0);
     buf_append_cstr(o, "HTTP/1.1 ");
     buf_append_u64(o, (uint64_t)status);
     buf_append_char(o, ' ');
@@ -151,6 +154,10 @@ static void queue_response(struct h1_conn *k, int status, const char *ctype)
         buf_append_cstr(o, "\r\nContent-Length: ");
         buf_append_u64(o, c->body.len);
     }
+    if (coding == HTTP_BODY_GZIP)
+        buf_append_cstr(o, "\r\nContent-Encoding: gzip");
+    if (coding != HTTP_BODY_PLAIN)
+        buf_append_cstr(o, "\r\nVary: Accept-Encoding");
     buf_append_cstr(o, "\r\nX-Request-Id: ");
     buf_append(o, c->reqid, c->reqid_len);
     buf_append_cstr(o, "\r\n");

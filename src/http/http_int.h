@@ -7,6 +7,7 @@
  *              handler API, metrics and the access log of a response
  *   h1.c       HTTP/1.1 connections: bytes from a transport to requests and
  *              responses back to bytes
+ *   compress.c Accept-Encoding and gzip of a response body (compress.h)
  *
  * A protocol (h1.c today, HTTP/2 next) fills a struct http_ctx from its
  * framing, calls http_request_admit and http_request_dispatch, and gets the
@@ -44,6 +45,7 @@ enum http_timer {
 #define HTTP_ARENA_KEEP 65536
 
 struct h1_conn;
+struct http_compressor;
 struct http_loop;
 
 /* One listening socket of a loop (one per address BRISK_ADDR resolved to). */
@@ -73,6 +75,7 @@ struct http_loop {
     size_t nowned;         /* closed connections whose handler still runs (pool, database) */
     struct h1_conn *ready; /* connections to continue after the current events */
     uint64_t reqid_seq;
+    struct http_compressor *zc; /* gzip state and buffer (compress.h), made on first use */
     pthread_t tid;
     int exit_code;
 };

@@ -25,6 +25,7 @@
 
 #include "base/compiler.h"
 #include "base/log.h"
+#include "http/compress.h"
 #include "http/http_int.h"
 #include "http/metrics.h"
 #include "net/loop.h"
@@ -480,6 +481,7 @@ static void loops_free(int n)
             if (w->listen[a].io.fd >= 0)
                 close(w->listen[a].io.fd);
         loop_fini(w);
+        http_compressor_free(w->zc);
         loop_destroy(w->loop);
     }
     free(g_loops);

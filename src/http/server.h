@@ -56,6 +56,7 @@ struct server_config {
     uint64_t drain_grace_ms; /* of which listeners and idle connections are kept (see server.c) */
     const char *api_token;   /* NULL or "" = no auth */
     const char *trusted_proxies; /* CIDR list whose X-Forwarded-For is believed, or NULL */
+    uint64_t compress_min_bytes; /* gzip JSON bodies this long when asked (compress.h); 0: never */
     struct server_app app;
 };
 

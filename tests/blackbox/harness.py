@@ -587,6 +587,52 @@ def wait_health(port, proc, timeout=15.0):
     return False
 
 
+# --------------------------------------------------------------------------
+# every response request() reads, kept for the check against the OpenAPI
+# document at the end of the run (test_openapi.py, run.py's final checks)
+
+RESPONSES = []  # dicts: method, path, status, content_type, headers, body
+RECORD_PER_KEY = 2000  # responses kept per method + path shape + status
+RECORD_BIG_PER_KEY = 3  # of those, bodies over RECORD_BIG_BYTES (a 100000-order batch)
+RECORD_BIG_BYTES = 1 << 20
+_rec_lock = threading.Lock()
+_rec_counts = {}
+FINAL_CHECKS = []  # (name, fn): run by run.py after every test, each counted as a test
+FILTERED = False  # run.py -k: only some tests ran (final checks then expect less coverage)
+
+
+def final_check(name):
+    """Register fn() to run once all tests are done (it sees RESPONSES); a
+    TestFailure or a failed assert counts as a failed test named `name`."""
+    def deco(fn):
+        FINAL_CHECKS.append((name, fn))
+        return fn
+    return deco
+
+
+def record_response(method, path, r):
+    """Keep (method, path, status, content type, headers, body) of a response
+    brisk sent (Server: brisk: not a balancer's own page), bounded per key.
+    Path ids are folded into the key ("/users/#"), so a suite of many users
+    keeps RECORD_PER_KEY of each route and status, not of each user."""
+    if not any(k.lower() == "server" and v == "brisk" for k, v in r.headers):
+        return
+    if isinstance(path, bytes):
+        path = path.decode("latin-1")
+    shape = re.sub(r"/[0-9]+(?=/|$)", "/#", path.split("?", 1)[0])
+    key = (method, shape, r.status)
+    big = len(r.body) > RECORD_BIG_BYTES
+    with _rec_lock:
+        n, nbig = _rec_counts.get(key, (0, 0))
+        if n >= RECORD_PER_KEY or (big and nbig >= RECORD_BIG_PER_KEY):
+            return
+        _rec_counts[key] = (n + 1, nbig + big)
+        ctype = [v for k, v in r.headers if k.lower() == "content-type"]
+        RESPONSES.append({"method": method, "path": path, "status": r.status,
+                          "content_type": ctype[0] if ctype else None,
+                          "headers": list(r.headers), "body": r.body})
+
+
 def request(port, method, path, body=None, headers=None, timeout=5.0, check_common=True,
             conn=None, **kw):
     """One request on a fresh connection (or `conn`); returns the Response."""
@@ -605,6 +651,7 @@ def request(port, method, path, body=None, headers=None, timeout=5.0, check_comm
             fail("%s %s: connection closed without a response" % (method, path))
         except ProtocolError as e:
             fail("%s %s: malformed response: %s" % (method, path, e))
+        record_response(method, path, r)
         if check_common:
             common_checks(r, method)
         return r

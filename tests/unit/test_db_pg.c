@@ -845,7 +845,7 @@ static void test_server_kills(struct db *db, const char *url)
     uint64_t t0 = wall_ms();
     ok(wait_up(db, 10000), "reconnected by itself");
     ok(wall_ms() - t0 < 8000, "within %llu ms", (unsigned long long)(wall_ms() - t0));
-    struct db_stats st = {0, 0, 0};
+    struct db_stats st = {0};
     uint64_t end = wall_ms() + 8000;
     while (wall_ms() < end) {
         db_stats(db, &st);
@@ -898,7 +898,7 @@ static void test_unreachable(void)
     }
     ok(db && c.status == DB_UNAVAILABLE && wall_ms() - t0 < 3000, "ping unavailable within %llu ms",
        (unsigned long long)(wall_ms() - t0));
-    struct db_stats st = {9, 9, 0};
+    struct db_stats st = {9, 9, 9, 9};
     if (db)
         db_stats(db, &st);
     ok(st.connections == 0 && st.busy == 0, "no connections, nothing busy");
@@ -982,7 +982,7 @@ static void test_ping_deadline(void)
        c[1].status);
     took = wall_ms() - t0;
     ok(took >= 550 && took < 1300, "at its own deadline (%llu ms)", (unsigned long long)took);
-    struct db_stats st = {9, 9, 9};
+    struct db_stats st = {9, 9, 9, 9};
     db_stats(db, &st);
     ok(st.busy == 0 && st.reconnects == 0, "nothing busy, no reconnect (%d, %llu)", st.busy,
        (unsigned long long)st.reconnects);
