@@ -5,6 +5,7 @@ and --help agreeing with README."""
 
 import os
 import re
+import time
 import socket
 import subprocess
 
@@ -106,7 +107,13 @@ def addr_host_name_binds_every_address(ctx):
                          name="lh", port=port).start()
     try:
         eq(request(port, "GET", "/health").status, 200, "/health on 127.0.0.1")
-        line = [ln for ln in srv.stderr().splitlines() if "listening on" in ln]
+        # logged once the loops run: a first request can be answered before it is written
+        deadline = time.time() + 5
+        while True:
+            line = [ln for ln in srv.stderr().splitlines() if "listening on" in ln]
+            if line or time.time() > deadline:
+                break
+            time.sleep(0.05)
         eq(len(line), 1, "start-up line: %r" % srv.stderr()[-500:])
         addrs = re.search(r"listening on (.*) with ", line[0]).group(1).split(", ")
         want = set()
