@@ -178,8 +178,8 @@ void app_metrics_render(struct buf *b, const struct http_ctx *c)
     dbstats_render(b, backend);
     if (lag >= 0)
         buf_printf(b,
-                   "# HELP db_replica_lag_seconds How far the read replicas in use are behind "
-                   "the primary (the most of any replica and loop).\n"
+                   "# HELP db_replica_lag_seconds How far the reachable read replicas are behind "
+                   "the primary (the most of any replica and loop; also one skipped for it).\n"
                    "# TYPE db_replica_lag_seconds gauge\n"
                    "db_replica_lag_seconds %.3f\n",
                    (double)lag / 1000.0);

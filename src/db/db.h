@@ -202,7 +202,7 @@ struct db_stats {
     int connections;
     int busy;
     uint64_t reconnects;
-    int64_t replica_lag_ms; /* the most a replica in use is behind; -1: no replica in use */
+    int64_t replica_lag_ms; /* the most a reachable replica is behind; -1: none measured */
 };
 void db_stats(const struct db *db, struct db_stats *out);
 

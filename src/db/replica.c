@@ -287,6 +287,7 @@ static void lag_done(void *arg, enum db_status st, int64_t lag_ms)
     r->measuring = false;
     if (st != DB_OK) {
         r->usable = false;
+        r->lag_ms = -1; /* down: no delay to show */
         return;
     }
     bool was = r->usable;
@@ -352,7 +353,8 @@ static void sp_stats(const struct db *db, struct db_stats *out)
         out->connections += st.connections;
         out->busy += st.busy;
         out->reconnects += st.reconnects;
-        if (r->usable && r->lag_ms > out->replica_lag_ms)
+        /* also a replica skipped for its lag: that is when the delay matters */
+        if (r->lag_ms > out->replica_lag_ms)
             out->replica_lag_ms = r->lag_ms;
     }
 }

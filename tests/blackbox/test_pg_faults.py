@@ -33,9 +33,10 @@ from test_hostile import slowdown
 RECEIPT_KEY = "pg-faults-receipt-key"
 
 
-def _cluster(cmd, d, timeout=120):
-    p = subprocess.run(["bash", harness.PG_CLUSTER, cmd, d], capture_output=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+def _cluster(cmd, *dirs, timeout=120):
+    """Run scripts/pg_cluster.sh CMD DIR... and return what it printed (a URL for start)."""
+    p = subprocess.run(["bash", harness.PG_CLUSTER, cmd] + list(dirs), capture_output=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         fail("pg_cluster.sh %s: %s" % (cmd, p.stderr.decode("utf-8", "replace")[-800:]))
     return p.stdout.decode().strip()

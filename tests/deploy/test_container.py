@@ -13,53 +13,29 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
+from common import ROOT, free_port, http, report
+
 MAX_GZIP_BYTES = 10_000_000  # the goal: at most 10 MB to pull
 UID = "10001"
 # crun refuses this machine's hybrid cgroups; runc with cgroupfs works, and the
 # default rlimits of a container may exceed what an unprivileged CI box grants
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager=cgroupfs"]
 RUN = ["run", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network=host"]
-failures = 0
 tag = "localhost/brisk-deploytest:%d" % os.getpid()
 tag2 = tag + "-again"
 names = []  # containers and volumes to remove
 
-
-def report(name, ok, why=""):
-    global failures
-    if ok:
-        print("ok - %s" % name)
-    else:
-        failures += 1
-        print("FAIL - %s: %s" % (name, why))
 
 
 def podman(*args, timeout=60):
     return subprocess.run(PODMAN + list(args), capture_output=True, text=True, timeout=timeout)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(port, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data,
-                                 method=method, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def wait_health(port, name, seconds=15):
@@ -249,4 +225,4 @@ if __name__ == "__main__":
     finally:
         if shutil.which("podman"):
             cleanup()
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if common.failures else 0)

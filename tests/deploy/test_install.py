@@ -12,17 +12,10 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-failures = 0
+import common
+from common import ROOT, report
 
 
-def report(name, ok, why=""):
-    global failures
-    if ok:
-        print("ok - %s" % name)
-    else:
-        failures += 1
-        print("FAIL - %s: %s" % (name, why))
 
 
 def make_install(build, destdir, *extra):
@@ -96,4 +89,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if common.failures else 0)

@@ -12,17 +12,10 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-failures = 0
+import common
+from common import ROOT, report
 
 
-def report(name, ok, why=""):
-    global failures
-    if ok:
-        print("ok - %s" % name)
-    else:
-        failures += 1
-        print("FAIL - %s: %s" % (name, why))
 
 
 def help_settings(binary):
@@ -142,4 +135,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if common.failures else 0)

@@ -13,26 +13,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common
+from common import ROOT, free_port, http, report
+
 UNIT = os.path.join(ROOT, "packaging", "brisk.service")
 MAX_EXPOSURE = 2.0
-failures = 0
 
-
-def report(name, ok, why=""):
-    global failures
-    if ok:
-        print("ok - %s" % name)
-    else:
-        failures += 1
-        print("FAIL - %s: %s" % (name, why))
 
 
 def unit_values(text, key):
@@ -40,21 +31,6 @@ def unit_values(text, key):
             if line.startswith(key + "=")]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(port, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data,
-                                 method=method, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def wait_health(port, proc, seconds=10):
@@ -273,4 +249,4 @@ def main():
 
 if __name__ == "__main__":
     main()
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if common.failures else 0)

@@ -917,8 +917,12 @@ static void test_unreachable(void)
     ok(strstr(log, "127.0.0.1") != NULL, "the host is named");
 }
 
-/* A server that accepts TCP but never speaks: the connect attempt times out. */
-static void test_silent_server(void)
+/*
+ * A listening socket on loopback that never accepts: TCP connects complete
+ * in its backlog, the startup packet is never answered. Its connection
+ * string goes to url; returns the socket (close it when done).
+ */
+static int silent_listener(char *url, size_t cap)
 {
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
@@ -926,9 +930,16 @@ static void test_silent_server(void)
     bind(s, (struct sockaddr *)&sa, sizeof sa);
     listen(s, 16);
     getsockname(s, (struct sockaddr *)&sa, &sl);
-    char url[128];
-    snprintf(url, sizeof url, "host=127.0.0.1 port=%d dbname=x user=x sslmode=disable",
+    snprintf(url, cap, "host=127.0.0.1 port=%d dbname=x user=x sslmode=disable",
              ntohs(sa.sin_port));
+    return s;
+}
+
+/* A server that accepts TCP but never speaks: the connect attempt times out. */
+static void test_silent_server(void)
+{
+    char url[128];
+    int s = silent_listener(url, sizeof url);
     struct db *db = open_db(url, 600);
     g_dbs[3] = db;
     struct capture c;
@@ -954,15 +965,8 @@ static void test_silent_server(void)
 /* A ping with a deadline shorter than the busy timeout gives up at its deadline. */
 static void test_ping_deadline(void)
 {
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001)};
-    socklen_t sl = sizeof sa;
-    bind(s, (struct sockaddr *)&sa, sizeof sa);
-    listen(s, 16);
-    getsockname(s, (struct sockaddr *)&sa, &sl);
     char url[128];
-    snprintf(url, sizeof url, "host=127.0.0.1 port=%d dbname=x user=x sslmode=disable",
-             ntohs(sa.sin_port));
+    int s = silent_listener(url, sizeof url);
     struct db *db = open_db(url, 5000);
     g_dbs[3] = db;
     struct capture c[2];

@@ -1,0 +1,39 @@
+"""What the deploy tests share: the repository root, the ok/FAIL line format
+tests/deploy/run.sh counts, and a plain HTTP client for a server on loopback."""
+
+import json
+import os
+import socket
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+failures = 0
+
+
+def report(name, ok, why=""):
+    """Print one result line; a failure is counted in `failures`."""
+    global failures
+    if ok:
+        print("ok - %s" % name)
+    else:
+        failures += 1
+        print("FAIL - %s: %s" % (name, why))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(port, method, path, body=None):
+    """(status, body bytes) of one request to 127.0.0.1:port; body is sent as JSON."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data,
+                                 method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
