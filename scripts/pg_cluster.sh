@@ -142,8 +142,9 @@ do_replica() {
         [ -n "$owner" ] && chown "$owner" "$dir" "$dir/sock"
         chmod 0755 "$dir"
         free_port >"$dir/port"
+        # -c fast: a spread checkpoint would make the copy wait most of checkpoint_timeout
         as_owner "$bindir/pg_basebackup" -h "$primary/sock" -p "$(cat "$primary/port")" -U brisk \
-            -D "$dir/data" -R -X stream --no-sync >"$dir/basebackup.log" 2>&1 ||
+            -D "$dir/data" -R -X stream -c fast --no-sync >"$dir/basebackup.log" 2>&1 ||
             { cat "$dir/basebackup.log" >&2; die "pg_basebackup failed"; }
         # the primary's settings came along: only the socket directory differs (the port is -p)
         echo "unix_socket_directories = '$dir/sock'" >>"$dir/data/postgresql.conf"

@@ -113,6 +113,13 @@ if [ "$unit_only" = 0 ] && [ -f tests/deploy/run.sh ]; then
     run_suite "deploy" bash tests/deploy/run.sh --build "${build_dir:-build}"
 fi
 
+# once, on the normal build: three processes behind HAProxy on a primary and a
+# streaming replica of its own, through a SIGKILL, a replica outage and a rolling
+# restart (tests/scaleout/run.py; skipped with its reason without PostgreSQL)
+if [ "$unit_only" = 0 ] && [ -f tests/scaleout/run.py ]; then
+    run_suite "scaleout" python3 tests/scaleout/run.py --binary "${build_dir:-build}/brisk"
+fi
+
 # libFuzzer smoke: replay saved crashers, fuzz each harness briefly
 if [ "$unit_only" = 0 ] && ls fuzz/fuzz_*.c >/dev/null 2>&1; then
     echo "##### build: fuzzers"

@@ -115,6 +115,26 @@ def pg_url_with_db(url, dbname):
     return urllib.parse.urlunsplit((u.scheme, u.netloc, "/" + dbname, u.query, u.fragment))
 
 
+def pg_cluster(cmd, *dirs, timeout=120):
+    """Run scripts/pg_cluster.sh CMD DIR... and return what it printed (a URL for
+    start and replica). Raises TestFailure with its stderr when it fails."""
+    p = subprocess.run(["bash", PG_CLUSTER, cmd] + list(dirs), capture_output=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        fail("pg_cluster.sh %s: %s" % (cmd, p.stderr.decode("utf-8", "replace")[-800:]))
+    return p.stdout.decode().strip()
+
+
+def wait_for(pred, timeout, step=0.1):
+    """Poll pred() every `step` seconds for up to `timeout`; its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
 def psql(url, sql, timeout=60):
     """Run SQL with psql on `url`; returns stdout (unaligned, tuples only). Raises TestFailure."""
     exe = shutil.which("psql") or "/usr/bin/psql"

@@ -27,28 +27,11 @@ import time
 
 import harness
 import oracle
-from harness import check, eq, expect_error, fail, metric, parse_metrics, request, test, uniq
+from harness import (check, eq, expect_error, fail, metric, parse_metrics, pg_cluster, request, test, uniq,
+                     wait_for)
 from test_hostile import slowdown
 
 RECEIPT_KEY = "pg-faults-receipt-key"
-
-
-def _cluster(cmd, *dirs, timeout=120):
-    """Run scripts/pg_cluster.sh CMD DIR... and return what it printed (a URL for start)."""
-    p = subprocess.run(["bash", harness.PG_CLUSTER, cmd] + list(dirs), capture_output=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        fail("pg_cluster.sh %s: %s" % (cmd, p.stderr.decode("utf-8", "replace")[-800:]))
-    return p.stdout.decode().strip()
-
-
-def _wait(pred, timeout, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def _status(port, method, path, body=None, timeout=15):
@@ -97,7 +80,7 @@ if harness.pg_mode():
     @test(server=None)
     def outage_and_recovery(ctx):
         d = "/tmp/brisk-pgf-%d-%s" % (os.getpid(), uniq("c"))
-        url = _cluster("start", d)
+        url = pg_cluster("start", d)
         srv = None
         try:
             srv = ctx.new_server(env={"BRISK_THREADS": "2", "BRISK_DATABASE_URL": url,
@@ -143,8 +126,8 @@ if harness.pg_mode():
 
             # crash PostgreSQL (immediate stop: no checkpoint, like a kill)
             t_down = time.time()
-            _cluster("crash", d)
-            check(_wait(lambda: _status(srv.port, "GET", "/ready") == 503, 10),
+            pg_cluster("crash", d)
+            check(wait_for(lambda: _status(srv.port, "GET", "/ready") == 503, 10),
                   "/ready did not turn 503 within 10 s of the crash")
             ready_after = time.time() - t_down
             r = request(srv.port, "GET", "/ready")
@@ -156,13 +139,13 @@ if harness.pg_mode():
             time.sleep(2.0)
 
             # back up on the same port and data: brisk reconnects by itself
-            _cluster("start", d)
+            pg_cluster("start", d)
             t_up = time.time()
-            check(_wait(lambda: _status(srv.port, "GET", "/ready") == 200, 20, 0.2),
+            check(wait_for(lambda: _status(srv.port, "GET", "/ready") == 200, 20, 0.2),
                   "/ready not 200 within 20 s of PostgreSQL coming back")
             recovered = time.time() - t_up
             # every loop (new connections spread over them) is back within a few seconds
-            check(_wait(lambda: all(_status(srv.port, "GET", "/ready") == 200 for _ in range(10)), 8, 0.2),
+            check(wait_for(lambda: all(_status(srv.port, "GET", "/ready") == 200 for _ in range(10)), 8, 0.2),
                   "some loops still answer 503 %.1f s after the first /ready 200" % (time.time() - t_up - recovered))
             time.sleep(0.5)
             stop.set()
@@ -193,7 +176,7 @@ if harness.pg_mode():
         finally:
             if srv:
                 srv.kill()
-            _cluster("stop", d)
+            pg_cluster("stop", d)
 
     def _receipt(order):
         return oracle.receipt(order["id"], order["user_id"], order["items"], order["total_cents"],
@@ -237,7 +220,7 @@ if harness.pg_mode():
             for t in ts:
                 t.start()
             # kill A while it creates and processes
-            _wait(lambda: len(created) >= 300, 30)
+            wait_for(lambda: len(created) >= 300, 30)
             a.proc.send_signal(signal.SIGKILL)
             a.proc.wait(10)
             for t in ts:
@@ -249,7 +232,7 @@ if harness.pg_mode():
             def pending():
                 return int(harness.psql(url, "SELECT count(*) FROM orders WHERE status = 'pending'").strip())
 
-            check(_wait(lambda: pending() == 0, 60, 0.3), "orders still pending after 60 s: %d" % pending())
+            check(wait_for(lambda: pending() == 0, 60, 0.3), "orders still pending after 60 s: %d" % pending())
             rows = harness.psql(url, "SELECT count(*), count(receipt), count(processed_at) FROM orders "
                                      "WHERE status = 'processed'").strip()
             total = int(harness.psql(url, "SELECT count(*) FROM orders").strip())
@@ -374,7 +357,7 @@ if harness.pg_mode():
     def hung_database_fails_fast(ctx):
         slow = slowdown(ctx.binary)
         d = "/tmp/brisk-pgh-%d-%s" % (os.getpid(), uniq("c"))
-        url = _cluster("start", d)
+        url = pg_cluster("start", d)
         srv = None
         frozen = False
         try:
@@ -436,21 +419,21 @@ if harness.pg_mode():
             _signal_cluster(d, signal.SIGCONT)
             frozen = False
             t_up = time.time()
-            check(_wait(lambda: _status(srv.port, "GET", path) == 200, 10, 0.05),
+            check(wait_for(lambda: _status(srv.port, "GET", path) == 200, 10, 0.05),
                   "not serving within 10 s of the database waking up")
             back = time.time() - t_up
             check(back < 2.0 * slow, "serving again %.2f s after the database woke up (want about 1 s)" % back)
             eq(request(srv.port, "GET", "/ready").status, 200, "/ready after the hang")
-            check(_wait(lambda: metric(_metrics(srv.port), "db_reconnects_total", backend="postgres") > rec0, 3),
+            check(wait_for(lambda: metric(_metrics(srv.port), "db_reconnects_total", backend="postgres") > rec0, 3),
                   "db_reconnects_total did not rise")
 
             # a long outage (connection refused), then a restart: back within about a second
-            _cluster("crash", d)
-            check(_wait(lambda: _status(srv.port, "GET", "/ready") == 503, 10), "/ready not 503 after a crash")
+            pg_cluster("crash", d)
+            check(wait_for(lambda: _status(srv.port, "GET", "/ready") == 503, 10), "/ready not 503 after a crash")
             time.sleep(7)  # long enough for a 5 s backoff to have built up
-            _cluster("start", d)
+            pg_cluster("start", d)
             t_up = time.time()
-            check(_wait(lambda: _status(srv.port, "GET", path) == 200, 15, 0.05),
+            check(wait_for(lambda: _status(srv.port, "GET", path) == 200, 15, 0.05),
                   "not serving within 15 s of the restart")
             back = time.time() - t_up
             check(back < 2.0 * slow, "serving again %.2f s after the restart (want about 1 s)" % back)
@@ -474,4 +457,4 @@ if harness.pg_mode():
                 _signal_cluster(d, signal.SIGCONT)
             if srv:
                 srv.kill()
-            _cluster("stop", d)
+            pg_cluster("stop", d)

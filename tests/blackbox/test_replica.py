@@ -12,8 +12,7 @@ import subprocess
 import time
 
 import harness
-from harness import check, eq, fail, metric, parse_metrics, request, test, uniq
-from test_pg_faults import _cluster, _wait
+from harness import check, eq, fail, metric, parse_metrics, pg_cluster, request, test, uniq, wait_for
 
 
 def _psql(url, sql):
@@ -43,14 +42,14 @@ if harness.pg_mode():
         primary_dir, replica_dir = base + "-p", base + "-r"
         srv = None
         try:
-            primary = _cluster("start", primary_dir)
-            replica = _cluster("replica", replica_dir, primary_dir)
+            primary = pg_cluster("start", primary_dir)
+            replica = pg_cluster("replica", replica_dir, primary_dir)
             eq(_psql(replica, "SELECT pg_is_in_recovery()"), "t", "the replica is a standby")
             srv = ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_DATABASE_URL": primary,
                                       "BRISK_DATABASE_READ_URL": replica, "BRISK_BG_WORKERS": "0",
                                       "BRISK_REPLICA_MAX_LAG_MS": "1500"}, name="replica").start()
             # the migration reaches the replica by streaming; reads use it once measured
-            check(_wait(lambda: _lag(srv.port) is not None, 10), "no db_replica_lag_seconds")
+            check(wait_for(lambda: _lag(srv.port) is not None, 10), "no db_replica_lag_seconds")
             r = request(srv.port, "POST", "/users", {"name": "Rep", "email": "%s@example.com" % uniq("r")})
             eq(r.status, 201, "create")
             u = r.json()
@@ -63,7 +62,7 @@ if harness.pg_mode():
             def commits():
                 return int(_psql(replica, "SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database "
                                           "WHERE datname = 'brisk'"))
-            check(_wait(lambda: commits() - before >= 20, 8, 0.5),
+            check(wait_for(lambda: commits() - before >= 20, 8, 0.5),
                   "reads did not reach the replica (%d transactions there)" % (commits() - before))
             eq(_psql(replica, "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'brisk'"),
                "t", "brisk connections on the replica")
@@ -80,16 +79,16 @@ if harness.pg_mode():
             eq(_psql(replica, "SELECT count(*) FROM users WHERE id = %d" % created[-1]["id"]), "0",
                "the paused replica has not replayed the new user")
             # the list lags at first (a replica read), then its lag passes 1.5 s: primary reads
-            check(_wait(lambda: created[-1]["id"] in _list_ids(srv.port), 10, 0.2),
+            check(wait_for(lambda: created[-1]["id"] in _list_ids(srv.port), 10, 0.2),
                   "the list never showed the new users (lag %r)" % _lag(srv.port))
             # the gauge is copied from the handles once a second: it may trail the skip by a tick
-            check(_wait(lambda: (_lag(srv.port) or 0) >= 1.5, 3, 0.2),
+            check(wait_for(lambda: (_lag(srv.port) or 0) >= 1.5, 3, 0.2),
                   "db_replica_lag_seconds %r for a replica skipped for being over 1.5 s behind"
                   % _lag(srv.port))
             _psql(replica, "SELECT pg_wal_replay_resume()")
 
             # the replica stops: reads go to the primary, no 503; /ready stays 200
-            _cluster("halt", replica_dir)
+            pg_cluster("halt", replica_dir)
             t_end = time.time() + 3
             statuses = []
             while time.time() < t_end:
@@ -98,14 +97,14 @@ if harness.pg_mode():
             check(set(statuses) == {200}, "reads while the replica is down: %r" %
                   sorted({s: statuses.count(s) for s in set(statuses)}.items()))
             eq(request(srv.port, "GET", "/ready").status, 200, "/ready with the replica down")
-            _cluster("start", replica_dir)
+            pg_cluster("start", replica_dir)
             reason = srv.stop()
             check(reason is None, reason or "")
         finally:
             if srv:
                 srv.kill()
-            _cluster("stop", replica_dir)
-            _cluster("stop", primary_dir)
+            pg_cluster("stop", replica_dir)
+            pg_cluster("stop", primary_dir)
 
     @test(server=None)
     def read_url_needs_postgres_primary(ctx):
