@@ -125,8 +125,13 @@ static const struct rule k_rules[] = {
     ALLOW(fstat),
     ALLOW(newfstatat),
     ALLOW(access),
+    ALLOW(faccessat), /* access() where there is no access call (aarch64) */
     ALLOW(unlink),
     ALLOW(unlinkat),
+    /* /metrics counts its open descriptors (process_open_fds) by listing
+     * /proc/self/fd: openat is above, the listing needs getdents64. It names
+     * entries of directories the process could open anyway, nothing more */
+    ALLOW(getdents64),
     /* as root, SQLite hands files it creates to the database's owner and
      * ignores a failure: refused, brisk never changes owners after start-up */
     RULE(fchown, RULE_EPERM),
@@ -200,6 +205,11 @@ bool sandbox_sanitizer_build(void)
 static int add_rule(scmp_filter_ctx ctx, const struct rule *r)
 {
     int rc;
+    /* A call this architecture does not have (open, poll, epoll_wait on aarch64):
+     * SCMP_SYS() gave libseccomp's negative pseudo-number. Nothing to allow; its
+     * successor (openat, ppoll, epoll_pwait) has its own entry. */
+    if (r->nr < 0)
+        return 0;
     switch (r->kind) {
     case RULE_ALLOW:
         return seccomp_rule_add(ctx, SCMP_ACT_ALLOW, r->nr, 0);
@@ -269,17 +279,16 @@ static int add_rule(scmp_filter_ctx ctx, const struct rule *r)
     return -EINVAL;
 }
 
-int sandbox_install_filter(enum sandbox_mode mode)
+/* The filter for mode (not SANDBOX_OFF), for this build's architecture only
+ * (SCMP_ARCH_NATIVE), not loaded: 0 and *out, or a negative errno value. */
+static int build_filter(enum sandbox_mode mode, scmp_filter_ctx *out)
 {
-    if (mode == SANDBOX_OFF)
-        return 0;
-    int rc = -ENOMEM;
     uint32_t deflt = mode == SANDBOX_LOG ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
     scmp_filter_ctx ctx = seccomp_init(deflt);
-    if (!ctx)
-        goto out;
+    if (!ctx) /* libseccomp found no seccomp(2) (API level < 3: old kernel, qemu-user) */
+        return seccomp_api_get() < 3 ? -ENOSYS : -ENOMEM;
     /* every thread, not just the caller; a foreign architecture's calls are a kill */
-    rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+    int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
     if (rc == 0)
         rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
     if (rc == 0)
@@ -291,11 +300,36 @@ int sandbox_install_filter(enum sandbox_mode mode)
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(execve), 0);
 #endif
+    if (rc != 0) {
+        seccomp_release(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return 0;
+}
+
+int sandbox_install_filter(enum sandbox_mode mode)
+{
+    if (mode == SANDBOX_OFF)
+        return 0;
+    scmp_filter_ctx ctx = NULL;
+    int rc = build_filter(mode, &ctx);
     if (rc == 0)
         rc = seccomp_load(ctx);
     if (rc > 0) /* TSYNC: the id of a thread that could not be synchronised */
         rc = -ESRCH;
-out:
+    seccomp_release(ctx);
+    return rc;
+}
+
+int sandbox_export_filter(enum sandbox_mode mode, int fd)
+{
+    if (mode == SANDBOX_OFF)
+        return 0;
+    scmp_filter_ctx ctx = NULL;
+    int rc = build_filter(mode, &ctx);
+    if (rc == 0)
+        rc = seccomp_export_pfc(ctx, fd);
     seccomp_release(ctx);
     return rc;
 }
@@ -506,7 +540,10 @@ int sandbox_harden(void)
                   strerror(-rc));
         return -1;
     }
-    log_info("sandbox: syscall filter on (%zu system calls allowed%s)", ARRAY_LEN(k_rules),
+    size_t here = 0; /* the calls this architecture has (aarch64 lacks open, poll, ...) */
+    for (size_t i = 0; i < ARRAY_LEN(k_rules); i++)
+        here += k_rules[i].nr >= 0;
+    log_info("sandbox: syscall filter on (%zu system calls allowed%s)", here,
              g_sb.mode == SANDBOX_LOG ? ", others logged, not refused" : "");
     return 0;
 }

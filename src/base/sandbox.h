@@ -58,6 +58,15 @@ int sandbox_harden(void);
  */
 int sandbox_install_filter(enum sandbox_mode mode);
 
+/*
+ * Build the same filter, load nothing, and write libseccomp's readable form of
+ * it (seccomp_export_pfc: "# filter for arch ...", one "# filter for syscall
+ * \"name\" (nr)" per listed call) to fd: what this build's architecture gets,
+ * checkable where the filter cannot be loaded (qemu-user). Returns 0, or a
+ * negative errno value. mode SANDBOX_OFF writes nothing and returns 0.
+ */
+int sandbox_export_filter(enum sandbox_mode mode, int fd);
+
 /* Number of system calls the allowlist names (for logs and tests). */
 size_t sandbox_allowlist_size(void);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "base/log.h"
+#include "http/procmetrics.h"
 #include "http/router.h"
 
 /* Statuses the server can send; anything else is counted under "other". */
@@ -52,6 +53,7 @@ int metrics_init(int nthreads, size_t nroutes)
     }
     for (size_t i = 0; i < ARRAY_LEN(k_bounds); i++)
         k_bounds_ns[i] = (uint64_t)(k_bounds[i] * 1e9);
+    procmetrics_init();
     return 0;
 }
 
@@ -181,5 +183,18 @@ void metrics_render(struct buf *b)
         buf_printf(b, "http_request_duration_seconds_count{route=\"%s\"} ", label);
         buf_append_u64(b, count);
         buf_append_char(b, '\n');
+    }
+    procmetrics_render(b);
+}
+
+void metrics_append_label_value(struct buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            buf_append_char(b, '\\');
+        if (*v == '\n')
+            buf_append_cstr(b, "\\n");
+        else
+            buf_append_char(b, *v);
     }
 }

@@ -17,7 +17,8 @@
 
 /*
  * Allocate blocks for nthreads threads and nroutes routes (labels come from the
- * router's table). Call once before the loops start. Returns 0 or -1.
+ * router's table) and note the process start time. Call once before the loops
+ * start. Returns 0 or -1.
  */
 int metrics_init(int nthreads, size_t nroutes);
 
@@ -35,10 +36,17 @@ void metrics_record(int thread, int route, enum http_method method, int status,
 void metrics_in_flight(int thread, int delta);
 
 /*
- * Append the HTTP metrics' exposition (text format 0.0.4) for all threads to
- * b. The application appends its own families (storage, background work)
- * after it.
+ * Append the server's exposition (text format 0.0.4) to b: the HTTP metrics
+ * for all threads, then the process_* families (http/procmetrics.h). The
+ * application appends its own families (storage, background work, build
+ * info) after it.
  */
 void metrics_render(struct buf *b);
+
+/*
+ * Append v as the inside of a label value: backslash, double quote and line
+ * feed escaped as the text format requires.
+ */
+void metrics_append_label_value(struct buf *b, const char *v);
 
 #endif

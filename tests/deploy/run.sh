@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The deploy suite: man page, make install, systemd unit, container image.
+# The deploy suite: man page, make install, systemd unit, container image, and the
+# arm64 cross build run under qemu-user (test_arm64: its own tree, build/aarch64-linux-gnu).
 #   tests/deploy/run.sh [--build DIR]     (DIR: a built tree, default build)
 # Each test_*.py prints "ok - ...", "FAIL - ...: why" or "skip - ...: why" lines;
 # the last line here is "N passed, N failed" (tests/run_all.sh adds it up).
@@ -20,7 +21,7 @@ if [ ! -x "$build/brisk" ]; then
 fi
 
 pass=0 fail=0 skip=0
-for t in test_man test_install test_systemd test_container; do
+for t in test_man test_install test_systemd test_container test_arm64; do
     start=$EPOCHREALTIME
     out=$(python3 "tests/deploy/$t.py" --build "$build" 2>&1); rc=$?
     printf '%s\n' "$out"
