@@ -54,6 +54,7 @@ def aggregate(recs):
            "json": {}, "notes": [], "check": None, "pg": None,
            "rss_scenario_kb": {}, "rss_end": {}}
     wrk = {}
+    scale = {}  # (via, reads) -> records (bench/scaleout.sh)
     for r in recs:
         k = r["kind"]
         if k == "wrk":
@@ -90,6 +91,10 @@ def aggregate(recs):
             out["check"] = {"ok": r["ok"], "summary": r["summary"]}
         elif k == "meta_pg":
             out["pg"] = {x: r[x] for x in r if x != "kind"}
+        elif k == "scaleout_meta":
+            out["scaleout_meta"] = {x: r[x] for x in r if x != "kind"}
+        elif k == "scaleout":
+            scale.setdefault((r["via"], r["reads"]), []).append(r)
     for (sc, srv), runs in wrk.items():
         # Best of the rounds: interference from other work on the machine only
         # ever lowers throughput, so the best round is the closest to the truth;
@@ -110,6 +115,7 @@ def aggregate(recs):
         agg["non2xx"] = sum(x["errors_status"] for x in runs)
         agg["curve"] = best["curve"]
         out["wrk"].setdefault(sc, {})[srv] = agg
+    out["scaleout"] = scaleout_aggregate(scale)
     out["startup_ms"] = {k: med(v) for k, v in out["startup_ms"].items()}
     # peak RSS of the whole run: the highest per-scenario peak (VmHWM is reset per scenario)
     for sc, d in out["rss_scenario_kb"].items():
@@ -118,6 +124,95 @@ def aggregate(recs):
                 out["rss_kb"][srv] = kb
                 out.setdefault("rss_peak_scenario", {})[srv] = sc
     return out
+
+
+def scaleout_aggregate(scale):
+    """bench/scaleout.sh's rounds per (via, reads): the best round's req/s and latencies,
+    the median CPU per request (brisk processes, HAProxy, both PostgreSQL clusters)"""
+    out = {}
+    for (via, reads), runs in scale.items():
+        best = max(runs, key=lambda x: x["data"]["rps"])
+        ok = [x for x in runs if x["data"]["requests"]]
+        per = lambda f: med([x[f] * 1e6 / x["data"]["requests"] for x in ok])
+        total = [(x["brisk_cpu_s"] + x["haproxy_cpu_s"] + x["pg_cpu_s"]) * 1e6 / x["data"]["requests"]
+                 for x in ok]
+        d = best["data"]
+        out["%s/%s" % (via, reads)] = {
+            "via": via, "reads": reads, "rounds": len(runs), "rps": d["rps"],
+            "rps_each": [x["data"]["rps"] for x in runs],
+            "p50_ms": d["p50_ms"], "p99_ms": d["p99_ms"],
+            "cpu_us_per_req": med(total), "cpu_us_each": total,
+            "brisk_us_per_req": per("brisk_cpu_s"), "haproxy_us_per_req": per("haproxy_cpu_s"),
+            "pg_us_per_req": per("pg_cpu_s"),
+            # how evenly HAProxy spread the work: each process's share of the brisk CPU
+            "brisk_share": [round(v / sum(best["brisk_cpu_each_s"]), 2) if sum(best["brisk_cpu_each_s"]) else None
+                            for v in best["brisk_cpu_each_s"]],
+            "errors": sum(x["data"]["errors_connect"] + x["data"]["errors_read"] + x["data"]["errors_write"] +
+                          x["data"]["errors_timeout"] for x in runs),
+            "non2xx": sum(x["data"]["errors_status"] for x in runs),
+        }
+    return out
+
+
+SCALEOUT_ROWS = [("haproxy", "primary", "3 processes behind HAProxy on {cores} cores"),
+                 ("haproxy", "replica", "3 processes behind HAProxy on {cores} cores, reads on the replica"),
+                 ("direct", "primary", "one of the 3 processes directly (no HAProxy)"),
+                 ("direct", "replica", "one of the 3 processes directly, reads on the replica")]
+
+
+def scaleout_section(a, meta):
+    """Markdown lines of "Scale-out (3 processes behind HAProxy)", [] without its records"""
+    so, sm = a.get("scaleout") or {}, a.get("scaleout_meta") or {}
+    if not so:
+        return []
+    cores = sm.get("cores", meta.get("cores", "?"))
+    L = ["## Scale-out (3 processes behind HAProxy)", ""]
+    L.append("GET /users/{id} (random existing ids, %s connections, wrk as above) against 3 brisk processes "
+             "(`%s`, each with its own port) behind HAProxy %s running packaging/haproxy.cfg (only its "
+             "addresses rewritten), on a throwaway PostgreSQL primary and, in the second configuration, its "
+             "streaming replica for reads (`BRISK_DATABASE_READ_URL`); for reference one of the same processes "
+             "reached directly. %s. This is one machine: it shows what the balancer costs, not what "
+             "scaling out gains. CPU µs per request is the user + system time over the window of the 3 brisk "
+             "processes, HAProxy and every process of both PostgreSQL clusters (backends included), divided by "
+             "the requests (median of the rounds; in the direct rows HAProxy only runs its health checks); req/s and latencies are the best round's (%s × %ss, "
+             "bench/scaleout.sh)."
+             % (sm.get("connections", "?"), sm.get("brisk_env", "?"), sm.get("haproxy", "?"),
+                (sm.get("pinning") or "?")[0].upper() + (sm.get("pinning") or "?")[1:],
+                sm.get("rounds", "?"), sm.get("seconds", "?")))
+    L.append("")
+    rows = []
+    one = a["wrk"].get("get_user", {}).get("brisk-pg")
+    if one:
+        cpu = one["cpu_us_per_req"] + (one["pg_cpu_us_per_req"] or 0) if one.get("cpu_us_per_req") is not None else None
+        rows.append(["brisk-pg: one process (the main table's row)", f_rps(one["rps"]),
+                     " / ".join(f_rps(v) for v in one["rps_each"]), f_ms(one["p50_ms"]), f_ms(one["p99_ms"]),
+                     "—" if cpu is None else "%.1f" % cpu, "%.1f" % one["cpu_us_per_req"], "—",
+                     "—" if one["pg_cpu_us_per_req"] is None else "%.1f" % one["pg_cpu_us_per_req"],
+                     "—", "%d / %d" % (one["errors"], one["non2xx"])])
+    for via, reads, title in SCALEOUT_ROWS:
+        x = so.get("%s/%s" % (via, reads))
+        if not x:
+            continue
+        rows.append([title.format(cores=cores), f_rps(x["rps"]), " / ".join(f_rps(v) for v in x["rps_each"]),
+                     f_ms(x["p50_ms"]), f_ms(x["p99_ms"]), "%.1f" % x["cpu_us_per_req"],
+                     "%.1f" % x["brisk_us_per_req"], "%.1f" % x["haproxy_us_per_req"],
+                     "%.1f" % x["pg_us_per_req"],
+                     " / ".join("—" if v is None else "%.2f" % v for v in x["brisk_share"]) if via == "haproxy" else "—",
+                     "%d / %d" % (x["errors"], x["non2xx"])])
+    L.append(table(["setup", "req/s (best)", "each round", "p50 ms", "p99 ms", "CPU µs/req (all)", "brisk",
+                    "HAProxy", "PostgreSQL", "brisk CPU share per process", "errors / non-2xx"], rows))
+    L.append("")
+    notes = []
+    for reads in ("primary", "replica"):
+        h, d = so.get("haproxy/" + reads), so.get("direct/" + reads)
+        if h and d and d["cpu_us_per_req"] and d["rps"]:
+            notes.append("reads on the %s: through HAProxy %.1f µs per request more CPU (%+.0f%%), %+.0f%% req/s"
+                         % (reads, h["cpu_us_per_req"] - d["cpu_us_per_req"],
+                            (h["cpu_us_per_req"] / d["cpu_us_per_req"] - 1) * 100, (h["rps"] / d["rps"] - 1) * 100))
+    if notes:
+        L.append("The balancer's cost, against the same process reached directly: " + "; ".join(notes) + ".")
+        L.append("")
+    return L
 
 
 # ---------------------------------------------------------------- formatting
@@ -350,6 +445,8 @@ def markdown(a, meta, elapsed):
                         "fixed-rate p99 ms: after / before"], base))
         L.append("")
 
+    L.extend(scaleout_section(a, meta))
+
     L.append("## Latency at a fixed rate (bench/loadgen, open loop, from the intended send time)")
     L.append("")
     rows = []
@@ -558,6 +655,21 @@ def summary(a, meta, out):
         S.append("brisk-sqlite (after) vs brisk-sqlite-base (before): CPU µs/req, after/before, req/s, wrk p99, fixed-rate p99")
         for row in base:
             S.append("  %-18s %7s %7s  %6s  %s  p99 %s  fixed %s" % (row[0][:18], row[1], row[2], row[3], row[5], row[6], row[7]))
+    so = a.get("scaleout") or {}
+    if so:
+        S.append("")
+        S.append("scale-out, GET /users/{id}: req/s, CPU µs/req (brisk + HAProxy + PostgreSQL)")
+        one = a["wrk"].get("get_user", {}).get("brisk-pg")
+        if one and one.get("cpu_us_per_req") is not None:
+            S.append("  %-44s %9s  %6.1f" % ("brisk-pg, one process", f_rps(one["rps"]),
+                                              one["cpu_us_per_req"] + (one["pg_cpu_us_per_req"] or 0)))
+        for via, reads, title in SCALEOUT_ROWS:
+            x = so.get("%s/%s" % (via, reads))
+            if x:
+                S.append("  %-44s %9s  %6.1f  (%.1f + %s + %.1f)" % (
+                    ("%s, reads: %s" % ("3 behind HAProxy" if via == "haproxy" else "one of them directly", reads)),
+                    f_rps(x["rps"]), x["cpu_us_per_req"], x["brisk_us_per_req"],
+                    "%.1f" % x["haproxy_us_per_req"], x["pg_us_per_req"]))
     S.append("")
     S.append("goals:")
     for g, m, ok in goals(a):

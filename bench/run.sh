@@ -9,7 +9,8 @@
 # brisk-sqlite,brisk-pg,go-gin,go-nethttp,rust-hyper), --scenarios a,b (subset of
 # health,get_user,post_user,orders_process), --keep-work (leave bench/.work).
 # Environment: BENCH_PORT_BASE (default 18180), BENCH_WORK (default bench/.work),
-# BENCH_BRISK_ENV (extra brisk settings), BENCH_BRISK_BASELINE=/path/to/brisk: adds
+# BENCH_BRISK_ENV (extra brisk settings), BENCH_SCALEOUT=0|1 (the scale-out row: on
+# in the full run, off in the quick one), BENCH_BRISK_BASELINE=/path/to/brisk: adds
 # the server brisk-sqlite-base, brisk-sqlite's configuration with that binary (its
 # own port and SQLite file), to compare two builds side by side in one run, e.g.
 #   BENCH_BRISK_BASELINE=/tmp/brisk-before bash bench/run.sh --quick \
@@ -25,7 +26,9 @@
 #  4. measures exec -> first 200 on /health, starts every server, seeds users,
 #     and checks the peers answer like brisk (bench/check_peers.py)
 #  5. per scenario, servers alternating: max throughput + latency with wrk, then
-#     latency at one fixed rate for all with bench/loadgen (open loop)
+#     latency at one fixed rate for all with bench/loadgen (open loop); in the full
+#     run also GET /users/{id} from 3 brisk processes behind HAProxy, with and
+#     without a read replica (bench/scaleout.sh)
 #  6. peak RSS (VmHWM), the JSON microbenchmark (C, Go, Rust)
 #  7. bench/report.py: bench/results/<date>-<host>.{json,md}, PNG plots, summary
 #
@@ -124,7 +127,7 @@ jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 
 # ---------------------------------------------------------------- packages
 APT_PKGS=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev libpq-dev
-    python3 procps util-linux binutils time wrk gnuplot-nox postgresql
+    python3 procps util-linux binutils time wrk gnuplot-nox postgresql haproxy
     golang-go golang-github-gin-gonic-gin-dev golang-github-jackc-pgx-v4-dev
     cargo rustc librust-tokio-dev librust-hyper-dev librust-tokio-postgres-dev
     librust-serde-dev librust-serde-derive-dev librust-serde-json-dev librust-hmac-dev
@@ -605,6 +608,21 @@ step "servers: stopping"
 cleanup
 SERVER_PIDS=()
 trap - EXIT
+
+# Scale-out (full run): GET /users/{id} from 3 brisk processes behind HAProxy, with
+# and without a read replica, beside one of them reached directly; its own primary,
+# replica and ports (BENCH_PORT_BASE + 20..27). Compared with brisk-pg's row above.
+SCALEOUT="${BENCH_SCALEOUT:-$([ "$QUICK" = 1 ] && echo 0 || echo 1)}"
+if [ "$SCALEOUT" = 1 ] && [ "$BRISK_PG_OK" = 1 ] && [[ " ${SERVERS[*]} " == *" brisk-pg "* ]] &&
+    [[ " ${SCENARIOS[*]} " == *" get_user "* ]]; then
+    step "scale-out: GET /users/{id}, 3 brisk processes behind HAProxy, with and without the read replica ($ROUNDS x ${WRK_SECONDS}s x 4 targets)"
+    BENCH_PORT_BASE="$PORT_BASE" bash "$B/scaleout.sh" --raw "$RAW" --brisk "$W/bin/brisk" --work "$W/scaleout" \
+        --seconds "$WRK_SECONDS" --rounds "$ROUNDS" --warmup "$WRK_WARMUP" --seed "$SEED_USERS" \
+        >"$LOGS/scaleout.log" 2>&1 || {
+        step "scale-out: failed (see $LOGS/scaleout.log)"
+        record note "$(printf '"text":%s' "$(jstr "scale-out failed: $(tail -n 1 "$LOGS/scaleout.log")")")"
+    }
+fi
 
 # ---------------------------------------------------------------- JSON microbenchmark
 step "json: brisk's codec in C ($JSON_ITERS iterations x $JSON_RUNS runs)"
