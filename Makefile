@@ -94,6 +94,33 @@ $(BUILD)/tests/json_check: tests/json_diff/json_check.c $(OBJ)
 
 unit-bins: $(UNIT_BIN) $(if $(wildcard tests/json_diff/json_check.c),$(BUILD)/tests/json_check)
 
+# What each target does (the comments above them, shorter).
+.PHONY: help compdb
+help:
+	@echo 'make run            build and serve on :8080 with ./data/brisk.db (installs packages as root)'
+	@echo 'make test           everything CI runs: gcc + ASan builds, unit, black-box on SQLite and'
+	@echo '                    PostgreSQL, deploy, scale-out, fuzz smoke, lint; ends "N passed, N failed"'
+	@echo 'make                the binary: $(BUILD)/brisk (V=1 shows commands; CC=clang BUILD=build/clang)'
+	@echo 'make unit           unit tests of $(BUILD) (SAN=1: the ASan+UBSan build in build/asan)'
+	@echo 'make lint / format  clang-format check, banned calls, cppcheck, clang-tidy / reformat'
+	@echo 'make deps-graph     the include graph between src/ folders, checked against docs/design.md'
+	@echo 'make fuzz           libFuzzer harnesses (fuzz/), built and run for a while'
+	@echo 'make compdb         compile_commands.json for clangd and clang-tidy'
+	@echo 'make bench          brisk beside the Go and Rust peers (~15 min; bench-quick: < 3 min)'
+	@echo 'make man / install / image   the man page, PREFIX/DESTDIR install, the OCI image (buildah)'
+	@echo 'make cross          arm64 build in build/aarch64-linux-gnu (CROSS=triplet for another)'
+	@echo 'make clean          remove build/'
+
+# compile_commands.json (for clangd, clang-tidy -p .): every C file we build, with this
+# build's compiler and flags (handed over in the environment: they contain quotes).
+compdb: export BRISK_COMPDB_FLAGS = $(ALL_CFLAGS)
+compdb:
+	@python3 -c 'import json, os, sys; cc, flags = sys.argv[1], os.environ["BRISK_COMPDB_FLAGS"]; \
+	  cmd = lambda f: "%s %s%s -c %s" % (cc, flags, " -Itests/unit" if f.startswith("tests/unit/") else "", f); \
+	  json.dump([{"directory": os.getcwd(), "file": f, "command": cmd(f)} for f in sys.argv[2:]], \
+	            open("compile_commands.json", "w"), indent=1)' '$(CC)' $(SRC) src/main.c $(UNIT_SRC)
+	@echo "  GEN    compile_commands.json"
+
 # Build and start the service on :8080 with ./data/brisk.db.
 run: deps-run
 	@$(MAKE) --no-print-directory all

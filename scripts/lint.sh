@@ -9,7 +9,7 @@ echo "== clang-format"
 if ! clang-format --dry-run -Werror $files; then rc=1; fi
 
 echo "== banned functions"
-# unsafe or thread-unsafe libc calls (see docs/internals/CODE_STYLE.md)
+# unsafe or thread-unsafe libc calls (see docs/CODE_STYLE.md)
 if grep -nE '\b(sprintf|vsprintf|strcpy|strcat|strncpy|strtok|sscanf|atoi|atol|gets|localtime|gmtime|ctime|asctime|strerror_l)\s*\(' \
     $(find src -name '*.[ch]') | grep -v 'NOLINT'; then
     rc=1
