@@ -2,10 +2,13 @@
  * test_core.c - unit tests for buffers, slices, time formatting, the router,
  * field validation and configuration parsing.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
 #include "app/validate.h"
 #include "base/buf.h"
@@ -378,8 +381,85 @@ static void test_log_fields(void)
        "oversized fields are cut, the line ends well (%zu bytes)", len);
 }
 
+/* ASan reserves terabytes of shadow memory: an address-space limit cannot work under it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+
+#ifndef TEST_ASAN
+/*
+ * Child: cap the address space, use up the heap, then run `what` (1: log_fatal,
+ * 2: grow a buffer). Both must print their line on stderr (into pipe_w) and
+ * abort - not recurse into the allocator that just failed.
+ */
+static void oom_child(int what, int pipe_w)
+{
+    if (dup2(pipe_w, 2) < 0)
+        _exit(90);
+    struct rlimit rl = {512ul << 20, 512ul << 20};
+    if (setrlimit(RLIMIT_AS, &rl) != 0)
+        _exit(91);
+    /* volatile: a compiler may drop an allocation whose result is only tested */
+    void *volatile block;
+    size_t n = 0;
+    while (n < 100000 && (block = malloc(64 << 10)) != NULL) /* leaked: the child exits */
+        n++;
+    if ((block = malloc(64 << 10)) != NULL)
+        _exit(92); /* the limit did not take */
+    if (what == 1) {
+        log_fatal("fatal after %zu blocks: %s", n, "no memory left");
+    } else {
+        struct buf b;
+        buf_init(&b, (size_t)1 << 40);
+        if (buf_reserve(&b, (size_t)1 << 30) == 0)
+            _exit(93);
+        _exit(94); /* reserve failed without aborting */
+    }
+    _exit(95); /* log_fatal returned */
+}
+#endif
+
+static void test_out_of_memory(void)
+{
+#ifdef TEST_ASAN
+    printf("# out-of-memory aborts: skipped under ASan (no RLIMIT_AS with its shadow memory)\n");
+#else
+    static const char *const want[] = {"", "no memory left", "out of memory growing a buffer"};
+    for (int what = 1; what <= 2; what++) {
+        int fds[2];
+        if (pipe(fds) != 0) {
+            ok(0, "pipe");
+            return;
+        }
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(fds[0]);
+            oom_child(what, fds[1]);
+        }
+        close(fds[1]);
+        char err[2048];
+        size_t len = 0;
+        ssize_t r;
+        while (len < sizeof err - 1 && (r = read(fds[0], err + len, sizeof err - 1 - len)) > 0)
+            len += (size_t)r;
+        err[len] = 0;
+        close(fds[0]);
+        int st = 0;
+        ok(pid > 0 && waitpid(pid, &st, 0) == pid, "wait for the child");
+        ok(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "case %d: aborts (status 0x%x)", what, st);
+        ok(strstr(err, want[what]) != NULL, "case %d: says so on stderr: %s", what, err);
+    }
+#endif
+}
+
 int main(void)
 {
+    test_out_of_memory();
     test_log_fields();
     test_buf();
     test_str();
