@@ -47,13 +47,6 @@ struct server_app app_server_hooks(struct app_config *cfg);
 /* The database handle of the loop serving c. */
 struct db *app_db(const struct http_ctx *c);
 
-/*
- * Answer a storage failure that has no endpoint-specific meaning: DB_UNAVAILABLE
- * is 503 "database unavailable", anything else 500 "internal error". Counts it
- * (dbstats_failed).
- */
-void app_respond_db_error(struct http_ctx *c, enum db_status st);
-
 /* GET /ready's longest wait for the database (BRISK_READY_TIMEOUT_MS). */
 int app_ready_timeout_ms(void);
 

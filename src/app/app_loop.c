@@ -144,15 +144,6 @@ int app_ready_timeout_ms(void)
     return g_cfg->ready_timeout_ms;
 }
 
-void app_respond_db_error(struct http_ctx *c, enum db_status st)
-{
-    dbstats_failed(st);
-    if (st == DB_UNAVAILABLE)
-        http_respond_error(c, 503, "database unavailable");
-    else
-        http_respond_error(c, 500, "internal error");
-}
-
 void app_metrics_render(struct buf *b, const struct http_ctx *c)
 {
     const char *backend = db_backend_name(app_db(c));

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "app/respond.h"
 #include "app/pricing.h"
 #include "app/validate.h"
 #include "base/log.h"
@@ -96,14 +97,6 @@ static const char *positive_int(const struct json_value *obj, const char *key, c
     }
     *out = v->u.num.i;
     return NULL;
-}
-
-static bool id_param(struct http_ctx *c, int64_t *id)
-{
-    if (parse_id(http_param(c, 0), id))
-        return true;
-    http_respond_error(c, 400, "invalid id");
-    return false;
 }
 
 /* ---- POST /orders ---- */
@@ -264,7 +257,7 @@ static void get_done(void *ctx, enum db_status st)
 void handle_order_get(struct http_ctx *c)
 {
     int64_t id;
-    if (id_param(c, &id))
+    if (app_id_param(c, &id))
         db_order_get(app_db(c), id, order_row, get_done, c);
 }
 
@@ -296,7 +289,7 @@ static void list_done(void *ctx, enum db_status st)
 void handle_user_orders(struct http_ctx *c)
 {
     int64_t user_id, after;
-    if (!id_param(c, &user_id))
+    if (!app_id_param(c, &user_id))
         return;
     struct str q = http_req(c)->query;
     struct page *s = http_alloc(c, sizeof *s);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "app/app.h"
+#include "app/respond.h"
 #include "app/user_json.h"
 #include "app/validate.h"
 #include "base/timefmt.h"
@@ -93,25 +94,17 @@ void handle_user_create(struct http_ctx *c)
     db_user_create(app_db(c), name, email, user_row, user_done, c);
 }
 
-static bool id_param(struct http_ctx *c, int64_t *id)
-{
-    if (parse_id(http_param(c, 0), id))
-        return true;
-    http_respond_error(c, 400, "invalid id");
-    return false;
-}
-
 void handle_user_get(struct http_ctx *c)
 {
     int64_t id;
-    if (id_param(c, &id))
+    if (app_id_param(c, &id))
         db_user_get(app_db(c), id, user_row, user_done, c);
 }
 
 void handle_user_update(struct http_ctx *c)
 {
     int64_t id;
-    if (!id_param(c, &id))
+    if (!app_id_param(c, &id))
         return;
     const struct json_value *body = app_json_body(c);
     struct str name, email;
@@ -142,7 +135,7 @@ static void delete_done(void *ctx, enum db_status st)
 void handle_user_delete(struct http_ctx *c)
 {
     int64_t id;
-    if (id_param(c, &id))
+    if (app_id_param(c, &id))
         db_user_delete(app_db(c), id, delete_done, c);
 }
 

@@ -5,8 +5,6 @@
 
 #include <stdio.h>
 
-#include "http/request.h"
-
 #include "http/url.h"
 
 const char *validate_name(struct str s)
@@ -111,27 +109,4 @@ const char *validate_list_query(struct str q, char *scratch, int *limit, int64_t
         }
     }
     return NULL;
-}
-
-bool page_row(struct page *p, int64_t id)
-{
-    bool on_page = p->count < p->limit;
-    if (on_page) {
-        if (p->count)
-            buf_append_char(http_body(p->c), ',');
-        p->last_id = id;
-    }
-    p->count++;
-    return on_page;
-}
-
-void page_finish(struct page *p)
-{
-    struct buf *b = http_body(p->c);
-    BUF_LIT(b, "],\"next_after\":");
-    if (p->count > p->limit)
-        buf_append_i64(b, p->last_id);
-    else
-        BUF_LIT(b, "null");
-    buf_append_char(b, '}');
 }

@@ -44,22 +44,4 @@ bool parse_id(struct str s, int64_t *out);
 int json_opt_string(const struct json_value *obj, const char *key, bool *present, struct str *out,
                     const char **err);
 
-/*
- * Cursor pagination shared by the list endpoints: the storage is asked for
- * limit + 1 rows; the extra row only tells that a next page exists.
- */
-struct http_ctx;
-struct page {
-    struct http_ctx *c;
-    int limit;
-    int count;
-    int64_t last_id;
-};
-
-/* For each row: true when it belongs on the page (the separator is written). */
-bool page_row(struct page *p, int64_t id);
-
-/* Close the array and write "next_after" (the last id, or null) and the final '}'. */
-void page_finish(struct page *p);
-
 #endif
