@@ -45,7 +45,7 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc $(PQ_CFLAGS) -MMD -MP 
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
 LDFLAGS_H = -pie -Wl,-z,relro,-z,now,-z,noexecstack
 # No -lpq: libpq is dlopen()ed only for a PostgreSQL URL (src/db/pq_load.c).
-LIBS     = -lsqlite3 -lcrypto -lseccomp -ldeflate -lpthread
+LIBS     = -lsqlite3 -lssl -lcrypto -lseccomp -ldeflate -lpthread
 
 ifeq ($(SAN),1)
 BUILD    = build/asan

@@ -19,7 +19,15 @@
 #include "db/db.h"
 #include "net/cidr.h"
 
-enum opt_type { OPT_ADDR, OPT_STR, OPT_U64, OPT_INT_THREADS, OPT_LOG_FORMAT, OPT_LOG_LEVEL };
+enum opt_type {
+    OPT_ADDR,
+    OPT_TLS_ADDR,
+    OPT_STR,
+    OPT_U64,
+    OPT_INT_THREADS,
+    OPT_LOG_FORMAT,
+    OPT_LOG_LEVEL
+};
 
 struct opt {
     const char *flag; /* without the leading -- */
@@ -37,6 +45,14 @@ static const struct opt k_opts[] = {
     {"addr", "BRISK_ADDR", OPT_ADDR, OFF(port), 0, 0, "0.0.0.0:8080",
      "listen address host:port (IPv6 as [::]:8080); a host name binds every address it "
      "resolves to"},
+    {"tls-cert", "BRISK_TLS_CERT", OPT_STR, OFF(tls_cert), 0, 4000, "",
+     "PEM certificate chain (leaf first); with BRISK_TLS_KEY turns TLS on: on BRISK_TLS_ADDR "
+     "when set, else BRISK_ADDR itself speaks TLS; SIGHUP reloads it"},
+    {"tls-key", "BRISK_TLS_KEY", OPT_STR, OFF(tls_key), 0, 4000, "",
+     "PEM private key (RSA or ECDSA, unencrypted) of BRISK_TLS_CERT"},
+    {"tls-addr", "BRISK_TLS_ADDR", OPT_TLS_ADDR, OFF(tls_port), 0, 0, "",
+     "a second listen address host:port speaking TLS, while BRISK_ADDR stays cleartext "
+     "(needs BRISK_TLS_CERT and BRISK_TLS_KEY)"},
     {"database-url", "BRISK_DATABASE_URL", OPT_STR, OFF(database_url), 1, 4096,
      "sqlite:./data/brisk.db", "sqlite:PATH, postgres://user:pass@host:port/db or a libpq string"},
     {"threads", "BRISK_THREADS", OPT_INT_THREADS, OFF(threads), 1, 1024, "",
@@ -124,8 +140,8 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-/* host:port, [v6]:port or :port. */
-static int parse_addr(struct config *cfg, const char *s)
+/* host:port, [v6]:port or :port into host (64 bytes) and *port_out. */
+static int parse_addr(char *addr_host, int *port_out, const char *s)
 {
     const char *colon;
     size_t hlen;
@@ -143,18 +159,18 @@ static int parse_addr(struct config *cfg, const char *s)
             return -1;
         hlen = (size_t)(colon - s);
     }
-    if (hlen >= sizeof cfg->addr_host)
+    if (hlen >= sizeof((struct config *)0)->addr_host)
         return -1;
     uint64_t port;
     if (parse_u64(colon + 1, &port) != 0 || port > 65535)
         return -1;
     if (hlen == 0) {
-        strcpy(cfg->addr_host, "0.0.0.0"); /* NOLINT: fits */
+        strcpy(addr_host, "0.0.0.0"); /* NOLINT: fits */
     } else {
-        memcpy(cfg->addr_host, host, hlen);
-        cfg->addr_host[hlen] = 0;
+        memcpy(addr_host, host, hlen);
+        addr_host[hlen] = 0;
     }
-    cfg->port = (int)port;
+    *port_out = (int)port;
     return 0;
 }
 
@@ -163,8 +179,14 @@ static int apply(struct config *cfg, const struct opt *o, const char *val, char 
     char *base = (char *)cfg;
     switch (o->type) {
     case OPT_ADDR:
-        if (parse_addr(cfg, val) != 0)
+        if (parse_addr(cfg->addr_host, &cfg->port, val) != 0)
             return fail(err, cap, o, "is not host:port (e.g. 0.0.0.0:8080)", val);
+        return 0;
+    case OPT_TLS_ADDR:
+        cfg->tls_addr_host[0] = 0; /* "": no TLS listener of its own */
+        cfg->tls_port = 0;
+        if (*val && parse_addr(cfg->tls_addr_host, &cfg->tls_port, val) != 0)
+            return fail(err, cap, o, "is not host:port (e.g. 0.0.0.0:8443)", val);
         return 0;
     case OPT_STR: {
         size_t n = strlen(val);
@@ -289,6 +311,18 @@ int config_load_with(struct config *cfg, int argc, char **argv,
         }
         if (apply_given(cfg, o, val, err, cap) != 0)
             return -1;
+    }
+    /* TLS needs both files; a TLS address without them would serve nothing */
+    if (!*cfg->tls_cert != !*cfg->tls_key) {
+        snprintf(err, cap, "brisk: %s: must be set too when %s is set",
+                 *cfg->tls_cert ? "BRISK_TLS_KEY (--tls-key)" : "BRISK_TLS_CERT (--tls-cert)",
+                 *cfg->tls_cert ? "BRISK_TLS_CERT" : "BRISK_TLS_KEY");
+        return -1;
+    }
+    if (cfg->tls_addr_host[0] && !*cfg->tls_cert) {
+        snprintf(err, cap,
+                 "brisk: BRISK_TLS_ADDR (--tls-addr): needs BRISK_TLS_CERT and BRISK_TLS_KEY");
+        return -1;
     }
     /* checked once both are known: replicas need a PostgreSQL primary */
     const char *problem = db_read_url_check(cfg->database_url, cfg->database_read_url);

@@ -16,6 +16,10 @@
 struct config {
     char addr_host[64];
     int port;
+    char tls_addr_host[64]; /* "" = no separate TLS listener */
+    int tls_port;
+    const char *tls_cert; /* "" = TLS off */
+    const char *tls_key;
     const char *database_url;
     int threads;
     const char *api_token;

@@ -15,6 +15,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "manpage.h"
+#include "net/tls.h"
 
 static struct bgworker_config g_bg;
 
@@ -146,6 +147,10 @@ int main(int argc, char **argv)
     struct server_config sc = {
         .addr_host = cfg.addr_host,
         .port = cfg.port,
+        /* cert + key alone: the one listener speaks TLS; with BRISK_TLS_ADDR, that one does */
+        .tls = *cfg.tls_cert && !cfg.tls_addr_host[0],
+        .tls_addr_host = cfg.tls_addr_host[0] ? cfg.tls_addr_host : NULL,
+        .tls_port = cfg.tls_port,
         .threads = cfg.threads,
         .limits = {.max_header_bytes = cfg.max_header_bytes,
                    .max_headers = cfg.max_headers,
@@ -162,6 +167,11 @@ int main(int argc, char **argv)
     /* Address and port first: a name that does not resolve or a port in use
      * must not leave a freshly created and migrated database behind. */
     if (!migrate_only) {
+        /* a certificate or key that does not load is a bad setting, like a bad address */
+        if (*cfg.tls_cert && tls_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) != 0) {
+            fprintf(stderr, "%s\n", err);
+            return 2;
+        }
         int lr = server_listen(&sc, err, sizeof err);
         if (lr != 0) {
             fprintf(stderr, "%s\n", err);
@@ -183,5 +193,7 @@ int main(int argc, char **argv)
     if (router_init(routes, nroutes) != 0)
         return 1;
     sc.app = app_server_hooks(&app);
-    return server_run(&sc) == 0 ? 0 : 1;
+    int rc = server_run(&sc) == 0 ? 0 : 1;
+    tls_free();
+    return rc;
 }

@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "http/compress.h"
 #include "http/http_int.h"
+#include "net/tls.h"
 #include "net/transport.h"
 
 #define READ_CHUNK 16384          /* free space ensured before each read */
@@ -553,7 +554,8 @@ static void on_conn_event(struct loop_io *io, uint32_t events)
     conn_process(k);
 }
 
-static struct h1_conn *conn_new(struct http_loop *hl, int fd)
+/* A connection for fd (owned from now: closed on failure), over TLS when tls. */
+static struct h1_conn *conn_new(struct http_loop *hl, int fd, bool tls)
 {
     struct h1_conn *k = hl->free_list;
     const struct http_limits *lim = &hl->parse_limits;
@@ -562,10 +564,13 @@ static struct h1_conn *conn_new(struct http_loop *hl, int fd)
         hl->nfree--;
     } else {
         k = calloc(1, sizeof *k);
-        if (!k)
+        if (!k) {
+            close(fd);
             return NULL;
+        }
         if (http_ctx_init(&k->rq, lim) != 0) {
             free(k);
+            close(fd);
             return NULL;
         }
         k->rq.proto = &k_h1_proto;
@@ -573,7 +578,13 @@ static struct h1_conn *conn_new(struct http_loop *hl, int fd)
         buf_init(&k->in, lim->max_header_bytes + lim->max_body + READ_CHUNK);
         buf_init(&k->out, 0);
     }
-    transport_socket_init(&k->t, fd);
+    k->hl = hl;
+    if (!tls) {
+        transport_socket_init(&k->t, fd);
+    } else if (tls_transport_init(&k->t, fd, k->rq.peer) != 0) {
+        release(k); /* fd is closed */
+        return NULL;
+    }
     k->io.fd = fd;
     k->io.on_event = on_conn_event;
     k->timer.prev = k->timer.next = NULL;
@@ -682,13 +693,11 @@ void h1_setup(const struct server_config *cfg)
     loop_set_timeout(HTTP_TIMER_WRITE, cfg->body_timeout_ms, on_close_timeout);
 }
 
-int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer)
+int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer, bool tls)
 {
-    struct h1_conn *k = conn_new(hl, fd);
-    if (!k) {
-        close(fd);
-        return -1;
-    }
+    struct h1_conn *k = conn_new(hl, fd, tls);
+    if (!k)
+        return -1; /* conn_new closed fd */
     http_ctx_set_peer(&k->rq, peer);
     if (loop_add(hl->loop, &k->io, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
         log_error("epoll_ctl(add) failed: %s", strerror(errno));

@@ -48,10 +48,11 @@ struct h1_conn;
 struct http_compressor;
 struct http_loop;
 
-/* One listening socket of a loop (one per address BRISK_ADDR resolved to). */
+/* One listening socket of a loop (one per address BRISK_ADDR / BRISK_TLS_ADDR resolved to). */
 struct http_listener {
     struct loop_io io;
     struct http_loop *w;
+    bool tls; /* its connections speak TLS (net/tls.h) */
 };
 
 /* One event-loop thread of the server. */
@@ -60,7 +61,7 @@ struct http_loop {
     int index;
     const struct server_config *cfg;
     struct http_limits parse_limits; /* max_body = the largest any route allows */
-    struct http_listener listen[SERVER_MAX_ADDRS];
+    struct http_listener listen[SERVER_MAX_LISTEN];
     int nlisten;                    /* 0 once the drain grace ended */
     struct timer_node accept_timer; /* armed while accept is paused (EMFILE) */
     struct timer_node grace_timer;  /* armed during the drain grace */
@@ -172,8 +173,9 @@ const char *http_reason(int status);
 /* Configure the HTTP/1.1 timers (once, before the loops start). */
 void h1_setup(const struct server_config *cfg);
 
-/* A new connection on fd (accepted, non-blocking). Returns 0, or -1 (fd closed). */
-int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer);
+/* A new connection on fd (accepted, non-blocking), over TLS when tls (the handshake
+ * counts against the header timeout). Returns 0, or -1 (fd closed). */
+int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer, bool tls);
 
 /* Continue the connections queued with work after a batch of events. */
 void h1_run_ready(struct http_loop *hl);

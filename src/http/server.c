@@ -29,6 +29,7 @@
 #include "http/http_int.h"
 #include "http/metrics.h"
 #include "net/loop.h"
+#include "net/tls.h"
 #include "net/workpool.h"
 
 #define ACCEPT_BATCH 64
@@ -47,7 +48,7 @@ static void pause_accept(struct http_loop *w)
 
 /* Accept up to max connections from fd. Returns true when its queue is empty
  * (or accept is paused). */
-static bool accept_some(struct http_loop *w, int lfd, int max)
+static bool accept_some(struct http_loop *w, int lfd, bool tls, int max)
 {
     for (int i = 0; i < max; i++) {
         struct sockaddr_storage peer;
@@ -73,7 +74,7 @@ static bool accept_some(struct http_loop *w, int lfd, int max)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        (void)h1_accept(w, fd, (struct sockaddr *)&peer); /* on failure it closed fd */
+        (void)h1_accept(w, fd, (struct sockaddr *)&peer, tls); /* on failure it closed fd */
     }
     return false;
 }
@@ -82,7 +83,7 @@ static void on_accept(struct loop_io *io, uint32_t events)
 {
     (void)events;
     struct http_listener *li = container_of(io, struct http_listener, io);
-    (void)accept_some(li->w, io->fd, ACCEPT_BATCH);
+    (void)accept_some(li->w, io->fd, li->tls, ACCEPT_BATCH);
 }
 
 static void on_accept_resume(struct loop *l, struct timer_node *t)
@@ -131,7 +132,7 @@ static void end_grace(struct http_loop *w)
     loop_timer_disarm(l, &w->accept_timer);
     for (int i = 0; i < w->nlisten; i++) {
         struct loop_io *io = &w->listen[i].io;
-        for (int n = 0; n < 64 && !accept_some(w, io->fd, ACCEPT_BATCH); n++)
+        for (int n = 0; n < 64 && !accept_some(w, io->fd, w->listen[i].tls, ACCEPT_BATCH); n++)
             ;
         loop_del(l, io);
         close(io->fd);
@@ -284,11 +285,13 @@ static struct {
     bool ready;
     int naddrs;
     int threads;
-    int port;
-    struct sockaddr_storage addr[SERVER_MAX_ADDRS];
-    socklen_t addrlen[SERVER_MAX_ADDRS];
+    int port; /* BRISK_ADDR's (after port 0 was replaced by the kernel's choice) */
+    struct sockaddr_storage addr[SERVER_MAX_LISTEN];
+    socklen_t addrlen[SERVER_MAX_LISTEN];
+    bool tls[SERVER_MAX_LISTEN];   /* address a's listeners speak TLS */
+    bool group[SERVER_MAX_LISTEN]; /* false: from BRISK_ADDR, true: from BRISK_TLS_ADDR */
     int *fds; /* threads x naddrs: loop i's listener on address a at [i * naddrs + a] */
-    char text[SERVER_MAX_ADDRS * (INET6_ADDRSTRLEN + 10)];
+    char text[SERVER_MAX_LISTEN * (INET6_ADDRSTRLEN + 16)];
 } g_bind;
 
 static void set_port(struct sockaddr_storage *ss, int port)
@@ -297,6 +300,12 @@ static void set_port(struct sockaddr_storage *ss, int port)
         ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
     else
         ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+static int addr_port(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+                                          : ((const struct sockaddr_in6 *)ss)->sin6_port);
 }
 
 /* "127.0.0.1:8080" or "[::1]:8080" into out (cap bytes). */
@@ -315,6 +324,15 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t cap)
         port = ntohs(s6->sin6_port);
         snprintf(out, cap, "[%s]:%d", host, port);
     }
+}
+
+/* How many addresses came from the same setting as address a. */
+static int group_size(int a)
+{
+    int n = 0;
+    for (int i = 0; i < g_bind.naddrs; i++)
+        n += g_bind.group[i] == g_bind.group[a];
+    return n;
 }
 
 /*
@@ -337,7 +355,7 @@ static int bind_socket(int a, bool reuseport, char *err, size_t cap)
     int one = 1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
         (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
-        (ss->ss_family == AF_INET6 && g_bind.naddrs > 1 &&
+        (ss->ss_family == AF_INET6 && group_size(a) > 1 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) != 0)) {
         snprintf(err, cap, "brisk: cannot listen on %s: setsockopt: %s", at, strerror(errno));
         goto fail;
@@ -371,18 +389,22 @@ static int claim_port(int a, char *err, size_t cap)
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     socklen_t sl = sizeof ss;
-    if (g_bind.port == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        g_bind.port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-                                                    : ((struct sockaddr_in6 *)&ss)->sin6_port);
-        for (int i = 0; i < g_bind.naddrs; i++)
-            set_port(&g_bind.addr[i], g_bind.port);
+    if (addr_port(&g_bind.addr[a]) == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        int port = addr_port(&ss);
+        for (int i = 0; i < g_bind.naddrs; i++) /* the rest of the same setting's addresses */
+            if (g_bind.group[i] == g_bind.group[a])
+                set_port(&g_bind.addr[i], port);
+        if (!g_bind.group[a])
+            g_bind.port = port;
     }
     close(fd);
     return 0;
 }
 
-/* Resolve host (numeric or a name) into g_bind's addresses. Returns 0, or -1 (err). */
-static int resolve_addrs(const char *host, int port, char *err, size_t cap)
+/* Resolve host (numeric or a name) and append its addresses to g_bind's, marked with
+ * group and tls; setting names the variable in messages. Returns 0, or -1 (err). */
+static int resolve_addrs(const char *host, int port, bool group, bool tls, const char *setting,
+                         char *err, size_t cap)
 {
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
@@ -391,23 +413,23 @@ static int resolve_addrs(const char *host, int port, char *err, size_t cap)
     hints.ai_flags = AI_PASSIVE;
     int gai = getaddrinfo(host, NULL, &hints, &res);
     if (gai != 0) {
-        snprintf(err, cap, "brisk: BRISK_ADDR (--addr): \"%.80s\" does not resolve (%s)", host,
+        snprintf(err, cap, "brisk: %s: \"%.80s\" does not resolve (%s)", setting, host,
                  gai_strerror(gai));
         return -1;
     }
-    g_bind.naddrs = 0;
+    int first = g_bind.naddrs;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
             ai->ai_addrlen > sizeof(struct sockaddr_storage))
             continue;
         bool dup = false; /* getaddrinfo repeats an address per /etc/hosts line */
-        for (int i = 0; i < g_bind.naddrs && !dup; i++)
+        for (int i = first; i < g_bind.naddrs && !dup; i++)
             dup = g_bind.addrlen[i] == ai->ai_addrlen &&
                   memcmp(&g_bind.addr[i], ai->ai_addr, ai->ai_addrlen) == 0;
         if (dup)
             continue;
-        if (g_bind.naddrs == SERVER_MAX_ADDRS) {
-            log_warn("BRISK_ADDR: %s has more than %d addresses; listening on the first %d", host,
+        if (g_bind.naddrs - first == SERVER_MAX_ADDRS) {
+            log_warn("%s: %s has more than %d addresses; listening on the first %d", setting, host,
                      SERVER_MAX_ADDRS, SERVER_MAX_ADDRS);
             break;
         }
@@ -415,12 +437,13 @@ static int resolve_addrs(const char *host, int port, char *err, size_t cap)
         memset(&g_bind.addr[a], 0, sizeof g_bind.addr[a]);
         memcpy(&g_bind.addr[a], ai->ai_addr, ai->ai_addrlen);
         g_bind.addrlen[a] = (socklen_t)ai->ai_addrlen;
+        g_bind.tls[a] = tls;
+        g_bind.group[a] = group;
         set_port(&g_bind.addr[a], port);
     }
     freeaddrinfo(res);
-    if (g_bind.naddrs == 0) {
-        snprintf(err, cap, "brisk: BRISK_ADDR (--addr): \"%.80s\" has no IPv4 or IPv6 address",
-                 host);
+    if (g_bind.naddrs == first) {
+        snprintf(err, cap, "brisk: %s: \"%.80s\" has no IPv4 or IPv6 address", setting, host);
         return -1;
     }
     return 0;
@@ -438,8 +461,13 @@ static void listen_close(void)
 int server_listen(const struct server_config *cfg, char *err, size_t cap)
 {
     listen_close();
-    if (resolve_addrs(cfg->addr_host, cfg->port, err, cap) != 0)
+    if (resolve_addrs(cfg->addr_host, cfg->port, false, cfg->tls, "BRISK_ADDR (--addr)", err,
+                      cap) != 0 ||
+        (cfg->tls_addr_host && resolve_addrs(cfg->tls_addr_host, cfg->tls_port, true, true,
+                                             "BRISK_TLS_ADDR (--tls-addr)", err, cap) != 0)) {
+        listen_close();
         return SERVER_BAD_ADDR;
+    }
     g_bind.port = cfg->port;
     g_bind.threads = cfg->threads;
     size_t n = (size_t)cfg->threads * (size_t)g_bind.naddrs;
@@ -462,7 +490,8 @@ int server_listen(const struct server_config *cfg, char *err, size_t cap)
     for (int a = 0; a < g_bind.naddrs; a++) {
         char at[INET6_ADDRSTRLEN + 10];
         addr_text(&g_bind.addr[a], at, sizeof at);
-        int w = snprintf(g_bind.text + off, sizeof g_bind.text - off, "%s%s", a ? ", " : "", at);
+        int w = snprintf(g_bind.text + off, sizeof g_bind.text - off, "%s%s%s", a ? ", " : "", at,
+                         g_bind.tls[a] ? " (TLS)" : "");
         if (w > 0 && (size_t)w < sizeof g_bind.text - off)
             off += (size_t)w;
     }
@@ -486,6 +515,25 @@ static void loops_free(int n)
     }
     free(g_loops);
     g_loops = NULL;
+}
+
+/*
+ * SIGHUP: load the TLS certificate and key again (main thread, while the loops
+ * serve). New connections get the new pair; a bad pair is logged and the old
+ * one stays. Other settings are read at start-up only.
+ */
+static void reload(void)
+{
+    char err[512];
+    if (!tls_enabled()) {
+        log_info("SIGHUP received: nothing to reload (TLS is off; other settings are read at "
+                 "start-up only)");
+        return;
+    }
+    log_info("SIGHUP received: reloading the TLS certificate and key");
+    if (tls_reload(err, sizeof err) != 0)
+        log_error("TLS reload failed, the previous certificate stays in use: %s",
+                  err + (strncmp(err, "brisk: ", 7) == 0 ? 7 : 0));
 }
 
 int server_run(const struct server_config *cfg)
@@ -514,12 +562,14 @@ int server_run(const struct server_config *cfg)
         return -1;
     }
 
-    /* Signals: SIGPIPE ignored (we also send with MSG_NOSIGNAL); TERM/INT are
-     * blocked in every thread and taken by sigwait() below. */
+    /* Signals: SIGPIPE ignored (we also send with MSG_NOSIGNAL; OpenSSL's socket
+     * BIO does not); TERM/INT/HUP are blocked in every thread and taken by
+     * sigwait() below. */
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     if (workpool_start(cfg->threads) != 0)
@@ -555,6 +605,7 @@ int server_run(const struct server_config *cfg)
         for (int a = 0; a < g_bind.naddrs; a++) {
             struct http_listener *li = &w->listen[w->nlisten++];
             li->w = w;
+            li->tls = g_bind.tls[a];
             li->io.fd = g_bind.fds[i * g_bind.naddrs + a];
             li->io.on_event = on_accept;
             g_bind.fds[i * g_bind.naddrs + a] = -1;
@@ -582,8 +633,13 @@ int server_run(const struct server_config *cfg)
         if (app->serving)
             app->serving(app->arg, g_bind.text, port, cfg->threads);
         int sig = 0;
-        while (sigwait(&sigs, &sig) != 0)
-            ;
+        for (;;) {
+            if (sigwait(&sigs, &sig) != 0)
+                continue;
+            if (sig != SIGHUP)
+                break;
+            reload();
+        }
         log_info("%s received: draining (at most %llu ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
                  (unsigned long long)cfg->drain_ms);
     }

@@ -47,6 +47,9 @@ struct server_config {
     const char
         *addr_host; /* IPv4/IPv6 address or host name to bind ("0.0.0.0", "::", "localhost") */
     int port;
+    bool tls;                  /* the addr_host listeners speak TLS (net/tls.h, set up before) */
+    const char *tls_addr_host; /* NULL, or a second set of listeners that speak TLS */
+    int tls_port;
     int threads;
     struct http_limits limits; /* limits.max_body: routes without a max_body of their own */
     uint64_t header_timeout_ms;
@@ -60,7 +63,8 @@ struct server_config {
     struct server_app app;
 };
 
-#define SERVER_MAX_ADDRS 8 /* addresses a host name in addr_host may bind */
+#define SERVER_MAX_ADDRS 8                       /* addresses a host name in addr_host may bind */
+#define SERVER_MAX_LISTEN (2 * SERVER_MAX_ADDRS) /* BRISK_ADDR's and BRISK_TLS_ADDR's */
 
 enum { SERVER_BAD_ADDR = -2, SERVER_BIND_FAILED = -1 };
 

@@ -69,5 +69,6 @@ void transport_socket_init(struct transport *t, int fd)
 {
     t->ops = &k_socket_ops;
     t->fd = fd;
-    t->read_want = t->write_want = 0;
+    t->impl = NULL;
+    t->read_want = t->write_want = t->flags = 0;
 }

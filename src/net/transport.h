@@ -1,6 +1,6 @@
 /*
- * transport.h - the byte stream under a connection: a plain socket today,
- * TLS next.
+ * transport.h - the byte stream under a connection: a plain socket
+ * (transport.c) or TLS (tls.c).
  *
  * The HTTP layer reads and writes a connection only through these calls, so a
  * transport that keeps its own buffers and state (a TLS session) plugs in
@@ -49,8 +49,10 @@ struct transport_ops {
 struct transport {
     const struct transport_ops *ops;
     int fd;
+    void *impl; /* the transport's own state (TLS: the SSL object); NULL for a socket */
     unsigned char read_want;
     unsigned char write_want;
+    unsigned char flags; /* the transport's own (TLS: the handshake has finished) */
 };
 
 /* Make t a plain socket transport over the connected, non-blocking socket fd (owned from now). */
