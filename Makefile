@@ -127,6 +127,21 @@ run: deps-run
 	@mkdir -p data
 	exec ./$(BUILD)/brisk serve
 
+# A self-signed ECDSA P-256 pair for local TLS (localhost, 127.0.0.1, ::1; 30 days) in
+# data/tls/, which git ignores. Kept when it exists: `rm -r data/tls` for a new one.
+TLS_DEV_DIR = data/tls
+.PHONY: tls-dev-cert
+tls-dev-cert: $(TLS_DEV_DIR)/cert.pem
+$(TLS_DEV_DIR)/cert.pem:
+	@mkdir -p $(TLS_DEV_DIR)
+	@umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	    -days 30 -subj /CN=localhost \
+	    -addext subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1 \
+	    -keyout $(TLS_DEV_DIR)/key.pem -out $@ 2>/dev/null
+	@echo "wrote $(TLS_DEV_DIR)/cert.pem and $(TLS_DEV_DIR)/key.pem; serve TLS on :8443 with:"
+	@echo "  BRISK_TLS_CERT=$(TLS_DEV_DIR)/cert.pem BRISK_TLS_KEY=$(TLS_DEV_DIR)/key.pem \\"
+	@echo "  BRISK_TLS_ADDR=0.0.0.0:8443 ./$(BUILD)/brisk serve"
+
 # Everything: normal build and ASan+UBSan build, unit + black-box tests.
 test: deps-test
 	@bash tests/run_all.sh

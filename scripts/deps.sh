@@ -19,6 +19,7 @@ test_pkgs+=(haproxy) # balancer of the rolling-restart test (tests/blackbox/test
 test_pkgs+=(buildah podman runc systemd groff-base man-db ca-certificates libpq5) # deploy suite: image, unit, man page (tests/deploy/)
 test_pkgs+=(python3-jsonschema) # every black-box response checked against api/openapi.json (tests/blackbox/test_openapi.py)
 test_pkgs+=(prometheus) # promtool check metrics on /metrics (tests/blackbox/test_metrics_format.py)
+test_pkgs+=(openssl curl) # TLS clients and test certificates (tests/blackbox/test_tls.py; make tls-dev-cert)
 
 # arm64 cross build (tests/deploy/test_arm64.py): the cross compiler, qemu-user to run
 # the result, and the target's libraries and headers (libpq5: the loader's dlopen target)
