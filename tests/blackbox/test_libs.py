@@ -1,6 +1,6 @@
 """Shared libraries (docs/storage.md, "libpq is loaded only for PostgreSQL"): brisk is not
 linked with libpq. On SQLite neither libpq nor the ~20 libraries it pulls in (GnuTLS,
-Kerberos, LDAP, OpenSSL's libssl, p11-kit, ...) are mapped; on PostgreSQL libpq is
+Kerberos, LDAP, p11-kit, ...; libssl is brisk's own, for TLS) are mapped; on PostgreSQL libpq is
 loaded at start-up, before the sandbox, and serves requests under it. Without a usable
 libpq a PostgreSQL URL stops start-up with one line naming the library and the Debian
 package, exit status 2."""
@@ -12,8 +12,8 @@ import subprocess
 import harness
 from harness import check, eq, free_port, request, test, uniq
 
-# libpq and what only libpq brings in
-PQ_ONLY = ("libpq.so", "libssl.so", "libgnutls.so", "libgssapi_krb5.so", "libkrb5.so",
+# libpq and what only libpq brings in (not libssl: brisk links it itself, for TLS)
+PQ_ONLY = ("libpq.so", "libgnutls.so", "libgssapi_krb5.so", "libkrb5.so",
            "libldap", "liblber", "libsasl2.so", "libp11-kit.so", "libnettle.so")
 
 
