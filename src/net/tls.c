@@ -14,7 +14,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <pthread.h>
@@ -22,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -45,6 +49,101 @@ static const unsigned char k_alpn[] = "\x08http/1.1";
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *g_ctx; /* under g_lock; each SSL holds its own reference */
 static char g_cert[4096], g_key[4096];
+
+/* ---------------------------------------------------------------- ticket keys */
+
+/*
+ * Session tickets are encrypted with keys of our own, rotated in memory: OpenSSL's
+ * built-in ticket key is made once per context and never changes, so a process up for
+ * months would protect every ticket with one key. Here a new key starts every
+ * TICKET_PERIOD_S; tickets under the one before are still accepted (and renewed), older
+ * ones mean a full handshake. Tickets live TICKET_PERIOD_S (SSL_CTX_set_timeout), so
+ * none outlives both keys. The keys are process-wide, not per context: a SIGHUP reload
+ * keeps resumption working. They never leave memory.
+ */
+#define TICKET_PERIOD_S 3600
+
+struct ticket_key {
+    unsigned char name[16];
+    unsigned char aes[32];
+    unsigned char hmac[32];
+    time_t born; /* 0: not made yet */
+};
+
+static pthread_mutex_t g_tk_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ticket_key g_tk_cur, g_tk_prev; /* under g_tk_lock */
+
+/* Make g_tk_cur a fresh key (the old one becomes g_tk_prev). Returns 0 or -1. Locked. */
+static int ticket_key_rotate(time_t now)
+{
+    struct ticket_key k;
+    if (RAND_bytes(k.name, sizeof k.name) != 1 || RAND_priv_bytes(k.aes, sizeof k.aes) != 1 ||
+        RAND_priv_bytes(k.hmac, sizeof k.hmac) != 1)
+        return -1;
+    k.born = now;
+    g_tk_prev = g_tk_cur;
+    g_tk_cur = k;
+    OPENSSL_cleanse(&k, sizeof k);
+    return 0;
+}
+
+/* Set up the cipher and MAC of one ticket with key k (AES-256-CBC + HMAC-SHA256, the
+ * scheme OpenSSL's own tickets use). Returns 1 or 0. */
+static int ticket_crypt_init(const struct ticket_key *k, unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                             EVP_MAC_CTX *hctx, int enc)
+{
+    char digest[] = "SHA256";
+    OSSL_PARAM params[3];
+    params[0] =
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof k->hmac);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+    params[2] = OSSL_PARAM_construct_end();
+    if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+        return 0;
+    if (enc)
+        return EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) == 1;
+    return EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) == 1;
+}
+
+/*
+ * OpenSSL's ticket callback. enc: name a key and set up encryption (1, or -1 on failure:
+ * no ticket is sent). !enc: find the key named (1; 2 = valid but under the old key, send
+ * a new ticket; 0 = unknown, full handshake).
+ */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_MAX_IV_LENGTH],
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    (void)ssl;
+    struct ticket_key k;
+    memset(&k, 0, sizeof k);
+    int rc = 0;
+    time_t now = time(NULL);
+    pthread_mutex_lock(&g_tk_lock);
+    if (g_tk_cur.born == 0 || now - g_tk_cur.born >= TICKET_PERIOD_S)
+        (void)ticket_key_rotate(now); /* on failure the current key serves a while longer */
+    if (enc) {
+        k = g_tk_cur;
+        rc = k.born ? 1 : -1;
+    } else if (g_tk_cur.born && memcmp(key_name, g_tk_cur.name, 16) == 0) {
+        k = g_tk_cur;
+        rc = 1;
+    } else if (g_tk_prev.born && memcmp(key_name, g_tk_prev.name, 16) == 0) {
+        k = g_tk_prev;
+        rc = 2;
+    }
+    pthread_mutex_unlock(&g_tk_lock);
+    if (rc == 1 || rc == 2) {
+        if (enc) {
+            memcpy(key_name, k.name, 16);
+            if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+                rc = -1;
+        }
+        if (rc > 0 && !ticket_crypt_init(&k, iv, cctx, hctx, enc))
+            rc = enc ? -1 : 0;
+    }
+    OPENSSL_cleanse(&k, sizeof k);
+    return rc;
+}
 
 /* ---------------------------------------------------------------- context */
 
@@ -110,16 +209,16 @@ static SSL_CTX *ctx_build(const char *cert, const char *key, char *err, size_t c
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
     /* Resumption by stateless tickets only (TLS 1.2 and 1.3): no server-side session
-     * cache to lock across loops or to grow. The ticket keys are random, made by
-     * OpenSSL with the context and kept in memory only; a reload makes a new context
-     * and so new keys. */
+     * cache to lock across loops or to grow; the ticket keys rotate (ticket_cb). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(ctx, 1);
+    SSL_CTX_set_timeout(ctx, TICKET_PERIOD_S);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
         SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
         SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
-        SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1 || SSL_CTX_set_dh_auto(ctx, 1) != 1) {
+        SSL_CTX_set1_groups_list(ctx, TLS_GROUPS) != 1 || SSL_CTX_set_dh_auto(ctx, 1) != 1 ||
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb) != 1) {
         snprintf(err, cap, "brisk: TLS: cannot set protocols and ciphers: %s",
                  ssl_reason(why, sizeof why));
         goto fail;

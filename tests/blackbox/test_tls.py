@@ -466,6 +466,9 @@ def sighup_reloads_the_pair(ctx):
     srv = tls_server(ctx, "tls-reload", copy=True)
     try:
         eq(served_fingerprint(srv.tls_port), fingerprint_file(c["ec"][0]), "first certificate")
+        # a TLS 1.2 session made before the reload (the ticket keys are process-wide)
+        cc12 = client_ctx(maxv=ssl.TLSVersion.TLSv1_2)
+        sess12 = tls_request(srv.tls_port, "GET", "/health", cctx=cc12)[3]["session"]
         # a keep-alive session made before the reload
         old = tls_connect(srv.tls_port)
         send_request(old, "GET", "/health", close=False)
@@ -480,6 +483,8 @@ def sighup_reloads_the_pair(ctx):
               "new certificate not served after SIGHUP: %s" % srv.stderr()[-600:])
         send_request(old, "GET", "/health", close=False)
         eq(read_keepalive(f)[::2], (200, b"ok"), "the session from before the reload continues")
+        st, _, _, info = tls_request(srv.tls_port, "GET", "/health", cctx=cc12, session=sess12)
+        check(st == 200 and info["reused"], "a ticket from before the reload did not resume")
         old.close()
         # a broken pair: logged, the last good one stays
         with open(srv.cert, "w") as fh:
