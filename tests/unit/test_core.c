@@ -274,6 +274,26 @@ static void test_config(void)
     ok(load(&cfg, 1, argv2, err) == -1 && strstr(err, "--bogus"), "unknown flag");
     char *argv3[] = {"--threads"};
     ok(load(&cfg, 1, argv3, err) == -1 && strstr(err, "missing value"), "flag without value");
+
+    /* TLS: off by default; both files or neither; an address of its own needs them */
+    ok(load(&cfg, 0, NULL, err) == 0 && !*cfg.tls_cert && !*cfg.tls_key && !cfg.tls_addr_host[0],
+       "TLS off by default");
+    char *tls1[] = {"--tls-cert=c.pem", "--tls-key=k.pem", "--tls-addr=[::1]:8443"};
+    ok(load(&cfg, 3, tls1, err) == 0 && strcmp(cfg.tls_cert, "c.pem") == 0 &&
+           strcmp(cfg.tls_key, "k.pem") == 0 && strcmp(cfg.tls_addr_host, "::1") == 0 &&
+           cfg.tls_port == 8443 && cfg.port == 8080,
+       "TLS flags (%s)", err);
+    char *tls2[] = {"--tls-cert=c.pem"};
+    ok(load(&cfg, 1, tls2, err) == -1 && strstr(err, "BRISK_TLS_KEY") && !strchr(err, '\n'),
+       "cert without key (%s)", err);
+    char *tls3[] = {"--tls-key=k.pem"};
+    ok(load(&cfg, 1, tls3, err) == -1 && strstr(err, "BRISK_TLS_CERT"), "key without cert");
+    char *tls4[] = {"--tls-addr=:8443"};
+    ok(load(&cfg, 1, tls4, err) == -1 && strstr(err, "BRISK_TLS_ADDR"), "TLS address alone");
+    char *tls5[] = {"--tls-cert=c.pem", "--tls-key=k.pem", "--tls-addr=8443"};
+    ok(load(&cfg, 3, tls5, err) == -1 && strstr(err, "BRISK_TLS_ADDR"), "bad TLS address");
+    char *tls6[] = {"--tls-cert=c.pem", "--tls-key=k.pem", "--tls-addr="};
+    ok(load(&cfg, 3, tls6, err) == 0 && !cfg.tls_addr_host[0], "empty TLS address: none");
 }
 
 static void test_cidr(void)
