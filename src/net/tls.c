@@ -49,6 +49,7 @@ static const unsigned char k_alpn[] = "\x08http/1.1";
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *g_ctx; /* under g_lock; each SSL holds its own reference */
 static char g_cert[4096], g_key[4096];
+static bool g_ktls; /* the kernel has the tls ULP (probed once by tls_init) */
 
 /* ---------------------------------------------------------------- ticket keys */
 
@@ -201,9 +202,11 @@ static SSL_CTX *ctx_build(const char *cert, const char *key, char *err, size_t c
         snprintf(err, cap, "brisk: TLS: cannot create a context: %s", ssl_reason(why, sizeof why));
         return NULL;
     }
-    /* no renegotiation (a client-driven CPU sink), kTLS when the kernel has it;
+    /* no renegotiation (a client-driven CPU sink), kTLS when the kernel has it (asked
+     * for only then: without the ULP OpenSSL would still try two setsockopt calls per
+     * connection, both failing);
      * OpenSSL 3 already refuses compression and SSLv2/3 */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_ENABLE_KTLS);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | (g_ktls ? SSL_OP_ENABLE_KTLS : 0));
     /* partial writes: a big response goes out record by record without waiting for all of
      * it; moving buffer: a retried write may come from a reallocated output buffer */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
@@ -279,6 +282,7 @@ int tls_init(const char *cert_path, const char *key_path, char *err, size_t cap)
         snprintf(err, cap, "brisk: BRISK_TLS_CERT / BRISK_TLS_KEY: path too long");
         return -1;
     }
+    g_ktls = kernel_has_ktls();
     SSL_CTX *ctx = ctx_build(cert_path, key_path, err, cap);
     if (!ctx)
         return -1;
@@ -292,12 +296,12 @@ int tls_init(const char *cert_path, const char *key_path, char *err, size_t cap)
     pthread_mutex_unlock(&g_lock);
     SSL_CTX_free(old);
     log_loaded(ctx, "enabled");
-    if (kernel_has_ktls())
-        log_info("TLS records: kTLS requested (the kernel has the tls ULP; OpenSSL hands "
-                 "each connection's keys to it when the cipher allows)");
+    if (g_ktls)
+        log_info("TLS records: kTLS (SSL_OP_ENABLE_KTLS: the kernel has the tls ULP; OpenSSL "
+                 "hands each connection's keys to it when the cipher allows)");
     else
-        log_info("TLS records: userspace (OpenSSL); kTLS requested but this kernel has no "
-                 "tls ULP");
+        log_info("TLS records: userspace (OpenSSL); kTLS not used: this kernel has no tls "
+                 "ULP");
     return 0;
 }
 
