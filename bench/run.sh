@@ -122,8 +122,8 @@ rm -rf "$LOGS"
 mkdir -p "$LOGS" "$W/bin"
 
 # record KIND JSON-FIELDS: append one line {"kind":KIND, FIELDS} to the raw results
-record() { printf '{"kind":"%s",%s}\n' "$1" "$2" >>"$RAW"; }
-jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+# record, jstr and bench_pin (the core split)
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- packages
 APT_PKGS=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev libpq-dev
@@ -157,19 +157,11 @@ if [ "$INSTALL" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- machine and pinning
-NCPU=$(nproc)
+bench_pin
 CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-if [ "$NCPU" -ge 2 ]; then
-    SRV_N=$((NCPU / 2))
-    SRV_CPUS=$([ "$SRV_N" = 1 ] && echo 0 || echo "0-$((SRV_N - 1))")
-    LOAD_CPUS=$([ $((NCPU - SRV_N)) = 1 ] && echo "$SRV_N" || echo "$SRV_N-$((NCPU - 1))")
-    LOAD_N=$((NCPU - SRV_N))
-    PIN_SRV=(taskset -c "$SRV_CPUS")
-    PIN_LOAD=(taskset -c "$LOAD_CPUS")
+if [ "$BENCH_PINNED" = 1 ]; then
     PINNING="servers (and PostgreSQL) on cores $SRV_CPUS, load generator on cores $LOAD_CPUS"
 else
-    SRV_N=1 LOAD_N=1 SRV_CPUS=0 LOAD_CPUS=0
-    PIN_SRV=() PIN_LOAD=()
     PINNING="one core: servers and load generator share it (not pinned)"
 fi
 step "machine: $CPU_MODEL, $NCPU cores; $PINNING"

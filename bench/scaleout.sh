@@ -77,22 +77,14 @@ LOGS="$WORK/logs"
 rm -rf "$LOGS"
 mkdir -p "$LOGS"
 
-record() { printf '{"kind":"%s",%s}\n' "$1" "$2" >>"$RAW"; }
-jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+# record, jstr and bench_pin (the core split, as run.sh's)
+. "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- pinning (as run.sh)
-NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then
-    SRV_N=$((NCPU / 2))
-    SRV_CPUS=$([ "$SRV_N" = 1 ] && echo 0 || echo "0-$((SRV_N - 1))")
-    LOAD_CPUS=$([ $((NCPU - SRV_N)) = 1 ] && echo "$SRV_N" || echo "$SRV_N-$((NCPU - 1))")
-    LOAD_N=$((NCPU - SRV_N))
-    PIN_SRV=(taskset -c "$SRV_CPUS")
-    PIN_LOAD=(taskset -c "$LOAD_CPUS")
+bench_pin
+if [ "$BENCH_PINNED" = 1 ]; then
     PINNING="brisk, HAProxy and PostgreSQL on cores $SRV_CPUS, wrk on cores $LOAD_CPUS"
 else
-    SRV_N=1 LOAD_N=1 SRV_CPUS=0 LOAD_CPUS=0
-    PIN_SRV=() PIN_LOAD=()
     PINNING="one core: everything shares it (not pinned)"
 fi
 CONNS=64 # run.sh's get_user connections

@@ -4,6 +4,7 @@ tests/deploy/run.sh counts, and a plain HTTP client for a server on loopback."""
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -37,3 +38,19 @@ def http(port, method, path, body=None):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def wait_health(port, proc, seconds=10):
+    """True once GET /health on port answers 200; False when proc (a Popen) exits first
+    or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            if http(port, "GET", "/health")[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 import common
-from common import ROOT, free_port, http, report
+from common import ROOT, free_port, http, report, wait_health
 
 TRIPLET = "aarch64-linux-gnu"
 BUILD = "build/" + TRIPLET
@@ -147,20 +147,6 @@ def start(tmp, port, sandbox, strace_log=None, db_url=None):
     return proc, strace_log or os.path.join(tmp, "server.log")
 
 
-def wait_up(port, proc, seconds=30):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            if http(port, "GET", "/health")[0] == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 def read(path):
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()
@@ -182,7 +168,7 @@ def smoke(tmp, pfc):
     # 1. with the sandbox on: qemu-user refuses the filter, and brisk must then not serve
     port = free_port()
     proc, log = start(tmp, port, "1")
-    up = wait_up(port, proc)
+    up = wait_health(port, proc, 30)
     code = stop(proc) if up else proc.wait()
     text = read(log)
     if up:
@@ -203,7 +189,7 @@ def serve(tmp, pfc, sandbox, traced, db, db_url=None):
     trace = os.path.join(tmp, "strace-%s.log" % db) if traced else None
     port = free_port()
     proc, log = start(tmp, port, sandbox, trace, db_url)
-    up = wait_up(port, proc, 60)
+    up = wait_health(port, proc, 60)
     report("aarch64 brisk serve on %s (BRISK_SANDBOX=%s): /health answers" % (db, sandbox), up,
            "exit %r: %s" % (proc.poll(), tail(read(log)[-3000:])))
     if not up:

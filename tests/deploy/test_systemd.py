@@ -19,7 +19,7 @@ import tempfile
 import time
 
 import common
-from common import ROOT, free_port, http, report
+from common import ROOT, free_port, http, report, wait_health
 
 UNIT = os.path.join(ROOT, "packaging", "brisk.service")
 MAX_EXPOSURE = 2.0
@@ -31,19 +31,6 @@ def unit_values(text, key):
             if line.startswith(key + "=")]
 
 
-
-
-def wait_health(port, proc, seconds=10):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            if http(port, "GET", "/health")[0] == 200:
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def syscall_groups():
