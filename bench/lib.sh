@@ -2,6 +2,8 @@
 #
 # record KIND JSON-FIELDS: append one line {"kind":KIND, FIELDS} to the raw results ($RAW)
 # jstr TEXT: TEXT as a JSON string
+# seed_users PORT N PREFIX: create N users through POST /users on 127.0.0.1:PORT
+#   (names "Prefix User i", emails prefix-i@bench.example); print "min:max" of their ids
 # bench_pin: the core split, into NCPU, SRV_N, SRV_CPUS, LOAD_N, LOAD_CPUS and the
 #   command prefixes PIN_SRV / PIN_LOAD (arrays): the first half of the cores for the
 #   servers (and PostgreSQL, HAProxy), the rest for the load generator; with one core
@@ -25,4 +27,23 @@ bench_pin() {
         PIN_SRV=() PIN_LOAD=()
         BENCH_PINNED=0
     fi
+}
+
+seed_users() {
+    python3 - "$1" "$2" "$3" <<'EOF'
+import http.client, json, sys
+port, n, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+ids = []
+for i in range(n):
+    body = json.dumps({"name": "%s User %d" % (prefix.capitalize(), i),
+                       "email": "%s-%d@bench.example" % (prefix, i)})
+    c.request("POST", "/users", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    if r.status != 201:
+        sys.exit("seed: POST /users answered %d %r" % (r.status, data[:200]))
+    ids.append(json.loads(data)["id"])
+print("%d:%d" % (min(ids), max(ids)))
+EOF
 }

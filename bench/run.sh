@@ -378,27 +378,9 @@ done
 # has its own file), PostgreSQL with one INSERT (every PostgreSQL server reads the
 # same rows).
 step "seed: $SEED_USERS users in SQLite (through brisk) and in PostgreSQL"
-seed_sqlite() { # PORT: prints "min:max" of the ids created
-    python3 - "$1" "$SEED_USERS" <<'EOF'
-import http.client, json, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-ids = []
-for i in range(n):
-    body = json.dumps({"name": "Seed User %d" % i, "email": "seed-%d@bench.example" % i})
-    c.request("POST", "/users", body=body, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    if r.status == 201:
-        ids.append(json.loads(data)["id"])
-    else:
-        sys.exit("seed: POST /users answered %d %r" % (r.status, data[:200]))
-print("%d:%d" % (min(ids), max(ids)))
-EOF
-}
 declare -A IDS
 for n in brisk-sqlite brisk-sqlite-base; do
-    case " ${SERVERS[*]} " in *" $n "*) IDS[$n]=$(seed_sqlite "${PORT[$n]}") ;; esac
+    case " ${SERVERS[*]} " in *" $n "*) IDS[$n]=$(seed_users "${PORT[$n]}" "$SEED_USERS" seed) ;; esac
 done
 IDS_PG=$(psql -X -At -v ON_ERROR_STOP=1 "$PG_URL" -c "WITH s AS (INSERT INTO users (name, email)
     SELECT 'Seed User ' || g, 'seed-' || g || '@bench.example' FROM generate_series(1, $SEED_USERS) g

@@ -193,22 +193,7 @@ for set in A R; do
 done
 
 step "seed: $SEED_USERS users through POST /users"
-IDS=$(python3 - "${BPORTS[A]%% *}" "$SEED_USERS" <<'EOF'
-import http.client, json, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-ids = []
-for i in range(n):
-    body = json.dumps({"name": "Scale User %d" % i, "email": "scale-%d@bench.example" % i})
-    c.request("POST", "/users", body=body, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    if r.status != 201:
-        sys.exit("seed: POST /users answered %d %r" % (r.status, data[:200]))
-    ids.append(json.loads(data)["id"])
-print("%d:%d" % (min(ids), max(ids)))
-EOF
-) || die "seeding failed"
+IDS=$(seed_users "${BPORTS[A]%% *}" "$SEED_USERS" scale) || die "seeding failed"
 psql -X -q "$PRIMARY_URL" -c "ANALYZE users" >/dev/null
 # the replica must have every seeded user before it is read
 LSN=$(psql -X -At "$PRIMARY_URL" -c "SELECT pg_current_wal_lsn()")
