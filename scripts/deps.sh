@@ -10,6 +10,7 @@ set -euo pipefail
 run_pkgs=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev)
 run_pkgs+=(libpq-dev) # PostgreSQL client library (src/db/pg.c)
 run_pkgs+=(libdeflate-dev) # gzip of responses (src/http/compress.c)
+run_pkgs+=(libnghttp2-dev) # HTTP/2 framing and HPACK (src/http/h2.c)
 # postgresql: the server binaries (initdb, pg_ctl) scripts/pg_cluster.sh runs for the tests
 test_pkgs=("${run_pkgs[@]}" clang libclang-rt-14-dev python3 procps postgresql postgresql-client)
 test_pkgs+=(clang-format clang-tidy cppcheck pkg-config binutils) # lint and the readelf check
@@ -20,12 +21,13 @@ test_pkgs+=(buildah podman runc systemd groff-base man-db ca-certificates libpq5
 test_pkgs+=(python3-jsonschema) # every black-box response checked against api/openapi.json (tests/blackbox/test_openapi.py)
 test_pkgs+=(prometheus) # promtool check metrics on /metrics (tests/blackbox/test_metrics_format.py)
 test_pkgs+=(openssl curl) # TLS clients and test certificates (tests/blackbox/test_tls.py; make tls-dev-cert)
+test_pkgs+=(nghttp2-client python3-h2) # HTTP/2 clients: h2load, nghttp, crafted frames (tests/blackbox/test_h2.py)
 
 # arm64 cross build (tests/deploy/test_arm64.py): the cross compiler, qemu-user to run
 # the result, and the target's libraries and headers (libpq5: the loader's dlopen target)
 cross_pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binutils file make pkg-config)
 cross_pkgs+=(libpq-dev) # libpq's headers (arch-independent; the arm64 libpq-dev cannot be co-installed)
-cross_pkgs+=(libsqlite3-dev:arm64 libssl-dev:arm64 libseccomp-dev:arm64 libdeflate-dev:arm64 libpq5:arm64)
+cross_pkgs+=(libsqlite3-dev:arm64 libssl-dev:arm64 libseccomp-dev:arm64 libdeflate-dev:arm64 libnghttp2-dev:arm64 libpq5:arm64)
 
 case "${1:-run}" in
 run) want=("${run_pkgs[@]}") ;;
