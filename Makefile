@@ -22,8 +22,8 @@ ifeq ($(SAN),1)
 $(error SAN=1 is for native builds only (no sanitizer runtimes for CROSS=$(CROSS)))
 endif
 ifneq ($(MAKECMDGOALS),clean)
-ifneq ($(shell $(PKG_CONFIG) --exists sqlite3 libcrypto libseccomp libdeflate && echo y),y)
-$(error CROSS=$(CROSS): pkg-config finds no target sqlite3, libcrypto, libseccomp or libdeflate (/usr/lib/$(CROSS)/pkgconfig); for aarch64-linux-gnu: bash scripts/deps.sh cross)
+ifneq ($(shell $(PKG_CONFIG) --exists sqlite3 libcrypto libseccomp libdeflate libnghttp2 && echo y),y)
+$(error CROSS=$(CROSS): pkg-config finds no target sqlite3, libcrypto, libseccomp, libdeflate or libnghttp2 (/usr/lib/$(CROSS)/pkgconfig); for aarch64-linux-gnu: bash scripts/deps.sh cross)
 endif
 endif
 endif
@@ -45,7 +45,7 @@ ALL_CFLAGS = -std=gnu11 $(CFLAGS) $(WARN) $(HARDEN) -Isrc $(PQ_CFLAGS) -MMD -MP 
            -DBRISK_VERSION='"$(VERSION)"' -fvisibility=hidden
 LDFLAGS_H = -pie -Wl,-z,relro,-z,now,-z,noexecstack
 # No -lpq: libpq is dlopen()ed only for a PostgreSQL URL (src/db/pq_load.c).
-LIBS     = -lsqlite3 -lssl -lcrypto -lseccomp -ldeflate -lpthread
+LIBS     = -lsqlite3 -lssl -lcrypto -lseccomp -ldeflate -lnghttp2 -lpthread
 
 ifeq ($(SAN),1)
 BUILD    = build/asan

@@ -73,6 +73,9 @@ static const struct opt k_opts[] = {
      (uint64_t)1 << 20, "16384", "largest request line + headers (431 above)"},
     {"max-headers", "BRISK_MAX_HEADERS", OPT_U64, OFF(max_headers), 1, 1000, "100",
      "most header fields in a request (431 above)"},
+    {"h2-max-streams", "BRISK_H2_MAX_STREAMS", OPT_U64, OFF(h2_max_streams), 0, 1000, "100",
+     "HTTP/2 streams a connection may have in flight (0: no HTTP/2, neither h2 by ALPN nor "
+     "h2c)"},
     {"compress-min-bytes", "BRISK_COMPRESS_MIN_BYTES", OPT_U64, OFF(compress_min_bytes), 0,
      (uint64_t)1 << 30, "1024",
      "gzip JSON responses of at least this many bytes for clients that accept it (0: never)"},

@@ -30,6 +30,7 @@ struct config {
     uint64_t max_batch_bytes;
     uint64_t max_header_bytes;
     uint64_t max_headers;
+    uint64_t h2_max_streams;     /* 0 = no HTTP/2 */
     uint64_t compress_min_bytes; /* 0 = responses are never compressed */
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;

@@ -155,6 +155,7 @@ int main(int argc, char **argv)
         .limits = {.max_header_bytes = cfg.max_header_bytes,
                    .max_headers = cfg.max_headers,
                    .max_body = cfg.max_body_bytes},
+        .h2_max_streams = cfg.h2_max_streams,
         .header_timeout_ms = cfg.header_timeout_ms,
         .body_timeout_ms = cfg.body_timeout_ms,
         .idle_timeout_ms = cfg.idle_timeout_ms,
@@ -168,6 +169,7 @@ int main(int argc, char **argv)
      * must not leave a freshly created and migrated database behind. */
     if (!migrate_only) {
         /* a certificate or key that does not load is a bad setting, like a bad address */
+        tls_offer_h2(cfg.h2_max_streams > 0);
         if (*cfg.tls_cert && tls_init(cfg.tls_cert, cfg.tls_key, err, sizeof err) != 0) {
             fprintf(stderr, "%s\n", err);
             return 2;

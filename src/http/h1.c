@@ -29,7 +29,12 @@
 #define FREE_CONNS_MAX 256        /* connection structs kept per loop for reuse */
 #define REQS_PER_TURN 32 /* pipelined requests answered before other connections get a turn */
 
-enum conn_state { ST_HEAD, ST_BODY, ST_HANDLING, ST_CLOSING, ST_CLOSED };
+/* ST_H2: the connection speaks HTTP/2; its session (h2.c) holds the request states */
+enum conn_state { ST_HEAD, ST_BODY, ST_HANDLING, ST_CLOSING, ST_CLOSED, ST_H2 };
+
+/* The client connection preface of HTTP/2 (RFC 9113 3.4): h2c by prior knowledge. */
+static const char k_h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define H2_PREFACE_LEN (sizeof k_h2_preface - 1)
 
 struct h1_conn {
     struct loop_io io; /* first: the loop hands us this pointer; io.fd == t.fd */
@@ -58,12 +63,18 @@ struct h1_conn {
     struct http_chunked chunk;
 
     struct http_ctx rq; /* the request being served */
+
+    struct h2_session *h2; /* ST_H2 */
+    struct h2_link link;
+    bool h2_failed; /* the session cannot go on: flush, then close */
+    bool tls;
 };
 
 static void conn_process(struct h1_conn *k);
 static void conn_close(struct h1_conn *k);
 static void release(struct h1_conn *k);
 static void h1_respond(struct http_ctx *c, int status, const char *content_type);
+static void h2_process(struct h1_conn *k);
 
 static const struct http_proto k_h1_proto = {.respond = h1_respond};
 
@@ -397,6 +408,43 @@ static void start_request(struct h1_conn *k)
 }
 
 /*
+ * Does the first request on this connection come as HTTP/2? 1: yes (ALPN chose h2, or
+ * the bytes are the preface), 0: no, -1: the bytes so far are a prefix of the preface.
+ */
+static int wants_h2(const struct h1_conn *k, size_t avail)
+{
+    if (k->tls)
+        return tls_transport_is_h2(&k->t) ? 1 : 0;
+    size_t n = avail < H2_PREFACE_LEN ? avail : H2_PREFACE_LEN;
+    if (memcmp(k->in.data, k_h2_preface, n) != 0)
+        return 0;
+    return n < H2_PREFACE_LEN ? -1 : 1;
+}
+
+static void h2_wake(struct h2_link *link)
+{
+    struct h1_conn *k = container_of(link, struct h1_conn, link);
+    if (!k->in_process)
+        queue_ready(k);
+}
+
+/* Hand the connection to an HTTP/2 session (the bytes read so far are its first). */
+static int start_h2(struct h1_conn *k)
+{
+    k->link.wake = h2_wake;
+    k->h2 = h2_session_new(k->hl, &k->link, k->rq.peer, k->rq.peer_len);
+    if (!k->h2) {
+        log_error("out of memory for an HTTP/2 session");
+        k->state = ST_CLOSED;
+        return 0;
+    }
+    k->state = ST_H2;
+    k->fresh = false;
+    loop_timer_disarm(k->hl->loop, &k->timer);
+    return 0;
+}
+
+/*
  * Advance the current request with the bytes we have. Returns 1 when progress
  * was made (call again), 0 when more bytes are needed.
  */
@@ -408,6 +456,13 @@ static int advance(struct h1_conn *k)
         size_t avail = k->in.len - k->in_start;
         if (avail == 0)
             return 0;
+        if (k->fresh && k->in_start == 0 && h2_enabled()) {
+            int h2 = wants_h2(k, avail);
+            if (h2 < 0)
+                return 0; /* a prefix of the preface: wait for the rest */
+            if (h2 > 0)
+                return start_h2(k);
+        }
         int status = 0;
         int rc = http_parse_request(k->in.data + k->in_start, avail, lim, &c->req, &status);
         if (rc == -2)
@@ -479,6 +534,10 @@ static void update_timer(struct h1_conn *k)
 
 static void conn_process(struct h1_conn *k)
 {
+    if (k->state == ST_H2) {
+        h2_process(k);
+        return;
+    }
     k->in_process = true;
     k->turn_reqs = 0;
     for (;;) {
@@ -515,6 +574,10 @@ static void conn_process(struct h1_conn *k)
         }
     }
     k->in_process = false;
+    if (k->state == ST_H2) {
+        h2_process(k); /* the preface arrived: the session takes the bytes from here */
+        return;
+    }
     if (k->state != ST_CLOSED && conn_flush(k) != 0) {
         if (k->state == ST_HANDLING) {
             conn_close(k); /* the handler still owns the request: it is only marked dead */
@@ -534,6 +597,58 @@ static void conn_process(struct h1_conn *k)
     update_timer(k);
 }
 
+/* ---------------------------------------------------------------- HTTP/2 */
+
+static void h2_update_timer(struct h1_conn *k)
+{
+    bool progress;
+    int want = h2_session_timer(k->h2, &progress);
+    if (out_pending(k) || k->h2_failed)
+        want = HTTP_TIMER_WRITE;
+    if (want < 0)
+        loop_timer_disarm(k->hl->loop, &k->timer);
+    else if (k->timer.cls != want || (want == HTTP_TIMER_WRITE && progress))
+        loop_timer_arm(k->hl->loop, &k->timer, want);
+}
+
+/*
+ * Move bytes between the socket and the session until neither has more to give:
+ * received bytes in, frames out. Reading stops while output is pending, so a client
+ * that does not read what it asked for cannot make us buffer more.
+ */
+static void h2_process(struct h1_conn *k)
+{
+    bool closed = false;
+    k->in_process = true;
+    for (;;) {
+        if (k->in.len > k->in_start && !k->h2_failed &&
+            h2_session_recv(k->h2, k->in.data + k->in_start, k->in.len - k->in_start) != 0)
+            k->h2_failed = true;
+        k->in.len = k->in_start = 0;
+        if (h2_session_send(k->h2, &k->out, OUT_HIGH_WATER) != 0 || conn_flush(k) != 0) {
+            closed = true;
+            break;
+        }
+        if (out_pending(k) || k->h2_failed || !k->can_read)
+            break;
+        int r = read_some(k);
+        if (r == 0) {
+            k->can_read = false;
+            break;
+        }
+        if (r < 0) {
+            closed = true; /* EOF or reset: the client is gone, its streams with it */
+            break;
+        }
+    }
+    k->in_process = false;
+    if (closed || ((k->h2_failed || h2_session_done(k->h2)) && !out_pending(k))) {
+        conn_close(k);
+        return;
+    }
+    h2_update_timer(k);
+}
+
 /* ---------------------------------------------------------------- connections */
 
 static void on_conn_event(struct loop_io *io, uint32_t events)
@@ -546,6 +661,8 @@ static void on_conn_event(struct loop_io *io, uint32_t events)
         k->can_read = true;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         k->rdhup = true; /* read until EOF is seen: no further edge will come */
+    if (k->state == ST_H2 && (events & EPOLLOUT) && (k->t.read_want & TRANSPORT_WANT_WRITE))
+        k->can_read = true;
     if (k->state == ST_HANDLING) {
         if (events & EPOLLOUT)
             (void)conn_flush(k); /* errors surface on the next read */
@@ -579,6 +696,9 @@ static struct h1_conn *conn_new(struct http_loop *hl, int fd, bool tls)
         buf_init(&k->out, 0);
     }
     k->hl = hl;
+    k->h2 = NULL;
+    k->h2_failed = false;
+    k->tls = tls;
     if (!tls) {
         transport_socket_init(&k->t, fd);
     } else if (tls_transport_init(&k->t, fd, k->rq.peer) != 0) {
@@ -641,6 +761,10 @@ static void conn_close(struct h1_conn *k)
     if (k->t.fd < 0)
         return;
     loop_timer_disarm(hl->loop, &k->timer);
+    if (k->h2) {
+        h2_session_free(k->h2); /* streams whose handler runs stay, marked dead */
+        k->h2 = NULL;
+    }
     transport_close(&k->t); /* closing the socket also removes it from epoll */
     k->io.fd = -1;
     if (k->prev)
@@ -660,17 +784,35 @@ static void conn_close(struct h1_conn *k)
         release(k);
 }
 
-/* Idle keep-alive and stalled writes: close without a word. */
-static void on_close_timeout(struct loop *l, struct timer_node *t)
+/* Stalled writes: close without a word. */
+static void on_write_timeout(struct loop *l, struct timer_node *t)
 {
     (void)l;
     conn_close(container_of(t, struct h1_conn, timer));
 }
 
-static void on_header_timeout(struct loop *l, struct timer_node *t)
+/* A timer of an HTTP/2 connection other than the write timer: the session acts (408 for
+ * late requests, GOAWAY when idle), then its frames go out. Returns true for ST_H2. */
+static bool h2_timeout(struct h1_conn *k, int cls)
+{
+    if (k->state != ST_H2)
+        return false;
+    h2_session_timeout(k->h2, cls);
+    h2_process(k);
+    return true;
+}
+
+/* Idle keep-alive: close without a word (HTTP/2: GOAWAY first). */
+static void on_idle_timeout(struct loop *l, struct timer_node *t)
 {
     (void)l;
     struct h1_conn *k = container_of(t, struct h1_conn, timer);
+    if (!h2_timeout(k, HTTP_TIMER_IDLE))
+        conn_close(k);
+}
+
+static void request_timeout(struct h1_conn *k)
+{
     if (k->state == ST_HEAD || k->state == ST_BODY) {
         respond_fatal(k, 408, "request timeout");
         if (conn_flush(k) != 0 || !out_pending(k)) {
@@ -685,12 +827,28 @@ static void on_header_timeout(struct loop *l, struct timer_node *t)
 
 /* ---------------------------------------------------------------- the server's calls */
 
+static void on_header_timeout(struct loop *l, struct timer_node *t)
+{
+    (void)l;
+    struct h1_conn *k = container_of(t, struct h1_conn, timer);
+    if (!h2_timeout(k, HTTP_TIMER_HEADER))
+        request_timeout(k);
+}
+
+static void on_body_timeout(struct loop *l, struct timer_node *t)
+{
+    (void)l;
+    struct h1_conn *k = container_of(t, struct h1_conn, timer);
+    if (!h2_timeout(k, HTTP_TIMER_BODY))
+        request_timeout(k);
+}
+
 void h1_setup(const struct server_config *cfg)
 {
     loop_set_timeout(HTTP_TIMER_HEADER, cfg->header_timeout_ms, on_header_timeout);
-    loop_set_timeout(HTTP_TIMER_BODY, cfg->body_timeout_ms, on_header_timeout);
-    loop_set_timeout(HTTP_TIMER_IDLE, cfg->idle_timeout_ms, on_close_timeout);
-    loop_set_timeout(HTTP_TIMER_WRITE, cfg->body_timeout_ms, on_close_timeout);
+    loop_set_timeout(HTTP_TIMER_BODY, cfg->body_timeout_ms, on_body_timeout);
+    loop_set_timeout(HTTP_TIMER_IDLE, cfg->idle_timeout_ms, on_idle_timeout);
+    loop_set_timeout(HTTP_TIMER_WRITE, cfg->body_timeout_ms, on_write_timeout);
 }
 
 int h1_accept(struct http_loop *hl, int fd, const struct sockaddr *peer, bool tls)
@@ -738,6 +896,12 @@ void h1_stop(struct http_loop *hl)
     hl->close_idle = true;
     for (struct h1_conn *k = hl->conns, *next; k; k = next) {
         next = k->next;
+        if (k->state == ST_H2) {
+            h2_session_shutdown(k->h2); /* GOAWAY: streams in flight finish */
+            if (!k->queued)
+                h2_process(k);
+            continue;
+        }
         if (k->state == ST_HEAD && k->in.len == k->in_start && !out_pending(k) && !k->queued &&
             !k->fresh) {
             k->can_read = true;

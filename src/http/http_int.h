@@ -5,11 +5,14 @@
  *   server.c   listeners, accept, threads, signals, the application's hooks
  *   request.c  the request object handlers see, routing/auth/limits, the
  *              handler API, metrics and the access log of a response
- *   h1.c       HTTP/1.1 connections: bytes from a transport to requests and
- *              responses back to bytes
+ *   h1.c       connections: bytes from a transport to HTTP/1.1 requests and
+ *              responses back to bytes; a connection that opens with the
+ *              HTTP/2 preface (or chose h2 by ALPN) hands its bytes to h2.c
+ *   h2.c       HTTP/2 sessions on such connections (libnghttp2): streams to
+ *              requests, responses to frames, the protocol's bounds
  *   compress.c Accept-Encoding and gzip of a response body (compress.h)
  *
- * A protocol (h1.c today, HTTP/2 next) fills a struct http_ctx from its
+ * A protocol (h1.c, h2.c) fills a struct http_ctx from its
  * framing, calls http_request_admit and http_request_dispatch, and gets the
  * finished response back through its struct http_proto's respond hook. The
  * request object knows nothing of connections or framing.
@@ -90,6 +93,8 @@ struct http_proto {
      * refused request, possibly from a callback after the handler returned.
      */
     void (*respond)(struct http_ctx *c, int status, const char *content_type);
+    const char *name; /* for the access log; NULL: HTTP/1.0 or HTTP/1.1 by the request */
+    bool h2;          /* the proto label of the metrics */
 };
 
 /* The request a handler sees; a protocol owns one per request in flight. */
@@ -191,5 +196,61 @@ void h1_close_all(struct http_loop *hl);
 
 /* Free the connection structs kept for reuse. */
 void h1_free_pool(struct http_loop *hl);
+
+/* ---- h2.c ---- */
+
+struct h2_session;
+
+/* What a session needs of the connection under it. */
+struct h2_link {
+    /* A response was queued from outside the connection's own processing (a handler
+     * that answered from a callback): send it after the current events. */
+    void (*wake)(struct h2_link *link);
+};
+
+/* Configure HTTP/2 from cfg (h2_max_streams 0: off) and the parse limits; once, before
+ * the loops start. Returns 0 or -1 (out of memory). */
+int h2_setup(const struct server_config *cfg, const struct http_limits *lim);
+
+/* True when h2_setup turned HTTP/2 on. */
+bool h2_enabled(void);
+
+/* Free what h2_setup made (after the loops). */
+void h2_teardown(void);
+
+/* A session for a connection whose next bytes are the client's preface; it queues our
+ * SETTINGS at once. peer: the client's address for the requests and the debug log.
+ * Returns NULL when out of memory. */
+struct h2_session *h2_session_new(struct http_loop *hl, struct h2_link *link, const char *peer,
+                                  size_t peer_len);
+
+/* Process n received bytes (requests are admitted and dispatched from here). Returns 0,
+ * or -1 when the session cannot go on: send what h2_session_send still gives, then close. */
+int h2_session_recv(struct h2_session *s, const char *p, size_t n);
+
+/* Append frames to send to out until it holds `high` bytes or nothing is left. Returns 0,
+ * or -1 on a fatal error (close the connection). */
+int h2_session_send(struct h2_session *s, struct buf *out, size_t high);
+
+/* True when the session will neither read nor write again (after GOAWAY, or the client's). */
+bool h2_session_done(const struct h2_session *s);
+
+/* True when no stream is open or owned by a handler. */
+bool h2_session_idle(const struct h2_session *s);
+
+/* The connection timer the session wants now (HTTP_TIMER_*, or -1 for none); *progress
+ * says whether response DATA moved since the last call (re-arm the write timer). */
+int h2_session_timer(struct h2_session *s, bool *progress);
+
+/* The timer h2_session_timer asked for fired (not HTTP_TIMER_WRITE: the connection closes
+ * on that one): 408 for requests past the body timeout, GOAWAY when idle. */
+void h2_session_timeout(struct h2_session *s, int cls);
+
+/* Drain: GOAWAY naming the last stream we took; those finish, no new ones start. */
+void h2_session_shutdown(struct h2_session *s);
+
+/* The connection is gone: free the session now, or - when handlers still run - once the
+ * last of them answers (each counts in the loop's nowned meanwhile). */
+void h2_session_free(struct h2_session *s);
 
 #endif

@@ -19,6 +19,9 @@ static const int k_statuses[] = {100, 200, 201, 204, 400, 401, 404, 405, 408, 40
 static const double k_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 #define NBUCKET (ARRAY_LEN(k_bounds) + 1)
+
+static const char *const k_protos[] = {"http/1.1", "h2"}; /* the ALPN names */
+#define NPROTO ARRAY_LEN(k_protos)
 static uint64_t k_bounds_ns[ARRAY_LEN(k_bounds)];
 
 struct route_hist {
@@ -28,7 +31,7 @@ struct route_hist {
 };
 
 struct thread_block {
-    _Atomic uint64_t *counts; /* [route+1][method][status] */
+    _Atomic uint64_t *counts; /* [route+1][method][status][proto] */
     struct route_hist *hist;  /* [route+1] */
     _Atomic int64_t in_flight;
 };
@@ -46,7 +49,7 @@ int metrics_init(int nthreads, size_t nroutes)
         return -1;
     for (int t = 0; t < nthreads; t++) {
         g_blocks[t].counts =
-            calloc(g_nroutes * HTTP_METHOD_COUNT * NSTATUS, sizeof *g_blocks[t].counts);
+            calloc(g_nroutes * HTTP_METHOD_COUNT * NSTATUS * NPROTO, sizeof *g_blocks[t].counts);
         g_blocks[t].hist = calloc(g_nroutes, sizeof(struct route_hist));
         if (!g_blocks[t].counts || !g_blocks[t].hist)
             return -1;
@@ -82,12 +85,13 @@ static inline void bump(_Atomic uint64_t *p, uint64_t v)
                           memory_order_relaxed);
 }
 
-void metrics_record(int thread, int route, enum http_method method, int status,
+void metrics_record(int thread, int route, enum http_method method, int status, bool h2,
                     uint64_t duration_ns)
 {
     struct thread_block *b = &g_blocks[thread];
     size_t r = route < 0 ? 0 : (size_t)route + 1;
-    bump(&b->counts[(r * HTTP_METHOD_COUNT + (size_t)method) * NSTATUS + status_index(status)], 1);
+    size_t i = (r * HTTP_METHOD_COUNT + (size_t)method) * NSTATUS + status_index(status);
+    bump(&b->counts[i * NPROTO + (h2 ? 1 : 0)], 1);
     struct route_hist *h = &b->hist[r];
     size_t k = 0;
     while (k < ARRAY_LEN(k_bounds) && duration_ns > k_bounds_ns[k])
@@ -132,19 +136,21 @@ void metrics_render(struct buf *b)
                        "pattern and status.\n# TYPE http_requests_total counter\n");
     for (size_t r = 0; r < g_nroutes; r++) {
         for (int m = 0; m < HTTP_METHOD_COUNT; m++) {
-            for (size_t s = 0; s < NSTATUS; s++) {
+            for (size_t s = 0; s < NSTATUS * NPROTO; s++) {
                 uint64_t v = 0;
+                size_t i = (r * HTTP_METHOD_COUNT + (size_t)m) * NSTATUS * NPROTO + s;
                 for (int t = 0; t < g_nthreads; t++)
-                    v += load(
-                        &g_blocks[t].counts[(r * HTTP_METHOD_COUNT + (size_t)m) * NSTATUS + s]);
+                    v += load(&g_blocks[t].counts[i]);
                 if (!v)
                     continue;
                 buf_printf(b, "http_requests_total{method=\"%s\",route=\"%s\",status=\"",
                            http_method_name((enum http_method)m), route_label(r));
-                if (s < ARRAY_LEN(k_statuses))
-                    buf_append_u64(b, (uint64_t)k_statuses[s]);
+                if (s / NPROTO < ARRAY_LEN(k_statuses))
+                    buf_append_u64(b, (uint64_t)k_statuses[s / NPROTO]);
                 else
                     buf_append_cstr(b, "other");
+                buf_append_cstr(b, "\",proto=\"");
+                buf_append_cstr(b, k_protos[s % NPROTO]);
                 buf_append_cstr(b, "\"} ");
                 buf_append_u64(b, v);
                 buf_append_char(b, '\n');

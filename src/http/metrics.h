@@ -9,6 +9,7 @@
 #ifndef BRISK_METRICS_H
 #define BRISK_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,8 +26,9 @@ int metrics_init(int nthreads, size_t nroutes);
 /* Free what metrics_init allocated. */
 void metrics_free(void);
 
-/* Count one response. route: router index, or -1 when no path matched. */
-void metrics_record(int thread, int route, enum http_method method, int status,
+/* Count one response. route: router index, or -1 when no path matched; h2: it went
+ * over HTTP/2 (label proto="h2", else "http/1.1"). */
+void metrics_record(int thread, int route, enum http_method method, int status, bool h2,
                     uint64_t duration_ns);
 
 /*

@@ -500,7 +500,7 @@ static struct str route_label(int route)
 void http_request_record(struct http_ctx *c, int status, size_t bytes)
 {
     uint64_t dur = http_now_ns() - c->start_ns;
-    metrics_record(c->hl->index, c->m.path_route, c->req.method, status, dur);
+    metrics_record(c->hl->index, c->m.path_route, c->req.method, status, c->proto->h2, dur);
     struct access_entry e = {
         .method = c->req.method_str.len ? c->req.method_str : STR_LIT("-"),
         .route = route_label(c->m.path_route),
@@ -510,7 +510,9 @@ void http_request_record(struct http_ctx *c, int status, size_t bytes)
         .bytes = bytes,
         .request_id = {c->reqid, c->reqid_len},
         .client = http_client_addr(c),
-        .proto = c->req.minor_version == 0 ? STR_LIT("HTTP/1.0") : STR_LIT("HTTP/1.1"),
+        .proto = c->proto->name              ? (struct str){c->proto->name, strlen(c->proto->name)}
+                 : c->req.minor_version == 0 ? STR_LIT("HTTP/1.0")
+                                             : STR_LIT("HTTP/1.1"),
         .bytes_in = c->bytes_in,
     };
     log_access(&e);

@@ -557,8 +557,8 @@ int server_run(const struct server_config *cfg)
     for (size_t i = 0; i < nroutes; i++)
         if (routes[i].max_body > parse_limits.max_body)
             parse_limits.max_body = routes[i].max_body;
-    if (metrics_init(cfg->threads, nroutes) != 0) {
-        log_error("out of memory allocating metrics");
+    if (metrics_init(cfg->threads, nroutes) != 0 || h2_setup(cfg, &parse_limits) != 0) {
+        log_error("out of memory allocating metrics or the HTTP/2 settings");
         return -1;
     }
 
@@ -663,6 +663,7 @@ out_pool:
         log_info("shutdown complete");
 out_metrics:
     metrics_free();
+    h2_teardown();
     listen_close();
     return rc;
 }

@@ -52,6 +52,7 @@ struct server_config {
     int tls_port;
     int threads;
     struct http_limits limits; /* limits.max_body: routes without a max_body of their own */
+    uint64_t h2_max_streams;   /* HTTP/2 streams in flight per connection; 0: no HTTP/2 */
     uint64_t header_timeout_ms;
     uint64_t body_timeout_ms;
     uint64_t idle_timeout_ms;

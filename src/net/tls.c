@@ -43,8 +43,10 @@
 #define TLS_GROUPS "X25519:prime256v1:secp384r1"
 
 /* The protocols ALPN may select, in the server's order of preference (wire format:
- * length-prefixed). h2 goes in front once it exists. */
-static const unsigned char k_alpn[] = "\x08http/1.1";
+ * length-prefixed): h2 first unless tls_offer_h2(false) turned it off. */
+static const unsigned char k_alpn_h2[] = "\x02h2\x08http/1.1";
+static const unsigned char k_alpn_h1[] = "\x08http/1.1";
+static bool g_offer_h2 = true; /* set before tls_init, read-only afterwards */
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static SSL_CTX *g_ctx; /* under g_lock; each SSL holds its own reference */
@@ -170,8 +172,10 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
     (void)arg;
     unsigned char *sel = NULL;
     unsigned char sel_len = 0;
-    if (SSL_select_next_proto(&sel, &sel_len, k_alpn, sizeof k_alpn - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
+    const unsigned char *ours = g_offer_h2 ? k_alpn_h2 : k_alpn_h1;
+    unsigned int ours_len =
+        g_offer_h2 ? (unsigned int)sizeof k_alpn_h2 - 1 : (unsigned int)sizeof k_alpn_h1 - 1;
+    if (SSL_select_next_proto(&sel, &sel_len, ours, ours_len, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = sel;
     *outlen = sel_len;
@@ -324,6 +328,21 @@ int tls_reload(char *err, size_t cap)
     SSL_CTX_free(old); /* freed for real once the last connection made with it closes */
     log_loaded(ctx, "reloaded");
     return 0;
+}
+
+void tls_offer_h2(bool on)
+{
+    g_offer_h2 = on;
+}
+
+bool tls_transport_is_h2(const struct transport *t)
+{
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
+    if (!t->impl)
+        return false;
+    SSL_get0_alpn_selected((const SSL *)t->impl, &p, &n);
+    return n == 2 && p[0] == 'h' && p[1] == '2';
 }
 
 bool tls_enabled(void)

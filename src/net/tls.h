@@ -19,10 +19,10 @@
  * Load cert_path (PEM: the certificate, then any intermediates) and key_path
  * (PEM private key, RSA or ECDSA, unencrypted) into the process's context:
  * TLS 1.2 and 1.3 only, Mozilla "intermediate" ciphers for 1.2, ALPN
- * http/1.1, session tickets, kTLS when the kernel offers it. Logs once which
- * record path (kTLS or userspace) is in use. Returns 0, or -1 with one line
- * "brisk: BRISK_TLS_CERT (--tls-cert): ..." (or BRISK_TLS_KEY) in err (cap bytes);
- * on failure nothing changes. Call once, before the loops start.
+ * h2 (unless tls_offer_h2(false)) and http/1.1, session tickets, kTLS when the kernel offers it.
+ * Logs once which record path (kTLS or userspace) is in use. Returns 0, or -1 with one line "brisk:
+ * BRISK_TLS_CERT (--tls-cert): ..." (or BRISK_TLS_KEY) in err (cap bytes); on failure nothing
+ * changes. Call once, before the loops start.
  */
 int tls_init(const char *cert_path, const char *key_path, char *err, size_t cap);
 
@@ -32,6 +32,13 @@ int tls_init(const char *cert_path, const char *key_path, char *err, size_t cap)
  * with the reason in err (cap bytes), the current context unchanged.
  */
 int tls_reload(char *err, size_t cap);
+
+/* Offer h2 by ALPN (the default) or only http/1.1; call before tls_init. */
+void tls_offer_h2(bool on);
+
+/* True when the handshake of TLS transport t chose h2 by ALPN (false before it finished,
+ * and for a socket transport). */
+bool tls_transport_is_h2(const struct transport *t);
 
 /* True once tls_init succeeded (and until tls_free). */
 bool tls_enabled(void);

@@ -755,6 +755,14 @@ def metric(metrics, name, **labels):
     return metrics.get((name, frozenset(labels.items())))
 
 
+def metric_sum(metrics, name, **labels):
+    """Sum of the series of `name` whose labels include `labels` (None when there is none):
+    http_requests_total{method,route,status} over both values of its proto label."""
+    want = set(labels.items())
+    vals = [v for (n, ls), v in metrics.items() if n == name and want <= ls]
+    return sum(vals) if vals else None
+
+
 class Ctx:
     """What a test function receives."""
 

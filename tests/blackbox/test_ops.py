@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from harness import (TOKEN, Conn, build_request, check, common_checks, eq, expect_error, fail,
-                     free_port, parse_metrics, metric, request, sanitizer_summary, test, uniq,
+                     free_port, parse_metrics, metric, metric_sum, request, sanitizer_summary, test, uniq,
                      wait_health)
 
 AUTH = [("Authorization", "Bearer " + TOKEN)]
@@ -70,7 +70,7 @@ def metrics_format_and_families(ctx):
         check(re.search(r"^# HELP orders_pending .*max\(\)", text, re.M),
               "orders_pending's HELP does not say to aggregate with max()")
     check(any(k[0] == "orders_processed_total" for k in m), "no orders_processed_total sample")
-    check(metric(m, "http_requests_total", method="GET", route="/health", status="200") is not None,
+    check(metric_sum(m, "http_requests_total", method="GET", route="/health", status="200") is not None,
           'no http_requests_total{method="GET",route="/health",status="200"}')
     # histogram invariants per route
     routes = {dict(k[1]).get("route") for k in m if k[0] == "http_request_duration_seconds_bucket"}
@@ -94,7 +94,7 @@ def metrics_format_and_families(ctx):
 @test()
 def metrics_counters_increase(ctx):
     _, m0 = get_metrics(ctx)
-    before = metric(m0, "http_requests_total", method="GET", route="/health", status="200") or 0
+    before = metric_sum(m0, "http_requests_total", method="GET", route="/health", status="200") or 0
     cnt0 = metric(m0, "http_request_duration_seconds_count", route="/health") or 0
     for _ in range(3):
         eq(ctx.req("GET", "/health").status, 200, "health")
@@ -103,7 +103,7 @@ def metrics_counters_increase(ctx):
     delta = None
     for _ in range(20):
         _, m1 = get_metrics(ctx)
-        after = metric(m1, "http_requests_total", method="GET", route="/health", status="200") or 0
+        after = metric_sum(m1, "http_requests_total", method="GET", route="/health", status="200") or 0
         delta = after - before
         if delta >= 3:
             break
@@ -111,12 +111,12 @@ def metrics_counters_increase(ctx):
     eq(delta, 3, "GET /health 200 counter delta after 3 requests")
     cnt1 = metric(m1, "http_request_duration_seconds_count", route="/health")
     eq(cnt1 - cnt0, 3, "/health histogram count delta")
-    check((metric(m1, "http_requests_total", method="POST", route="/users", status="201") or 0) >= 1,
+    check((metric_sum(m1, "http_requests_total", method="POST", route="/users", status="201") or 0) >= 1,
           "POST /users 201 not counted")
     # route labels are patterns, not raw paths
     ctx.req("GET", "/users/%d" % u.json()["id"])
     _, m2 = get_metrics(ctx)
-    check(metric(m2, "http_requests_total", method="GET", route="/users/{id}", status="200") is not None,
+    check(metric_sum(m2, "http_requests_total", method="GET", route="/users/{id}", status="200") is not None,
           'no series with route="/users/{id}"')
     check(not any(k[0] == "http_requests_total" and dict(k[1]).get("route", "").startswith("/users/")
                   and dict(k[1])["route"] != "/users/{id}" for k in m2),
