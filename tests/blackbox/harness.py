@@ -1,5 +1,17 @@
 """Black-box test harness for brisk: test registry, server processes, and a
-strict raw-socket HTTP/1.1 response reader.  Python 3 standard library only."""
+strict raw-socket HTTP/1.1 response reader.  Python 3 standard library only
+(plus python3-h2 for the HTTP/2 client, h2client.py, in h2c mode).
+
+Transports (run.py --transport, TRANSPORT below): the same cases run
+  h1   cleartext HTTP/1.1 (the default);
+  tls  every server gets a throwaway certificate (BRISK_TLS_CERT/KEY, so its
+       BRISK_ADDR speaks TLS) and every client path - request(), Ctx.req, Conn,
+       connect(), wait_health, metrics reads - speaks TLS (ALPN http/1.1);
+  h2c  request()/Ctx.req speak HTTP/2 by prior knowledge on the cleartext port;
+       Conn (raw HTTP/1.1 bytes) stays HTTP/1.1, which that port speaks too, and
+       so does a request() only HTTP/1.1 can express (version, Connection, ...).
+A test that cannot run over a transport says so: @test(transports=("h1",),
+reason="...") is reported as skipped, with the reason, over the others."""
 
 import json
 import os
@@ -7,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -17,15 +30,19 @@ import urllib.parse
 # registry
 
 TESTS = []  # list of (name, group, fn)
+SKIPS = {}  # name -> (transports it runs over, why not the others)
+TRANSPORTS = ("h1", "tls", "h2c")
 
 
-def test(name=None, server="default"):
+def test(name=None, server="default", transports=TRANSPORTS, reason=None):
     """Register a test.
 
         @test()                       name = module.function, server "default"
         @test(server="timers")        another server configuration (SERVER_CONFIGS)
         @test(server=None)            the test starts its own processes (ctx.server is None)
         @test("users: email domain")  an explicit name (docs/adding-an-endpoint.md style)
+        @test(transports=("h1",), reason="...")   runs over those transports only
+                                      (run.py --transport); skipped with the reason over others
 
     The function receives a Ctx (ctx.req / ctx.request / ctx.conn / ctx.create_user ...)."""
     if callable(name):  # bare @test
@@ -34,7 +51,11 @@ def test(name=None, server="default"):
 
     def deco(fn):
         mod = fn.__module__.replace("test_", "")
-        TESTS.append((name or "%s.%s" % (mod, fn.__name__), server, fn))
+        full = name or "%s.%s" % (mod, fn.__name__)
+        TESTS.append((full, server, fn))
+        if tuple(transports) != TRANSPORTS:
+            assert reason, "%s: transports=%r needs a reason" % (full, transports)
+            SKIPS[full] = (tuple(transports), reason)
         return fn
 
     return deco
@@ -85,6 +106,74 @@ SERVER_CONFIGS = {
 }
 
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error", "ThreadSanitizer")
+
+
+# --------------------------------------------------------------------------
+# transports (run.py --transport; see the module docstring)
+
+TRANSPORT = "h1"
+TLS_CERT = TLS_KEY = None  # tls: the run's throwaway pair, made once by setup_transport
+_PORT_TLS = {}  # port -> does the Server started on it speak TLS on BRISK_ADDR
+_tls_client = []
+H2_COUNTS = {"h2": 0, "h1": 0}  # h2c: request()s sent over HTTP/2, and those kept on HTTP/1.1
+_h2_lock = threading.Lock()
+
+
+def setup_transport(transport, workdir):
+    """Select the transport; tls: make the run's self-signed ECDSA P-256 pair in workdir."""
+    global TRANSPORT, TLS_CERT, TLS_KEY
+    assert transport in TRANSPORTS, transport
+    TRANSPORT = transport
+    if transport == "tls":
+        d = os.path.join(workdir, "transport-tls")
+        os.makedirs(d, exist_ok=True)
+        TLS_CERT, TLS_KEY = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=brisk-blackbox",
+                        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-keyout", TLS_KEY, "-out", TLS_CERT], check=True, capture_output=True, timeout=60)
+
+
+def transport_env():
+    """What the transport adds to every server's environment (tls: the certificate)."""
+    if TRANSPORT == "tls":
+        return {"BRISK_TLS_CERT": TLS_CERT, "BRISK_TLS_KEY": TLS_KEY}
+    return {}
+
+
+def port_tls(port):
+    """Does the server on `port` speak TLS? What its Server's environment says, else
+    the transport's default (a process a test started with base_env())."""
+    return _PORT_TLS.get(port, TRANSPORT == "tls")
+
+
+def tls_client_context():
+    """The harness's TLS client: no verification (throwaway certificates), ALPN http/1.1."""
+    if not _tls_client:
+        c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        c.check_hostname = False
+        c.verify_mode = ssl.CERT_NONE
+        c.set_alpn_protocols(["http/1.1"])
+        _tls_client.append(c)
+    return _tls_client[0]
+
+
+def connect(port, timeout=5.0, host="127.0.0.1"):
+    """A connected TCP socket to `port` (TCP_NODELAY), TLS-wrapped with the handshake
+    done when the server there speaks TLS: what a raw-socket test should use."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if port_tls(port):
+            s = tls_client_context().wrap_socket(s)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def url(port, path="/"):
+    """http://127.0.0.1:PORT/path, or https:// when the server there speaks TLS (curl -k, wrk)."""
+    return "%s://127.0.0.1:%d%s" % ("https" if port_tls(port) else "http", port, path)
 
 
 # --------------------------------------------------------------------------
@@ -178,7 +267,9 @@ def free_port():
 
 
 def base_env():
+    """The environment for a brisk process: ours without BRISK_*, plus the transport's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env.update(transport_env())
     return env
 
 
@@ -216,6 +307,9 @@ class Server:
                 env.pop(k, None)
             else:
                 env[k] = v
+        # its main port speaks TLS with a certificate and no BRISK_TLS_ADDR of its own
+        self.tls = bool(env.get("BRISK_TLS_CERT")) and not env.get("BRISK_TLS_ADDR")
+        _PORT_TLS[self.port] = self.tls
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen(
@@ -271,6 +365,8 @@ class Server:
         self._close_files()
 
     def _close_files(self):
+        if _PORT_TLS.get(self.port) == self.tls:
+            _PORT_TLS.pop(self.port, None)  # the port may serve another process next
         for f in (getattr(self, "_err", None), getattr(self, "_out", None)):
             if f and not f.closed:
                 f.close()
@@ -352,6 +448,7 @@ class Response:
         self.headers = headers  # list of (name, value) as str
         self.body = body
         self.head_bytes = head_bytes
+        self.proto = "HTTP/1.1"  # "HTTP/2" from h2client
         self.closed = None  # set by helpers that observe the connection afterwards
 
     def all(self, name):
@@ -382,12 +479,12 @@ class Response:
 
 
 class Conn:
-    """A raw TCP connection with a buffered strict HTTP/1.1 response reader."""
+    """A raw TCP connection (TLS when the server speaks it: connect()) with a
+    buffered strict HTTP/1.1 response reader."""
 
     def __init__(self, port, timeout=5.0, host="127.0.0.1"):
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = connect(port, timeout, host)
         self.buf = b""
         self.eof = False
         self.reset = False
@@ -414,7 +511,7 @@ class Conn:
         try:
             self.send(data)
             return True
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             return False
 
     def _fill(self, deadline):
@@ -427,7 +524,7 @@ class Conn:
         self.sock.settimeout(remaining)
         try:
             d = self.sock.recv(65536)
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):  # an SSLError: a TLS alert or bad record
             self.eof = True
             self.reset = True
             return False
@@ -655,29 +752,84 @@ def record_response(method, path, r):
 
 def request(port, method, path, body=None, headers=None, timeout=5.0, check_common=True,
             conn=None, **kw):
-    """One request on a fresh connection (or `conn`); returns the Response."""
+    """One request on a fresh connection (or `conn`: a Conn, or an h2client.H2Conn);
+    returns the Response. h2c mode: over HTTP/2 unless only HTTP/1.1 can say it."""
+    h2 = (conn is None and TRANSPORT == "h2c" and not port_tls(port)
+          and h2_can_carry(path, headers, **kw)) or getattr(conn, "is_h2", False)
+    if TRANSPORT == "h2c" and conn is None:
+        with _h2_lock:
+            H2_COUNTS["h2" if h2 else "h1"] += 1
+    try:
+        r = (_request_h2 if h2 else _request_h1)(port, method, path, body, headers, timeout, conn, **kw)
+    except socket.timeout:
+        fail("%s %s: no response within %.1f s" % (method, path, timeout))
+    except EOFError:
+        fail("%s %s: connection closed without a response" % (method, path))
+    except ProtocolError as e:
+        fail("%s %s: malformed response: %s" % (method, path, e))
+    record_response(method, path, r)
+    if check_common:
+        common_checks(r, method)
+    return r
+
+
+def _request_h1(port, method, path, body, headers, timeout, conn, **kw):
     raw = build_request(method, path, body, headers, **kw)
-    own = conn is None
     c = conn or Conn(port, timeout=timeout)
     try:
         c.send(raw)
-        try:
+        r = c.read_response(method=method, timeout=timeout)
+        while 100 <= r.status < 200:
             r = c.read_response(method=method, timeout=timeout)
-            while 100 <= r.status < 200:
-                r = c.read_response(method=method, timeout=timeout)
-        except socket.timeout:
-            fail("%s %s: no response within %.1f s" % (method, path, timeout))
-        except EOFError:
-            fail("%s %s: connection closed without a response" % (method, path))
-        except ProtocolError as e:
-            fail("%s %s: malformed response: %s" % (method, path, e))
-        record_response(method, path, r)
-        if check_common:
-            common_checks(r, method)
         return r
     finally:
-        if own:
+        if conn is None:
             c.close()
+
+
+# header fields HTTP/2 forbids (RFC 9113 8.2.2): a request with one stays on HTTP/1.1
+H1_ONLY_FIELDS = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
+
+
+def h2_can_carry(path, headers=None, version="HTTP/1.1", host=True, **_kw):
+    """Can this request() go over HTTP/2 as it is? Not when it depends on HTTP/1.1's
+    syntax: another version, no Host, a connection-specific field, an explicit
+    Content-Length (a framing case), two Hosts, a field HTTP/2 cannot carry (upper-case
+    or non-token name, CR/LF/NUL or surrounding spaces in a value), a non-origin target."""
+    if version != "HTTP/1.1" or host is not True:
+        return False
+    p = path.decode("latin-1") if isinstance(path, bytes) else path
+    if not (p.startswith("/") or p == "*") or any(not 0x21 <= ord(ch) <= 0x7E for ch in p):
+        return False
+    names = [k.lower() for k, _ in headers or []]
+    if names.count("host") > 1 or "content-length" in names:
+        return False
+    for k, v in headers or []:
+        if isinstance(k, bytes) or isinstance(v, bytes) or not TOKEN_RE.match(k.encode("latin-1")):
+            return False
+        if k.lower() in H1_ONLY_FIELDS or (k.lower() == "te" and v.strip().lower() != "trailers"):
+            return False
+        if v != v.strip(" \t") or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in v):
+            return False
+    return True
+
+
+def _request_h2(port, method, path, body, headers, timeout, conn, content_type="application/json", **_kw):
+    import h2client  # noqa: PLC0415 - python3-h2 is needed in h2c mode only
+
+    hdrs = list(headers or [])
+    if body is not None:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        names = [k.lower() for k, _ in hdrs]
+        if content_type and "content-type" not in names:
+            hdrs.append(("content-type", content_type))
+        hdrs.append(("content-length", str(len(body))))  # as curl and browsers send it
+    if conn is not None:
+        return conn.request(method, path, body, hdrs, timeout)
+    return h2client.h2_request(port, method, path, body, hdrs, timeout)
 
 
 def common_checks(r, method="GET"):
@@ -690,9 +842,17 @@ def common_checks(r, method="GET"):
     rid = r.header("X-Request-Id")
     check(rid is not None and 1 <= len(rid) <= 128 and all(0x20 <= ord(c) < 0x7F for c in rid),
           "%s: bad X-Request-Id %r" % (where, rid))
+    if r.proto == "HTTP/2":
+        # no connection-specific fields (RFC 9113 8.2.2); Content-Length optional, and exact
+        for name in H1_ONLY_FIELDS:
+            check(r.header(name) is None, "%s: HTTP/2 response with %s" % (where, name))
+        cl = r.header("Content-Length")
+        if cl is not None and method != "HEAD" and r.status not in (204, 304):
+            eq(cl, str(len(r.body)), "%s: HTTP/2 Content-Length" % where)
     if r.status >= 200 and r.status not in (204, 304):
         check(r.header("Content-Type") is not None, "%s: no Content-Type" % where)
-        check(r.header("Content-Length") is not None or r.header("Transfer-Encoding") is not None,
+        check(r.proto == "HTTP/2" or r.header("Content-Length") is not None
+              or r.header("Transfer-Encoding") is not None,
               "%s: neither Content-Length nor Transfer-Encoding" % where)
     if r.status == 204:
         check(r.header("Content-Length") is None, "204 with Content-Length")

@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
 """brisk black-box suite.
 
-    python3 tests/blackbox/run.py --binary build/brisk [-k substring] [-v] [-j N]
-                                  [--database-url postgres://...]
+    python3 tests/blackbox/run.py --binary build/brisk [-k substring ...] [-v] [-j N]
+                                  [--database-url postgres://...] [--transport h1|tls|h2c]
 
 Starts the real binary (one process per server configuration, plus the ones
 the process-level tests start themselves), drives it over raw sockets, stops it
 with SIGTERM and checks exit status 0 and a sanitizer-clean stderr. Each server
 uses its own SQLite file or, with --database-url (a PostgreSQL superuser URL,
 e.g. from scripts/pg_cluster.sh), its own fresh PostgreSQL database; the
-PostgreSQL-only tests (test_pg_faults.py) run in that mode only.  Prints one
-line per failure and, as the last line, "N passed, N failed"."""
+PostgreSQL-only tests (test_pg_faults.py) run in that mode only.
+
+--transport runs the same cases over another transport (harness.py's docstring):
+h1 (default, cleartext HTTP/1.1), tls (every server gets a throwaway certificate
+on its main port, every client speaks TLS) or h2c (requests over HTTP/2 by prior
+knowledge; raw-socket HTTP/1.1 tests stay HTTP/1.1). A test declared for some
+transports only (@test(transports=..., reason=...)) is reported "SKIP name: reason".
+-k may be given several times (a test runs if its name contains any of them).
+
+Prints one line per failure and, as the last line, "N passed, N failed" (plus
+", N skipped" when some were)."""
 
 import argparse
 import os
@@ -127,12 +136,15 @@ def run_group(group, tests, binary, workdir, verbose):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
-    ap.add_argument("-k", default=None, help="run only tests whose name contains this")
+    ap.add_argument("-k", action="append", default=[],
+                    help="run only tests whose name contains this (repeatable: any of them)")
     ap.add_argument("-v", action="store_true", help="print passing tests too")
     ap.add_argument("-j", type=int, default=6, help="server groups run in parallel")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     ap.add_argument("--database-url", default=None,
                     help="PostgreSQL server URL: every server gets a fresh database there")
+    ap.add_argument("--transport", choices=harness.TRANSPORTS, default="h1",
+                    help="h1 (cleartext HTTP/1.1), tls (HTTP/1.1 over TLS) or h2c (HTTP/2, prior knowledge)")
     args = ap.parse_args()
     if args.database_url:
         harness.DATABASE_URL = args.database_url
@@ -149,10 +161,23 @@ def main():
         print("0 passed, 1 failed")
         return 1
 
+    workdir = tempfile.mkdtemp(prefix="brisk-blackbox-")
+    try:
+        harness.setup_transport(args.transport, workdir)
+    except Exception as e:  # noqa: BLE001 - openssl missing or failing
+        print("FAIL setup: transport %s: %s" % (args.transport, e))
+        print("0 passed, 1 failed")
+        return 1
+
     groups = {}
     order = []
+    skipped = []
     for name, group, fn in harness.TESTS:
-        if args.k and args.k not in name:
+        if args.k and not any(k in name for k in args.k):
+            continue
+        if name in harness.SKIPS and args.transport not in harness.SKIPS[name][0]:
+            skipped.append(name)
+            print("SKIP %s: not over %s: %s" % (name, args.transport, harness.SKIPS[name][1]), flush=True)
             continue
         if group not in groups:
             groups[group] = []
@@ -170,7 +195,6 @@ def main():
     weight = {"timers": 0, "default": 1, None: 2}
     jobs.sort(key=lambda j: weight.get(j[0], 3))
 
-    workdir = tempfile.mkdtemp(prefix="brisk-blackbox-")
     t0 = time.time()
     with ThreadPoolExecutor(max_workers=max(1, args.j)) as ex:
         futs = [ex.submit(run_group, g, ts, binary, workdir, args.v) for g, ts in jobs]
@@ -179,7 +203,7 @@ def main():
     # checks over what the whole run saw (harness.final_check), e.g. every
     # response against the OpenAPI document; each counts as one test (also
     # under -k, over the responses of the tests it ran)
-    harness.FILTERED = bool(args.k)
+    harness.FILTERED = bool(args.k or skipped)
     for name, fn in (harness.FINAL_CHECKS if results else []):
         record(name, *run_test(name, lambda _ctx, fn=fn: fn(), None), verbose=args.v)
     if harness.pg_mode() and not args.keep:
@@ -192,7 +216,10 @@ def main():
     failed = len(results) - passed
     if args.v:
         print("elapsed %.1f s" % (time.time() - t0))
-    print("%d passed, %d failed" % (passed, failed))
+    if args.transport == "h2c":
+        print("h2c: %(h2)d requests over HTTP/2, %(h1)d kept on HTTP/1.1 (only it can express them)"
+              % harness.H2_COUNTS)
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % len(skipped) if skipped else ""))
     return 1 if failed else 0
 
 
