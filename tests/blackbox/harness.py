@@ -158,13 +158,15 @@ def tls_client_context():
 
 
 def connect(port, timeout=5.0, host="127.0.0.1"):
-    """A connected TCP socket to `port` (TCP_NODELAY), TLS-wrapped with the handshake
-    done when the server there speaks TLS: what a raw-socket test should use."""
+    """A connected TCP socket to `port` (TCP_NODELAY), TLS-wrapped when the server there
+    speaks TLS: what a raw-socket test should use. The handshake runs on the first
+    send or recv (or s.do_handshake()), so a connection still waiting in the accept
+    backlog can be opened, as in cleartext."""
     s = socket.create_connection((host, port), timeout=timeout)
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if port_tls(port):
-            s = tls_client_context().wrap_socket(s)
+            s = tls_client_context().wrap_socket(s, do_handshake_on_connect=False)
     except BaseException:
         s.close()
         raise

@@ -9,10 +9,12 @@ import os
 import resource
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
 
+import harness
 from harness import Conn, build_request, check, common_checks, eq, fail, request, test, uniq
 
 HEALTH = build_request("GET", "/health")
@@ -123,7 +125,20 @@ def finish(srv, what):
 
 
 def connect_many(port, n, timeout=20.0):
-    """n connected sockets (non-blocking connects, waited for together)."""
+    """n connected sockets (non-blocking connects, waited for together; over TLS one
+    after the other, each with its handshake done)."""
+    if harness.port_tls(port):
+        socks = []
+        try:
+            for _ in range(n):
+                s = harness.connect(port, timeout=timeout)
+                s.do_handshake()
+                socks.append(s)
+        except BaseException:
+            for s in socks:
+                s.close()
+            raise
+        return socks
     socks = []
     pending = {}
     poller = select.poll()
@@ -165,16 +180,20 @@ def wait_closed_by_server(socks, deadline):
     while open_ and time.time() < deadline:
         ready, _, _ = select.select(list(open_)[:1000], [], [], 0.2)
         for s in ready:
-            try:
-                d = s.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                d = b""
-            except BlockingIOError:
-                continue
-            if d:
-                data[s] += d
-            else:
-                open_.discard(s)
+            while True:  # all there is: a TLS socket may hold records select() cannot see
+                try:
+                    d = s.recv(65536)
+                except (ConnectionResetError, BrokenPipeError):
+                    d = b""
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    break
+                except ssl.SSLError:
+                    d = b""
+                if d:
+                    data[s] += d
+                else:
+                    open_.discard(s)
+                    break
     return data, open_
 
 
@@ -274,7 +293,7 @@ def expect_status_then_close(sock, status, what, timeout=10):
             if not d:
                 break
             buf += d
-    except ConnectionResetError:
+    except (ConnectionResetError, ssl.SSLError):
         pass
     except socket.timeout:
         fail("%s: connection not closed within %d s (got %r)" % (what, timeout, buf[:200]))
@@ -290,7 +309,7 @@ def hostile_oversized_heads_and_bodies(ctx):
         results = {}
 
         def one(kind, i):
-            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s = harness.connect(srv.port, timeout=10)
             deadline = time.time() + 10
             try:
                 if kind == "long-line":  # one 1 MiB header line
@@ -376,7 +395,7 @@ def hostile_pipelined_flood_never_read(ctx):
         chunk = build_request("GET", "/health") * 1000
         with Prober(srv) as probe:
             for _ in range(4):
-                s = socket.create_connection(("127.0.0.1", srv.port))
+                s = harness.connect(srv.port)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 s.setblocking(False)
                 socks.append(s)
@@ -388,8 +407,8 @@ def hostile_pipelined_flood_never_read(ctx):
                     try:
                         sent[i] += s.send(chunk)
                         progress = True
-                    except (BlockingIOError, ConnectionResetError, BrokenPipeError):
-                        pass
+                    except (BlockingIOError, ConnectionResetError, BrokenPipeError, ssl.SSLError):
+                        pass  # an SSLError: SSLWantWriteError, or the peer gone
                 if not progress:
                     time.sleep(0.05)
             probe.check("while clients flood without reading")
@@ -427,7 +446,7 @@ def hostile_resets_mid_request_and_response(ctx):
             t0 = time.time()
             while i < 240 or time.time() - t0 < 1.5:  # long enough for the probes to see it
                 i += 1
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s = harness.connect(srv.port, timeout=5)
                 try:
                     s.sendall(heads[i % len(heads)])
                     if i % len(heads) >= 3 and i % 2 == 0:
@@ -456,7 +475,10 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-@test(server=None)
+@test(server=None, transports=("h1", "h2c"),
+      reason="the case is the loop's cost of an idle TCP connection (16 KiB of RSS each, accepted "
+      "within 30 s): 10000 TLS handshakes from one Python thread do not fit that time here, and "
+      "OpenSSL's per-connection state is a different budget (idle TLS connections: test_tls)")
 def hostile_10000_idle_connections(ctx):
     """10000 connections that send nothing (scaled down only if this machine's
     hard RLIMIT_NOFILE is lower; the server inherits the raised limit)."""

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 
+import harness
 from harness import (TOKEN, Conn, build_request, check, common_checks, eq, expect_error, fail,
                      free_port, parse_metrics, metric, metric_sum, request, sanitizer_summary, test, uniq,
                      wait_health)
@@ -316,7 +317,7 @@ def one_access_log_line_per_request(ctx):
 # ---------------------------------------------------------------- configuration
 
 def run_binary(ctx, args, env_extra, timeout=15):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env = harness.base_env()
     env["BRISK_ADDR"] = "127.0.0.1:%d" % free_port()
     env["BRISK_DATABASE_URL"] = "sqlite:%s" % os.path.join(ctx.tmpdir(), "cfg.db")
     env.update(env_extra)
@@ -413,7 +414,7 @@ def help_and_version(ctx):
 @test(server=None)
 def flags_override_environment(ctx):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env = harness.base_env()
     env.update({"BRISK_DATABASE_URL": "sqlite:" + os.path.join(ctx.tmpdir(), "flags.db"),
                 "BRISK_ADDR": "127.0.0.1:%d" % free_port(), "BRISK_THREADS": "1"})
     p = subprocess.Popen([ctx.binary, "serve", "--addr=127.0.0.1:%d" % port, "--log-format=json"],
@@ -449,7 +450,7 @@ def default_threads_follow_cpu_affinity(ctx):
     if not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
         return
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env = harness.base_env()
     env.update({"BRISK_DATABASE_URL": "sqlite:" + os.path.join(ctx.tmpdir(), "aff.db"),
                 "BRISK_ADDR": "127.0.0.1:%d" % port})
     p = subprocess.Popen(["taskset", "-c", "0", ctx.binary, "serve"], env=env, cwd=ctx.tmpdir(),

@@ -305,7 +305,7 @@ if harness.pg_mode():
         # a server that is not there: start-up fails, naming the host, not the password
         bad = harness.urllib.parse.urlunsplit((u.scheme, "%s:%s@127.0.0.1:%d" % (
             u.username or "brisk", secret, harness.free_port()), "/nowhere", "", ""))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+        env = harness.base_env()
         env.update({"BRISK_DATABASE_URL": bad, "BRISK_ADDR": "127.0.0.1:%d" % harness.free_port()})
         p = subprocess.run([ctx.binary, "serve"], env=env, capture_output=True, timeout=30, cwd=ctx.tmpdir(),
                            stdin=subprocess.DEVNULL)

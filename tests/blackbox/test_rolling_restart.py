@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 
+import harness
 from harness import Conn, build_request, check, eq, fail, free_port, request, test
 from test_hostile import slowdown
 
@@ -39,15 +40,29 @@ defaults
     retries 3
     option redispatch
 frontend fe
-    bind 127.0.0.1:%(front)d
+    bind 127.0.0.1:%(front)d%(bind)s
     default_backend brisk
 backend brisk
     balance roundrobin
     option httpchk GET /health
     default-server check inter 200ms fall 2 rise 1
-    server a 127.0.0.1:%(a)d
-    server b 127.0.0.1:%(b)d
+    server a 127.0.0.1:%(a)d%(server)s
+    server b 127.0.0.1:%(b)d%(server)s
 """
+
+
+def haproxy_transport(d):
+    """HAProxy's bind and server options for run.py's transport: tls terminates TLS at
+    the front and speaks TLS to both processes; h2c speaks HTTP/2 (prior knowledge) to
+    them (the clients' HTTP/1.1 and h2c both work at the front)."""
+    if harness.TRANSPORT == "tls":
+        pem = os.path.join(d, "front.pem")  # HAProxy wants the certificate and key in one file
+        with open(pem, "w") as f:
+            f.write(open(harness.TLS_CERT).read() + open(harness.TLS_KEY).read())
+        return {"bind": " ssl crt %s alpn http/1.1" % pem, "server": " ssl verify none"}
+    if harness.TRANSPORT == "h2c":
+        return {"bind": "", "server": " proto h2"}
+    return {"bind": "", "server": ""}
 
 
 class Client(threading.Thread):
@@ -120,7 +135,7 @@ def rolling_restarts_behind_haproxy_lose_nothing(ctx):
     front = free_port()
     cfg = os.path.join(d, "haproxy.cfg")
     with open(cfg, "w") as f:
-        f.write(HAPROXY_CFG % {"front": front, "a": ports[0], "b": ports[1]})
+        f.write(HAPROXY_CFG % dict(haproxy_transport(d), front=front, a=ports[0], b=ports[1]))
     hlog = open(os.path.join(d, "haproxy.log"), "wb")
     hp = subprocess.Popen([haproxy, "-db", "-f", cfg], stdout=hlog, stderr=subprocess.STDOUT)
     clients = []

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 
+import harness
 from harness import check, eq, fail, free_port, request, sanitizer_summary, test, uniq, wait_health
 
 
@@ -120,7 +121,7 @@ def sandbox_log_mode_serves(ctx):
 
 
 def run_once(ctx, env_extra, preexec=None, cwd=None, timeout=15):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env = harness.base_env()
     d = cwd or ctx.tmpdir()
     env["BRISK_ADDR"] = "127.0.0.1:%d" % free_port()
     env["BRISK_DATABASE_URL"] = "sqlite:%s" % os.path.join(d, "once.db")
@@ -183,7 +184,7 @@ def not_root_user_must_be_self(ctx):
         one_error_line(rc, err, "BRISK_USER", "non-root with BRISK_USER=root")
         # naming the current account is fine: it starts and serves
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+        env = harness.base_env()
         env.update({"BRISK_ADDR": "127.0.0.1:%d" % port, "BRISK_USER": "nobody", "BRISK_THREADS": "1",
                     "BRISK_DATABASE_URL": "sqlite:%s" % os.path.join(d, "self.db")})
         errf = open(os.path.join(d, "self.stderr"), "wb")

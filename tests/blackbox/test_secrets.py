@@ -123,7 +123,7 @@ def secrets_not_in_json_logs_metrics_or_responses(ctx):
 
 
 def run_failing(ctx, args, env_extra, timeout=20):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env = harness.base_env()
     d = ctx.tmpdir()
     env["BRISK_ADDR"] = "127.0.0.1:%d" % free_port()
     env["BRISK_DATABASE_URL"] = "sqlite:%s" % os.path.join(d, "fail.db")

@@ -9,12 +9,13 @@ import time
 import socket
 import subprocess
 
+import harness
 from harness import REPO, check, eq, fail, free_port, request, sanitizer_summary, test
 
 
 def run(ctx, args, env_extra, timeout=15, db=None):
     """Run the binary to completion; returns (rc, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BRISK_")}
+    env = harness.base_env()
     env["BRISK_ADDR"] = "127.0.0.1:%d" % free_port()
     env["BRISK_DATABASE_URL"] = "sqlite:%s" % (db or os.path.join(ctx.tmpdir(), "s.db"))
     env.update(env_extra)
@@ -116,13 +117,15 @@ def addr_host_name_binds_every_address(ctx):
             time.sleep(0.05)
         eq(len(line), 1, "start-up line: %r" % srv.stderr()[-500:])
         addrs = re.search(r"listening on (.*) with ", line[0]).group(1).split(", ")
+        if srv.tls:  # run.py --transport tls: each address is marked
+            addrs = [a[:-len(" (TLS)")] if a.endswith(" (TLS)") else a + " (not marked TLS)" for a in addrs]
         want = set()
         for ai in socket.getaddrinfo("localhost", port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE):
             h = ai[4][0]
             want.add("[%s]:%d" % (h, port) if ai[0] == socket.AF_INET6 else "%s:%d" % (h, port))
         eq(sorted(addrs), sorted(want), "addresses logged (numeric) for localhost")
         if "[::1]:%d" % port in addrs:
-            s = socket.create_connection(("::1", port), timeout=3)
+            s = harness.connect(port, timeout=3, host="::1")
             s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             check(s.recv(100).startswith(b"HTTP/1.1 200"), "/health on [::1]")
             s.close()

@@ -510,7 +510,9 @@ def sighup_reloads_the_pair(ctx):
 
 @test(server=None)
 def sighup_without_tls_is_harmless(ctx):
-    srv = ctx.new_server(env={"BRISK_THREADS": "1"}, name="hup-plain").start()
+    # no certificate, also under run.py --transport tls
+    srv = ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_TLS_CERT": None, "BRISK_TLS_KEY": None},
+                         name="hup-plain").start()
     try:
         srv.send_sig(signal.SIGHUP)
         check(wait_for(lambda: "nothing to reload" in srv.stderr(), 5), "SIGHUP not logged")
