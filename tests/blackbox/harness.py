@@ -119,18 +119,23 @@ H2_COUNTS = {"h2": 0, "h1": 0}  # h2c: request()s sent over HTTP/2, and those ke
 _h2_lock = threading.Lock()
 
 
-def setup_transport(transport, workdir):
-    """Select the transport; tls: make the run's self-signed ECDSA P-256 pair in workdir."""
+def setup_transport(transport):
+    """Select the transport; tls: make the run's self-signed ECDSA P-256 pair, in a
+    directory of its own that the caller removes (returned; else None)."""
     global TRANSPORT, TLS_CERT, TLS_KEY
     assert transport in TRANSPORTS, transport
     TRANSPORT = transport
-    if transport == "tls":
-        d = os.path.join(workdir, "transport-tls")
-        os.makedirs(d, exist_ok=True)
-        TLS_CERT, TLS_KEY = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=brisk-blackbox",
-                        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-keyout", TLS_KEY, "-out", TLS_CERT], check=True, capture_output=True, timeout=60)
+    if transport != "tls":
+        return None
+    d = tempfile.mkdtemp(prefix="brisk-blackbox-tls-")
+    TLS_CERT, TLS_KEY = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=brisk-blackbox",
+                    "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-keyout", TLS_KEY, "-out", TLS_CERT], check=True, capture_output=True, timeout=60)
+    # readable by a server that drops to BRISK_USER=nobody (test_sandbox): a throwaway key
+    os.chmod(d, 0o755)
+    os.chmod(TLS_KEY, 0o644)
+    return d
 
 
 def transport_env():

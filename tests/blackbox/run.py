@@ -163,7 +163,7 @@ def main():
 
     workdir = tempfile.mkdtemp(prefix="brisk-blackbox-")
     try:
-        harness.setup_transport(args.transport, workdir)
+        certdir = harness.setup_transport(args.transport)
     except Exception as e:  # noqa: BLE001 - openssl missing or failing
         print("FAIL setup: transport %s: %s" % (args.transport, e))
         print("0 passed, 1 failed")
@@ -212,6 +212,8 @@ def main():
         print("logs kept in %s" % workdir)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
+    if certdir:
+        shutil.rmtree(certdir, ignore_errors=True)
     passed = sum(1 for r in results if r[1])
     failed = len(results) - passed
     if args.v:

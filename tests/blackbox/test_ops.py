@@ -460,7 +460,7 @@ def default_threads_follow_cpu_affinity(ctx):
         p.send_signal(signal.SIGTERM)
         _, e = p.communicate(timeout=20)
         e = e.decode("utf-8", "replace")
-        check(re.search(r"listening on 127\.0\.0\.1:%d with 1 thread," % port, e),
+        check(re.search(r"listening on 127\.0\.0\.1:%d( \(TLS\))? with 1 thread," % port, e),
               "pinned to one CPU, the start-up line does not say 1 thread: %r" % e[-400:])
     finally:
         if p.poll() is None:
