@@ -163,19 +163,129 @@ def tls_client_context():
 
 
 def connect(port, timeout=5.0, host="127.0.0.1"):
-    """A connected TCP socket to `port` (TCP_NODELAY), TLS-wrapped when the server there
-    speaks TLS: what a raw-socket test should use. The handshake runs on the first
-    send or recv (or s.do_handshake()), so a connection still waiting in the accept
-    backlog can be opened, as in cleartext."""
+    """A connected TCP socket to `port` (TCP_NODELAY), a TLSSock over it when the server
+    there speaks TLS: what a raw-socket test should use."""
     s = socket.create_connection((host, port), timeout=timeout)
     try:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if port_tls(port):
-            s = tls_client_context().wrap_socket(s, do_handshake_on_connect=False)
     except BaseException:
         s.close()
         raise
-    return s
+    return TLSSock(s) if port_tls(port) else s
+
+
+class TLSSock:
+    """The client end of a TLS connection, used like the TCP socket under it (send,
+    sendall, recv, timeouts, non-blocking mode, select() on fileno(), setsockopt, close).
+
+    Unlike ssl.SSLSocket, one thread may write while another reads (a test's sender
+    thread): OpenSSL's SSL object is not thread-safe, and SSLSocket used so crashes
+    Python. Here an ssl.SSLObject over memory BIOs makes and opens the records under a
+    lock that is never held while waiting on the socket. The handshake runs on the
+    first send or recv (or do_handshake()), so a connection still waiting in the
+    accept backlog can be opened, as in cleartext. A peer's close without
+    close_notify reads as EOF (b""), a TLS alert raises ssl.SSLError, and in
+    non-blocking mode a partial record raises BlockingIOError, as a socket would."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._obj = tls_client_context().wrap_bio(self._in, self._out)
+        self._lock = threading.Lock()  # the SSLObject and its BIOs
+        self._wlock = threading.RLock()  # one writer (or the handshake) at a time: records in order
+        self._pending = b""  # records made but not yet sent (non-blocking send)
+        self._shaken = False
+
+    def __getattr__(self, name):  # settimeout, setblocking, setsockopt, fileno, shutdown...
+        return getattr(self.raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def close(self):
+        self.raw.close()
+
+    def _flush(self, blocking=True):
+        """Send the records made so far (all of them, or as many as the socket takes)."""
+        with self._lock:
+            self._pending += self._out.read()
+        while self._pending:
+            if blocking:
+                self.raw.sendall(self._pending)
+                n = len(self._pending)
+            else:
+                n = self.raw.send(self._pending)
+            self._pending = self._pending[n:]
+
+    def _feed(self):
+        """Read records from the socket into the SSLObject; False on EOF."""
+        data = self.raw.recv(65536)
+        if not data:
+            return False
+        with self._lock:
+            self._in.write(data)
+        return True
+
+    def do_handshake(self):
+        if self._shaken:
+            return
+        with self._wlock:
+            while not self._shaken:
+                with self._lock:
+                    try:
+                        self._obj.do_handshake()
+                        self._shaken = True
+                    except ssl.SSLWantReadError:
+                        pass
+                self._flush()
+                if not self._shaken and not self._feed():
+                    raise ConnectionResetError("connection closed during the TLS handshake")
+
+    def version(self):
+        return self._obj.version()
+
+    def selected_alpn_protocol(self):
+        return self._obj.selected_alpn_protocol()
+
+    def send(self, data):
+        """All of data is taken, or none (BlockingIOError, in non-blocking mode)."""
+        self.do_handshake()
+        with self._wlock:
+            blocking = self.raw.gettimeout() != 0
+            if self._pending:
+                self._flush(blocking)
+                if self._pending:
+                    raise BlockingIOError("socket full")
+            with self._lock:
+                self._obj.write(data)
+            try:
+                self._flush(blocking)
+            except BlockingIOError:
+                pass  # the rest of these records goes first next time
+            return len(data)
+
+    def sendall(self, data):
+        view = memoryview(data)
+        for i in range(0, max(1, len(view)), 65536):  # no records made for bytes never sent
+            self.send(view[i:i + 65536])
+            with self._wlock:
+                self._flush()
+
+    def recv(self, n):
+        self.do_handshake()
+        while True:
+            with self._lock:
+                try:
+                    return self._obj.read(n)
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:  # close_notify
+                    return b""
+            if not self._feed():
+                return b""
 
 
 def url(port, path="/"):

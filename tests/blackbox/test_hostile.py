@@ -185,9 +185,9 @@ def wait_closed_by_server(socks, deadline):
                     d = s.recv(65536)
                 except (ConnectionResetError, BrokenPipeError):
                     d = b""
-                except (BlockingIOError, ssl.SSLWantReadError):
+                except BlockingIOError:
                     break
-                except ssl.SSLError:
+                except ssl.SSLError:  # a TLS alert
                     d = b""
                 if d:
                     data[s] += d
@@ -408,7 +408,7 @@ def hostile_pipelined_flood_never_read(ctx):
                         sent[i] += s.send(chunk)
                         progress = True
                     except (BlockingIOError, ConnectionResetError, BrokenPipeError, ssl.SSLError):
-                        pass  # an SSLError: SSLWantWriteError, or the peer gone
+                        pass  # an SSLError: the peer's TLS alert
                 if not progress:
                     time.sleep(0.05)
             probe.check("while clients flood without reading")
