@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Run every test twice - normal build and ASan+UBSan build - and print the
 # totals as the last line: "N passed, N failed". The black-box suite runs
-# twice per build: on SQLite, then on PostgreSQL (a throwaway cluster from
-# scripts/pg_cluster.sh, started once for the whole run and stopped at the
-# end, also on failure; BRISK_TEST_PG_URL=URL uses an existing server
-# instead, BRISK_TEST_NO_PG=1 skips PostgreSQL).
+# on SQLite, then on PostgreSQL (a throwaway cluster from scripts/pg_cluster.sh,
+# started once for the whole run and stopped at the end, also on failure;
+# BRISK_TEST_PG_URL=URL uses an existing server instead, BRISK_TEST_NO_PG=1
+# skips PostgreSQL), and on SQLite again over TLS and over HTTP/2 (h2c): the
+# whole suite on the normal build, the users and wire areas under ASan (h2c
+# once the binary speaks HTTP/2, i.e. is linked with libnghttp2).
 #   tests/run_all.sh                 everything
 #   tests/run_all.sh --quick         normal build only
 #   tests/run_all.sh --unit-only --build DIR
@@ -31,7 +33,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # run_suite NAME CMD... : run, echo its output, add its "N passed, N failed" line to the totals
 run_suite() {
     local name="$1"; shift
-    local out rc
+    local out rc t0=$SECONDS
     echo "=== $name"
     out=$("$@" 2>&1); rc=$?
     local line p f
@@ -47,9 +49,10 @@ run_suite() {
         # a failing suite shows its failures (and the lines around them) in full
         printf '%s\n' "$out" | grep -v '^ok ' | tail -n 80
     else
-        printf '%s\n' "$out" | grep -E '^(fuzz |seed )' || true
+        printf '%s\n' "$out" | grep -E '^(fuzz |seed |SKIP |h2c: )' || true
         echo "$line"
     fi
+    echo "($((SECONDS - t0)) s)"
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
     [ "$f" -ne 0 ] && failed_suites+=("$name")
@@ -101,6 +104,18 @@ for v in "${variants[@]}"; do
     fi
     if [ -f tests/blackbox/run.py ]; then
         run_suite "$v black-box" python3 tests/blackbox/run.py --binary "$bdir/brisk"
+        # the same cases over TLS and over h2c (run.py --transport); under ASan the users
+        # and wire areas only (the time budget)
+        areas=()
+        [ "$v" = asan ] && areas=(-k users -k wire)
+        run_suite "$v black-box tls" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
+            --transport tls "${areas[@]}"
+        if grep -q nghttp2_session "$bdir/brisk"; then
+            run_suite "$v black-box h2c" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
+                --transport h2c "${areas[@]}"
+        else
+            echo "=== $v black-box h2c: not run, $bdir/brisk has no HTTP/2 yet (no libnghttp2)"
+        fi
         if [ -n "$pg_url" ]; then
             run_suite "$v black-box postgres" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
                 --database-url "$pg_url"

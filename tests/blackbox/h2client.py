@@ -9,7 +9,8 @@ python3-h2 (Debian's package; `import h2.connection`).
 or h2_request(port, method, path, body, headers, timeout) for one request on a
 fresh connection (what harness.request() does in h2c mode). The Response has the
 status, the headers with lower-case names (as HTTP/2 carries them), the body,
-reason "" (HTTP/2 has none) and has_close() False. A stream reset raises
+reason "" (HTTP/2 has none), has_close() False and head_bytes a text rendering
+of the head ("HTTP/2 200\r\nname: value\r\n...", not wire bytes). A stream reset raises
 harness.ProtocolError, a connection closed (or GOAWAY) before the response
 EOFError, no response in time socket.timeout - the same as the HTTP/1.1 reader.
 """
@@ -204,7 +205,10 @@ class H2Conn:
                 raise EOFError("connection closed before a response (GOAWAY %s)" % self.goaway)
             raise harness.ProtocolError("connection closed in the middle of the response body "
                                         "(have %d bytes)" % len(st.body))
-        r = harness.Response(st.status, "", st.headers, bytes(st.body), b"")
+        # head_bytes: the head rendered as text (HPACK has no bytes to show), for the
+        # tests that scan it
+        head = "HTTP/2 %d\r\n%s\r\n" % (st.status, "".join("%s: %s\r\n" % kv for kv in st.headers))
+        r = harness.Response(st.status, "", st.headers, bytes(st.body), head.encode("latin-1"))
         r.proto = "HTTP/2"
         del self.streams[sid]
         return r
