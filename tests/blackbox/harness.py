@@ -268,9 +268,11 @@ class TLSSock:
             return len(data)
 
     def sendall(self, data):
+        # in slices: no records are made for megabytes the peer refuses; big ones, so that
+        # what fits the socket buffer goes in one call, as in cleartext
         view = memoryview(data)
-        for i in range(0, max(1, len(view)), 65536):  # no records made for bytes never sent
-            self.send(view[i:i + 65536])
+        for i in range(0, max(1, len(view)), 1 << 20):
+            self.send(view[i:i + (1 << 20)])
             with self._wlock:
                 self._flush()
 
