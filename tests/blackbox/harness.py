@@ -277,15 +277,23 @@ class TLSSock:
                 self._flush()
 
     def recv(self, n):
+        """Up to n bytes: all the records already read give (one read gives one record,
+        16 KiB at most; big bodies would come in many small pieces)."""
         self.do_handshake()
         while True:
             with self._lock:
+                out, got = [], 0
                 try:
-                    return self._obj.read(n)
+                    while got < n:
+                        d = self._obj.read(n - got)
+                        out.append(d)
+                        got += len(d)
                 except ssl.SSLWantReadError:
                     pass
-                except ssl.SSLZeroReturnError:  # close_notify
-                    return b""
+                except ssl.SSLZeroReturnError:  # close_notify: EOF after what came before
+                    return b"".join(out)
+                if got:
+                    return b"".join(out)
             if not self._feed():
                 return b""
 
