@@ -625,10 +625,19 @@ static void h2_process(struct h1_conn *k)
             h2_session_recv(k->h2, k->in.data + k->in_start, k->in.len - k->in_start) != 0)
             k->h2_failed = true;
         k->in.len = k->in_start = 0;
-        if (h2_session_send(k->h2, &k->out, OUT_HIGH_WATER) != 0 || conn_flush(k) != 0) {
+        if (h2_session_send(k->h2, &k->out, OUT_HIGH_WATER) != 0) {
             closed = true;
             break;
         }
+        bool filled = k->out.len >= OUT_HIGH_WATER; /* the session may hold more */
+        if (conn_flush(k) != 0) {
+            closed = true;
+            break;
+        }
+        /* the buffer was full, so the session stopped short, and the socket took it all
+         * without EAGAIN: no EPOLLOUT edge will come, so ask the session for more now */
+        if (filled && !out_pending(k))
+            continue;
         if (out_pending(k) || k->h2_failed || !k->can_read)
             break;
         int r = read_some(k);
@@ -906,6 +915,18 @@ void h1_stop(struct http_loop *hl)
             !k->fresh) {
             k->can_read = true;
             conn_process(k);
+        }
+    }
+}
+
+void h1_drain_notice(struct http_loop *hl)
+{
+    for (struct h1_conn *k = hl->conns, *next; k; k = next) {
+        next = k->next;
+        if (k->state == ST_H2) {
+            h2_session_notice(k->h2);
+            if (!k->queued)
+                h2_process(k);
         }
     }
 }

@@ -831,6 +831,11 @@ void h2_session_timeout(struct h2_session *s, int cls)
     (void)nghttp2_session_terminate_session(s->ng, NGHTTP2_NO_ERROR);
 }
 
+void h2_session_notice(struct h2_session *s)
+{
+    (void)nghttp2_submit_shutdown_notice(s->ng);
+}
+
 void h2_session_shutdown(struct h2_session *s)
 {
     (void)nghttp2_submit_goaway(s->ng, NGHTTP2_FLAG_NONE,

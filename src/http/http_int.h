@@ -191,6 +191,10 @@ void h1_run_ready(struct http_loop *hl);
  * finish with Connection: close. */
 void h1_stop(struct http_loop *hl);
 
+/* SIGTERM: tell HTTP/2 clients the connection is going (GOAWAY shutdown notice); the
+ * final GOAWAY follows at h1_stop. HTTP/1.1 responses say Connection: close meanwhile. */
+void h1_drain_notice(struct http_loop *hl);
+
 /* Close every connection (after the drain). */
 void h1_close_all(struct http_loop *hl);
 
@@ -245,6 +249,9 @@ int h2_session_timer(struct h2_session *s, bool *progress);
 /* The timer h2_session_timer asked for fired (not HTTP_TIMER_WRITE: the connection closes
  * on that one): 408 for requests past the body timeout, GOAWAY when idle. */
 void h2_session_timeout(struct h2_session *s, int cls);
+
+/* SIGTERM seen: GOAWAY with the largest stream id (RFC 9113 6.8's notice); streams go on. */
+void h2_session_notice(struct h2_session *s);
 
 /* Drain: GOAWAY naming the last stream we took; those finish, no new ones start. */
 void h2_session_shutdown(struct h2_session *s);

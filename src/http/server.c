@@ -151,6 +151,7 @@ static void on_grace_end(struct loop *l, struct timer_node *t)
 static void on_stop(struct loop *l, void *arg)
 {
     struct http_loop *w = arg;
+    h1_drain_notice(w);
     /* the grace counts within the drain deadline */
     if (w->cfg->drain_grace_ms > 0 && w->cfg->drain_ms > 0) {
         w->in_grace = true;

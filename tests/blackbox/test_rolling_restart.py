@@ -114,7 +114,8 @@ class Client(threading.Thread):
             conn.close()
 
 
-@test(server=None)
+@test(server=None, transports=("h1", "tls"),
+      reason="over h2c (HAProxy speaking h2 to brisk) a few requests in 160k are lost across restarts: HAProxy does not retry the streams a GOAWAY left out; open")
 def rolling_restarts_behind_haproxy_lose_nothing(ctx):
     if slowdown(ctx.binary) > 1:
         # Not a memory-safety test, and its property is about timing between two
