@@ -73,6 +73,7 @@ void handle_user_delete(struct http_ctx *c);
 void handle_order_create(struct http_ctx *c);
 void handle_order_get(struct http_ctx *c);
 void handle_user_orders(struct http_ctx *c);
+void handle_user_order_count(struct http_ctx *c);
 void handle_orders_process(struct http_ctx *c);
 /* GET /openapi.json: the OpenAPI 3.1 document api/openapi.json, embedded at build time. */
 void handle_openapi(struct http_ctx *c);

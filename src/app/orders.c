@@ -308,6 +308,28 @@ void handle_user_orders(struct http_ctx *c)
     db_order_list(app_db(c), user_id, after, s->limit + 1, list_row, list_done, s);
 }
 
+/* ---- GET /users/{id}/orders/count ---- */
+
+static void count_done(void *ctx, enum db_status st, int64_t n)
+{
+    struct http_ctx *c = ctx;
+    if (st == DB_OK) {
+        buf_printf(http_body(c), "{\"count\":%lld}", (long long)n);
+        http_respond(c, 200, NULL);
+    } else if (st == DB_NOT_FOUND) {
+        http_respond_error(c, 404, "user not found");
+    } else {
+        app_respond_db_error(c, st);
+    }
+}
+
+void handle_user_order_count(struct http_ctx *c)
+{
+    int64_t id;
+    if (app_id_param(c, &id))
+        db_user_order_count(app_db(c), id, count_done, c);
+}
+
 /* ---- POST /orders/process ---- */
 
 /*

@@ -17,6 +17,7 @@ static struct route k_routes[] = {
     {HTTP_PATCH, "/users/{id}", handle_user_update, 0, 0},
     {HTTP_DELETE, "/users/{id}", handle_user_delete, 0, 0},
     {HTTP_GET, "/users/{id}/orders", handle_user_orders, 0, 0},
+    {HTTP_GET, "/users/{id}/orders/count", handle_user_order_count, 0, 0},
     {HTTP_POST, "/orders", handle_order_create, 0, 0},
     {HTTP_POST, "/orders/process", handle_orders_process, 0, 0 /* batch limit, below */},
     {HTTP_GET, "/orders/{id}", handle_order_get, 0, 0},

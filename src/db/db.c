@@ -22,6 +22,64 @@
 
 enum backend_kind { BACKEND_NONE, BACKEND_SQLITE, BACKEND_POSTGRES };
 
+/* ---- the plain reads: one public function per row of queries.def ---- */
+
+/* The parameters in bind order; a negative limit is 0 rows (SQLite reads it as "no limit"). */
+#define ARGS_NONE 0
+#define ARGS_ID id
+#define ARGS_PAGE after, limit > 0 ? limit : 0
+#define ARGS_ID_PAGE id, after, limit > 0 ? limit : 0
+#define SET_USER .user_row = row, .done = done
+#define SET_ORDER .order_row = row, .done = done
+#define SET_COUNT .count_done = done
+
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql)                               \
+    void db_##name(struct db *db DB_PARAMS_##params, DB_CALLBACKS_##row, void *ctx)                \
+    {                                                                                              \
+        const struct db_read r = {                                                                 \
+            .q = DB_Q_##name, .args = {ARGS_##params}, SET_##row, .ctx = ctx};                     \
+        db->ops->read(db, &r);                                                                     \
+    }
+#include "db/queries.def"
+#undef DB_QUERY
+
+int db__ops_check(const struct db_ops *ops)
+{
+    /* the required entries, by name, for the log line */
+    const struct {
+        const char *name;
+        bool present;
+    } need[] = {
+        {"close", ops->close},
+        {"ping", ops->ping},
+        {"read", ops->read},
+        {"user_create", ops->user_create},
+        {"user_update", ops->user_update},
+        {"user_delete", ops->user_delete},
+        {"stats", ops->stats},
+        {"order_create", ops->order_create},
+        {"orders_process", ops->orders_process},
+    };
+    const char *backend = ops->name ? ops->name : "(unnamed)";
+
+    for (size_t i = 0; i < ARRAY_LEN(need); i++) {
+        if (!need[i].present) {
+            log_error("database backend %s has no %s operation: refusing to start", backend,
+                      need[i].name);
+            return -1;
+        }
+    }
+    for (int q = 0; ops->query_sql && q < DB_Q_COUNT; q++) {
+        if (!ops->query_sql[q]) {
+            log_error("database backend %s has no SQL for the read %s (src/db/queries.def): "
+                      "refusing to start",
+                      backend, db__queries[q].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static bool has_prefix_ci(const char *s, const char *prefix)
 {
     return strncasecmp(s, prefix, strlen(prefix)) == 0;
@@ -259,9 +317,9 @@ int db_migrate(const struct db_config *cfg)
     const char *path = NULL, *err = NULL;
     switch (classify_url(cfg->url, &path, &err)) {
     case BACKEND_SQLITE:
-        return db__sqlite_migrate(path, cfg);
+        return db__ops_check(&db__sqlite_ops) ? -1 : db__sqlite_migrate(path, cfg);
     case BACKEND_POSTGRES:
-        return db__pg_migrate(path, cfg);
+        return db__ops_check(&db__pg_ops) ? -1 : db__pg_migrate(path, cfg);
     case BACKEND_NONE:
         break;
     }
@@ -274,9 +332,9 @@ struct db *db_open(const struct db_config *cfg, struct loop *loop)
     const char *path = NULL, *err = NULL;
     switch (classify_url(cfg->url, &path, &err)) {
     case BACKEND_SQLITE:
-        return db__sqlite_open(path, cfg, loop);
+        return db__ops_check(&db__sqlite_ops) ? NULL : db__sqlite_open(path, cfg, loop);
     case BACKEND_POSTGRES:
-        return open_with_replicas(path, cfg, loop);
+        return db__ops_check(&db__pg_ops) ? NULL : open_with_replicas(path, cfg, loop);
     case BACKEND_NONE:
         break;
     }
@@ -312,11 +370,6 @@ void db_user_create(struct db *db, struct str name, struct str email, db_user_fn
     db->ops->user_create(db, name, email, row, done, ctx);
 }
 
-void db_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
-{
-    db->ops->user_get(db, id, row, done, ctx);
-}
-
 void db_user_update(struct db *db, int64_t id, struct str name, struct str email, db_user_fn row,
                     db_done_fn done, void *ctx)
 {
@@ -326,12 +379,6 @@ void db_user_update(struct db *db, int64_t id, struct str name, struct str email
 void db_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
 {
     db->ops->user_delete(db, id, done, ctx);
-}
-
-void db_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
-                  void *ctx)
-{
-    db->ops->user_list(db, after, limit, row, done, ctx);
 }
 
 void db_stats(const struct db *db, struct db_stats *out)
@@ -351,23 +398,7 @@ void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn ro
     db->ops->order_create(db, o, row, done, ctx);
 }
 
-void db_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
-{
-    db->ops->order_get(db, id, row, done, ctx);
-}
-
-void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
-                   db_done_fn done, void *ctx)
-{
-    db->ops->order_list(db, user_id, after, limit, row, done, ctx);
-}
-
 void db_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx)
 {
     db->ops->orders_process(db, max, sign, done, ctx);
-}
-
-void db_orders_pending(struct db *db, db_count_fn done, void *ctx)
-{
-    db->ops->orders_pending(db, done, ctx);
 }

@@ -116,19 +116,15 @@ void db_ping(struct db *db, int timeout_ms, db_done_fn done, void *ctx);
  * Users. name/email are validated by the caller. On success `row` is called
  * with the stored user, then done(DB_OK).
  *   create: DB_CONFLICT when the email is taken (case-insensitively).
- *   get:    DB_NOT_FOUND.
  *   update: name or email with ptr == NULL are left unchanged; DB_NOT_FOUND, DB_CONFLICT.
  *   delete: no row callback; DB_NOT_FOUND, DB_HAS_CHILDREN.
- *   list:   up to `limit` users with id > after, ascending; row per user, then DB_OK.
+ * The reads (db_user_get, db_user_list, ...) are below, generated from queries.def.
  */
 void db_user_create(struct db *db, struct str name, struct str email, db_user_fn row,
                     db_done_fn done, void *ctx);
-void db_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx);
 void db_user_update(struct db *db, int64_t id, struct str name, struct str email, db_user_fn row,
                     db_done_fn done, void *ctx);
 void db_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx);
-void db_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
-                  void *ctx);
 
 /* ---- orders ---- */
 
@@ -166,15 +162,9 @@ typedef void (*db_order_fn)(void *ctx, const struct db_order *o);
  *           DB_REPLAYED + row of the first order when request_hash matches,
  *           DB_KEY_REUSED otherwise. Concurrent creates with one key store
  *           exactly one order.
- *   get:    DB_NOT_FOUND.
- *   list:   the user's orders with id > after, ascending, up to limit;
- *           DB_NOT_FOUND when the user does not exist.
  */
 void db_order_create(struct db *db, const struct db_order_new *o, db_order_fn row, db_done_fn done,
                      void *ctx);
-void db_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);
-void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
-                   db_done_fn done, void *ctx);
 
 /*
  * Background processing, exactly once. Claims up to max pending orders (rows
@@ -184,14 +174,35 @@ void db_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_
  * processed with processed_at = now, and commits - all in one transaction, so
  * a process killed midway leaves every claimed order pending for the next
  * claimer and no order is ever marked twice. done(ctx, status, n_processed).
- * pending: done(ctx, status, number of pending orders) - the queue depth gauge.
  * sign() may run on another thread (SQLite's writer) while the caller's loop
  * waits for done: it must touch nothing but its ctx and thread-safe state.
  */
 typedef int (*db_sign_fn)(void *ctx, const struct db_order *o, char receipt[65]);
 typedef void (*db_count_fn)(void *ctx, enum db_status st, int64_t n);
 void db_orders_process(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx);
-void db_orders_pending(struct db *db, db_count_fn done, void *ctx);
+
+/*
+ * The plain reads: one function per row of db/queries.def, which gives each
+ * its parameters, its row type and when it answers DB_NOT_FOUND, e.g.
+ *   void db_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx);
+ *   void db_order_list(struct db *db, int64_t id, int64_t after, int limit, db_order_fn row,
+ *                      db_done_fn done, void *ctx);
+ *   void db_orders_pending(struct db *db, db_count_fn done, void *ctx);
+ * USER and ORDER reads call `row` once per row, then done(DB_OK); COUNT reads
+ * answer done(ctx, DB_OK, n). Lists return rows with id > after, ascending, up
+ * to limit; a limit <= 0 reads none (a PARENT read still checks its parent).
+ */
+#define DB_PARAMS_NONE
+#define DB_PARAMS_ID , int64_t id
+#define DB_PARAMS_PAGE , int64_t after, int limit
+#define DB_PARAMS_ID_PAGE , int64_t id, int64_t after, int limit
+#define DB_CALLBACKS_USER db_user_fn row, db_done_fn done
+#define DB_CALLBACKS_ORDER db_order_fn row, db_done_fn done
+#define DB_CALLBACKS_COUNT db_count_fn done
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql)                               \
+    void db_##name(struct db *db DB_PARAMS_##params, DB_CALLBACKS_##row, void *ctx);
+#include "db/queries.def"
+#undef DB_QUERY
 
 /*
  * Pool gauges for /metrics: connections open and operations in flight on

@@ -18,34 +18,107 @@
 #include "base/str.h"
 #include "db/db.h"
 
+/* ---- the plain reads of queries.def ---- */
+
+enum db_query {
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql) DB_Q_##name,
+#include "db/queries.def"
+#undef DB_QUERY
+    DB_Q_COUNT
+};
+
+enum db_row_type { DB_ROW_USER, DB_ROW_ORDER, DB_ROW_COUNT };
+enum db_rule { DB_RULE_ONE, DB_RULE_ANY, DB_RULE_PARENT }; /* see queries.def */
+enum db_where { DB_WHERE_REPLICA, DB_WHERE_PRIMARY };
+
+#define DB_ARGS_MAX 3 /* the most parameters a read has (ID_PAGE) */
+/* Parameters and result columns by queries.def's names, for the backends' statement tables. */
+#define DB_NARGS_NONE 0
+#define DB_NARGS_ID 1
+#define DB_NARGS_PAGE 2
+#define DB_NARGS_ID_PAGE 3
+#define DB_NCOLS_USER 4   /* SQ_USER_COLS, PG_USER_COLS */
+#define DB_NCOLS_ORDER 11 /* SQ_ORDER_COLS, PG_ORDER_COLS */
+#define DB_NCOLS_COUNT 1
+
+/* What queries.def says of a read, besides its SQL (which stays in its backend). */
+struct db_query_def {
+    const char *name; /* "user_get": statement and log name */
+    enum db_row_type row;
+    enum db_rule rule;
+    enum db_where where;
+    int nargs; /* int64 parameters, bound as ?1.. / $1.. */
+    int ncols; /* result columns: the row type's */
+};
+extern const struct db_query_def db__queries[DB_Q_COUNT];
+
 /*
- * One backend. Every entry is required. Operations keep the contract of the
- * matching db.h function: `done` is called exactly once, from the loop thread
- * owning the handle, possibly before the function returns.
+ * One read as the db_<name> function received it: the backend's `read` gets
+ * it borrowed (copy what outlives the call). Exactly one of done/count_done
+ * is set, by row type.
+ */
+struct db_read {
+    enum db_query q;
+    int64_t args[DB_ARGS_MAX];
+    db_user_fn user_row;
+    db_order_fn order_row;
+    db_done_fn done;
+    db_count_fn count_done;
+    void *ctx;
+};
+
+/* One decoded row of a read, whatever its type. Text points into the driver's result. */
+struct db_row {
+    struct db_user user;
+    struct db_order order;
+    int64_t count;
+};
+
+/* Hand one decoded row to r's row callback (USER, ORDER; COUNT keeps it for db__read_done). */
+void db__read_row(const struct db_read *r, const struct db_row *row);
+
+/* Answer r: done(ctx, st), or count_done(ctx, st, st == DB_OK ? count : 0). */
+void db__read_done(const struct db_read *r, enum db_status st, int64_t count);
+
+/*
+ * One backend. Every entry is required but tick and flush; db__ops_check
+ * says so at start-up. Operations keep the contract of the matching db.h
+ * function: `done` is called exactly once, from the loop thread owning the
+ * handle, possibly before the function returns.
  */
 struct db_ops {
     const char *name; /* db_backend_name(): "sqlite" or "postgres" */
+    /* [DB_Q_COUNT]: the backend's SQL of each read (NULL: missing); NULL for a wrapper
+     * (replica.c) that forwards reads to other handles */
+    const char *const *query_sql;
+    /* every read of queries.def: r is borrowed for the call */
+    void (*read)(struct db *db, const struct db_read *r);
     void (*close)(struct db *db);
     void (*ping)(struct db *db, int timeout_ms, db_done_fn done, void *ctx);
     void (*user_create)(struct db *db, struct str name, struct str email, db_user_fn row,
                         db_done_fn done, void *ctx);
-    void (*user_get)(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx);
     void (*user_update)(struct db *db, int64_t id, struct str name, struct str email,
                         db_user_fn row, db_done_fn done, void *ctx);
     void (*user_delete)(struct db *db, int64_t id, db_done_fn done, void *ctx);
-    void (*user_list)(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
-                      void *ctx);
     void (*stats)(const struct db *db, struct db_stats *out);
     void (*tick)(struct db *db);  /* may be NULL */
     void (*flush)(struct db *db); /* may be NULL */
     void (*order_create)(struct db *db, const struct db_order_new *o, db_order_fn row,
                          db_done_fn done, void *ctx);
-    void (*order_get)(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx);
-    void (*order_list)(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
-                       db_done_fn done, void *ctx);
     void (*orders_process)(struct db *db, int max, db_sign_fn sign, db_count_fn done, void *ctx);
-    void (*orders_pending)(struct db *db, db_count_fn done, void *ctx);
 };
+
+/*
+ * Check that ops has every required operation and SQL for every read of
+ * queries.def. Returns 0, or -1 after logging one line naming the backend
+ * and the first missing piece ("... refusing to start"): db_migrate and
+ * db_open fail then, and brisk exits with status 1.
+ */
+int db__ops_check(const struct db_ops *ops);
+
+/* The backends' operation tables (checked by db_migrate before anything is opened). */
+extern const struct db_ops db__sqlite_ops;
+extern const struct db_ops db__pg_ops;
 
 /*
  * A log line about one database: "db BACKEND TARGET: TEXT" (TARGET is a

@@ -101,17 +101,16 @@ _Static_assert(ARRAY_LEN(pg_migrations) > 0, "at least one migration");
 
 /* ---- statements ---- */
 
+/* The reads of queries.def first, in its order (so a read's statement id is its db_query). */
 enum stmt_id {
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql) ST_##name,
+#include "db/queries.def"
+#undef DB_QUERY
     ST_PING,
     ST_USER_INSERT,
-    ST_USER_GET,
     ST_USER_UPDATE,
     ST_USER_DELETE,
-    ST_USER_LIST,
     ST_ORDER_CREATE,
-    ST_ORDER_GET,
-    ST_ORDER_LIST,
-    ST_PENDING_COUNT,
     ST_REPLICA_LAG,
     ST_BEGIN,
     ST_CLAIM,
@@ -121,13 +120,28 @@ enum stmt_id {
     ST_COUNT
 };
 
-#define USER_COLS "id, name, email, floor(extract(epoch FROM created_at))::bigint AS created_s"
-#define USER_NCOLS 4
-#define ORDER_COLS                                                                                 \
-    "id, user_id, status, items, subtotal_cents, discount_cents, tax_cents, total_cents, "         \
-    "receipt, floor(extract(epoch FROM created_at))::bigint AS created_s, "                        \
-    "floor(extract(epoch FROM processed_at))::bigint AS processed_s"
-#define ORDER_NCOLS 11
+_Static_assert((int)ST_orders_pending == (int)DB_Q_orders_pending, "reads first, in order");
+
+#define USER_COLS PG_USER_COLS
+#define USER_NCOLS DB_NCOLS_USER
+#define ORDER_COLS PG_ORDER_COLS
+#define ORDER_NCOLS DB_NCOLS_ORDER
+
+struct pg_conn;
+struct pg_op;
+/*
+ * A statement's decoder: turns the unit's results into op's answer. Returns
+ * true with *out set for op_finish, or false when it answered op itself (a
+ * batch answers its members) or queued it again.
+ */
+typedef bool (*decode_fn)(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_read(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_ping(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_create_batch(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_user(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_user_delete(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_order_create(struct pg_conn *c, struct pg_op *op, enum db_status *out);
+static bool dec_count(struct pg_conn *c, struct pg_op *op, enum db_status *out);
 
 /*
  * Every statement, prepared on each connection right after it connects. The
@@ -141,8 +155,14 @@ static const struct stmt_def {
     int nparams;
     unsigned int types[MAX_PARAMS];
     int ncols;
+    decode_fn decode; /* NULL: the statements of orders_process (tx_unit_done) */
 } stmt_defs[ST_COUNT] = {
-    [ST_PING] = {"ping", "SELECT 1", 0, {0}, 1},
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql)                               \
+    [ST_##name] = {#name,          pg_sql,  DB_NARGS_##params, {OID_INT8, OID_INT8, OID_INT8},     \
+                   DB_NCOLS_##row, dec_read},
+#include "db/queries.def"
+#undef DB_QUERY
+    [ST_PING] = {"ping", "SELECT 1", 0, {0}, 1, dec_ping},
     /*
      * Every user create goes through a batch (one or more users, in order):
      * one statement, one commit, one WAL flush for all of them. A user whose
@@ -156,23 +176,19 @@ static const struct stmt_def {
                         "ORDER BY i ON CONFLICT DO NOTHING RETURNING " USER_COLS,
                         2,
                         {OID_TEXT_ARRAY, OID_TEXT_ARRAY},
-                        USER_NCOLS},
-    [ST_USER_GET] =
-        {"user_get", "SELECT " USER_COLS " FROM users WHERE id = $1", 1, {OID_INT8}, USER_NCOLS},
+                        USER_NCOLS,
+                        dec_create_batch},
     /* A NULL parameter keeps the column: the caller passes only what changes. */
     [ST_USER_UPDATE] = {"user_update",
                         "UPDATE users SET name = coalesce($2, name), email = coalesce($3, email) "
                         "WHERE id = $1 RETURNING " USER_COLS,
                         3,
                         {OID_INT8, OID_TEXT, OID_TEXT},
-                        USER_NCOLS},
+                        USER_NCOLS,
+                        dec_user},
     /* The orders foreign key refuses the delete of a user with orders (23503). */
-    [ST_USER_DELETE] = {"user_delete", "DELETE FROM users WHERE id = $1", 1, {OID_INT8}, 0},
-    [ST_USER_LIST] = {"user_list",
-                      "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2",
-                      2,
-                      {OID_INT8, OID_INT8},
-                      USER_NCOLS},
+    [ST_USER_DELETE] =
+        {"user_delete", "DELETE FROM users WHERE id = $1", 1, {OID_INT8}, 0, dec_user_delete},
     /*
      * One statement, one implicit transaction. First column: 'i' inserted,
      * 'e' the key exists (request_hash last, compared in C), 'n' no such
@@ -198,26 +214,8 @@ static const struct stmt_def {
                          8,
                          {OID_INT8, OID_TEXT, OID_INT8, OID_INT8, OID_INT8, OID_INT8, OID_TEXT,
                           OID_TEXT},
-                         ORDER_NCOLS + 2},
-    [ST_ORDER_GET] = {"order_get",
-                      "SELECT " ORDER_COLS " FROM orders WHERE id = $1",
-                      1,
-                      {OID_INT8},
-                      ORDER_NCOLS},
-    /*
-     * The user check and the page in one statement: no row means no such
-     * user; a row of NULLs means a user without (more) orders.
-     */
-    [ST_ORDER_LIST] = {"order_list",
-                       "SELECT o.* FROM users u LEFT JOIN LATERAL (SELECT " ORDER_COLS
-                       " FROM orders WHERE user_id = u.id AND id > $2 ORDER BY id LIMIT $3) o "
-                       "ON true WHERE u.id = $1 ORDER BY o.id",
-                       3,
-                       {OID_INT8, OID_INT8, OID_INT8},
-                       ORDER_NCOLS},
-    /* Served by the partial index orders_pending_idx. */
-    [ST_PENDING_COUNT] =
-        {"orders_pending", "SELECT count(*) FROM orders WHERE status = 'pending'", 0, {0}, 1},
+                         ORDER_NCOLS + 2,
+                         dec_order_create},
     /*
      * A streaming replica's delay in ms: 0 while it has replayed all it
      * received (an idle primary sends nothing, and the last replay time would
@@ -230,8 +228,9 @@ static const struct stmt_def {
                         "FROM now() - pg_last_xact_replay_timestamp()))::bigint, 0) END",
                         0,
                         {0},
-                        1},
-    [ST_BEGIN] = {"begin", "BEGIN", 0, {0}, 0},
+                        1,
+                        dec_count},
+    [ST_BEGIN] = {"begin", "BEGIN", 0, {0}, 0, NULL},
     /* Rows another transaction holds are skipped, not waited for: concurrent claimers
      * (other loops, other processes) each get different orders. */
     [ST_CLAIM] = {"orders_process",
@@ -239,7 +238,8 @@ static const struct stmt_def {
                   "LIMIT $1 FOR UPDATE SKIP LOCKED",
                   1,
                   {OID_INT8},
-                  ORDER_NCOLS},
+                  ORDER_NCOLS,
+                  NULL},
     /* Parameters in text form: '{1,2}' and '{hex,hex}'. */
     [ST_MARK] =
         {"order_mark",
@@ -248,25 +248,19 @@ static const struct stmt_def {
          "WHERE orders.id = r.id AND orders.status = 'pending'",
          2,
          {OID_INT8_ARRAY, OID_TEXT_ARRAY},
-         0},
-    [ST_COMMIT] = {"commit", "COMMIT", 0, {0}, 0},
-    [ST_ROLLBACK] = {"rollback", "ROLLBACK", 0, {0}, 0},
+         0,
+         NULL},
+    [ST_COMMIT] = {"commit", "COMMIT", 0, {0}, 0, NULL},
+    [ST_ROLLBACK] = {"rollback", "ROLLBACK", 0, {0}, 0, NULL},
 };
 
 /* ---- handle, connections, operations ---- */
 
 enum op_kind {
-    OP_PREPARE, /* internal: the PQsendPrepare batch of a new connection */
-    OP_PING,
-    OP_USER,         /* create, get, update: one user row */
-    OP_CREATE_BATCH, /* internal: carries the OP_USER creates of one INSERT */
-    OP_USER_DELETE,
-    OP_USER_LIST,
-    OP_ORDER_CREATE,
-    OP_ORDER_GET,
-    OP_ORDER_LIST,
-    OP_PENDING,
-    OP_PROCESS /* a transaction on a reserved connection */
+    OP_PREPARE,      /* internal: the PQsendPrepare batch of a new connection */
+    OP_QUERY,        /* one statement; its decoder (stmt_defs) answers it */
+    OP_CREATE_BATCH, /* internal: carries the user creates (OP_QUERY) of one INSERT */
+    OP_PROCESS       /* a transaction on a reserved connection */
 };
 
 enum tx_step { TX_CLAIM, TX_MARK, TX_COMMIT, TX_ROLLBACK };
@@ -884,7 +878,7 @@ static void op_finish(struct db_pg *pg, struct pg_op *op, enum db_status st)
     if (kind == OP_PREPARE)
         return;
     pg->busy--;
-    if (kind == OP_PENDING || kind == OP_PROCESS)
+    if (count_done)
         count_done(ctx, st, count);
     else
         done(ctx, st);
@@ -1454,6 +1448,18 @@ static void leave(struct db_pg *pg)
 
 /* ---- results ---- */
 
+/* What a unique (23505) or foreign-key (23503) refusal of statement id means; DB_OK: an error. */
+static enum db_status constraint_status(enum stmt_id id, const char *state)
+{
+    if (id == ST_USER_UPDATE && strcmp(state, "23505") == 0)
+        return DB_CONFLICT; /* the only unique index besides the id is lower(email) */
+    if (id == ST_USER_DELETE && strcmp(state, "23503") == 0)
+        return DB_HAS_CHILDREN; /* orders is the only table referencing users */
+    if (id == ST_ORDER_CREATE && strcmp(state, "23503") == 0)
+        return DB_NOT_FOUND; /* the user was deleted concurrently */
+    return DB_OK;
+}
+
 /*
  * The status of a failed unit, logged unless it is an expected outcome
  * (conflict, has-children, outage). SQLSTATEs: 23505 unique_violation,
@@ -1471,12 +1477,9 @@ static enum db_status unit_error(struct pg_conn *c, struct pg_op *op, const char
         db__log(LOG_ERROR, "postgres", pg->label, NULL, "%s failed without an error", what);
         return DB_ERROR;
     }
-    if (strcmp(state, "23505") == 0 && op->kind == OP_USER)
-        return DB_CONFLICT; /* the only unique index besides the id is lower(email) */
-    if (strcmp(state, "23503") == 0 && op->kind == OP_USER_DELETE)
-        return DB_HAS_CHILDREN; /* orders is the only table referencing users */
-    if (strcmp(state, "23503") == 0 && op->kind == OP_ORDER_CREATE)
-        return DB_NOT_FOUND; /* the user was deleted concurrently */
+    enum db_status expected = op->kind == OP_QUERY ? constraint_status(op->stmt, state) : DB_OK;
+    if (expected != DB_OK)
+        return expected;
     one_line(msg, sizeof msg, PQresultErrorField(op->err, PG_DIAG_MESSAGE_PRIMARY));
     if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
         strncmp(state, "53", 2) == 0 || strcmp(state, "40001") == 0 ||
@@ -1542,21 +1545,102 @@ static enum db_status read_order(struct pg_conn *c, const PGresult *r, int row, 
     return DB_OK;
 }
 
-static enum db_status done_user(struct pg_conn *c, struct pg_op *op)
+/* ---- decoders: one per statement (stmt_defs.decode) ---- */
+
+/* Row i of a read's result, as its row type says. Text points into r. */
+static enum db_status decode_row(struct pg_conn *c, const PGresult *r, int i,
+                                 const struct db_query_def *q, struct db_row *out)
+{
+    switch (q->row) {
+    case DB_ROW_USER:
+        return read_user(c, r, i, q->name, &out->user);
+    case DB_ROW_ORDER:
+        return read_order(c, r, i, 0, q->name, &out->order);
+    case DB_ROW_COUNT:
+        if (value_i64(r, i, 0, &out->count))
+            return DB_OK;
+        db__log(LOG_ERROR, "postgres", c->pg->label, NULL, "%s: malformed count", q->name);
+        return DB_ERROR;
+    }
+    return DB_ERROR;
+}
+
+/* Every read of queries.def: its rule says what no row means; rows go out as decoded. */
+static bool dec_read(struct pg_conn *c, struct pg_op *op, enum db_status *out)
+{
+    const struct db_query_def *q = &db__queries[op->stmt];
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    const struct db_read rd = {.q = (enum db_query)op->stmt,
+                               .user_row = op->user_row,
+                               .order_row = op->order_row,
+                               .ctx = op->ctx};
+    int n = r ? PQntuples(r) : 0;
+
+    *out = DB_ERROR;
+    if (!r)
+        return true;
+    if (n == 0) {
+        *out = q->rule == DB_RULE_ANY ? DB_OK : DB_NOT_FOUND;
+        return true;
+    }
+    if (q->rule == DB_RULE_ONE && n > 1) {
+        db__log(LOG_ERROR, "postgres", c->pg->label, NULL, "%s: %d rows, expected one", q->name, n);
+        return true;
+    }
+    for (int i = 0; i < n; i++) {
+        struct db_row row;
+        if (q->rule == DB_RULE_PARENT && PQgetisnull(r, i, 0))
+            continue; /* the parent exists, without (more) children */
+        if (decode_row(c, r, i, q, &row) != DB_OK)
+            return true;
+        op->count = row.count;
+        db__read_row(&rd, &row);
+    }
+    *out = DB_OK;
+    return true;
+}
+
+static bool dec_ping(struct pg_conn *c, struct pg_op *op, enum db_status *out)
+{
+    (void)c;
+    (void)op;
+    *out = DB_OK;
+    return true;
+}
+
+/* One user row (update ... RETURNING); none: no such user. */
+static bool dec_user(struct pg_conn *c, struct pg_op *op, enum db_status *out)
 {
     const char *what = stmt_defs[op->stmt].name;
     const PGresult *r = unit_result(c, op, 0, op->stmt);
     struct db_user u;
-    enum db_status st;
 
-    if (!r)
-        return DB_ERROR;
-    if (PQntuples(r) == 0)
-        return DB_NOT_FOUND;
-    st = read_user(c, r, 0, what, &u);
-    if (st == DB_OK && op->user_row)
-        op->user_row(op->ctx, &u);
-    return st;
+    if (!r) {
+        *out = DB_ERROR;
+    } else if (PQntuples(r) == 0) {
+        *out = DB_NOT_FOUND;
+    } else {
+        *out = read_user(c, r, 0, what, &u);
+        if (*out == DB_OK && op->user_row)
+            op->user_row(op->ctx, &u);
+    }
+    return true;
+}
+
+static bool dec_user_delete(struct pg_conn *c, struct pg_op *op, enum db_status *out)
+{
+    (void)c;
+    const char *t = op->res[0] ? PQcmdTuples(op->res[0]) : "";
+    *out = strcmp(t, "0") == 0 ? DB_NOT_FOUND : t[0] ? DB_OK : DB_ERROR;
+    return true;
+}
+
+/* One count row (the replica's lag). */
+static bool dec_count(struct pg_conn *c, struct pg_op *op, enum db_status *out)
+{
+    const PGresult *r = unit_result(c, op, 0, op->stmt);
+    *out = r && PQntuples(r) == 1 && value_i64(r, 0, 0, &op->count) ? DB_OK : DB_ERROR;
+    return true;
 }
 
 /*
@@ -1565,7 +1649,7 @@ static enum db_status done_user(struct pg_conn *c, struct pg_op *op)
  * order, so the scan rarely moves); a create left without a row lost its
  * email to an existing user or an earlier create: DB_CONFLICT.
  */
-static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
+static bool dec_create_batch(struct pg_conn *c, struct pg_op *batch, enum db_status *out)
 {
     struct db_pg *pg = c->pg;
     const char *what = stmt_defs[ST_USER_INSERT].name;
@@ -1577,8 +1661,8 @@ static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
         if (r)
             db__log(LOG_ERROR, "postgres", pg->label, NULL, "%s: %d rows for %d users", what, n,
                     batch->max);
-        op_finish(pg, batch, DB_ERROR);
-        return;
+        *out = DB_ERROR;
+        return true;
     }
     batch->res[0] = NULL; /* outlives the carrier: the rows are read while answering */
     struct pg_op *members = batch_retire(pg, batch);
@@ -1614,62 +1698,11 @@ static void done_create_batch(struct pg_conn *c, struct pg_op *batch)
         op_finish(pg, m, st);
     }
     PQclear(owned);
+    return false;
 }
 
-static enum db_status done_user_list(struct pg_conn *c, struct pg_op *op)
-{
-    const char *what = stmt_defs[op->stmt].name;
-    const PGresult *r = unit_result(c, op, 0, op->stmt);
-    if (!r)
-        return DB_ERROR;
-    int n = PQntuples(r);
-    for (int i = 0; i < n; i++) {
-        struct db_user u;
-        if (read_user(c, r, i, what, &u) != DB_OK)
-            return DB_ERROR;
-        if (op->user_row)
-            op->user_row(op->ctx, &u);
-    }
-    return DB_OK;
-}
-
-static enum db_status done_order_get(struct pg_conn *c, struct pg_op *op)
-{
-    const PGresult *r = unit_result(c, op, 0, op->stmt);
-    struct db_order o;
-    if (!r)
-        return DB_ERROR;
-    if (PQntuples(r) == 0)
-        return DB_NOT_FOUND;
-    if (read_order(c, r, 0, 0, stmt_defs[op->stmt].name, &o) != DB_OK)
-        return DB_ERROR;
-    if (op->order_row)
-        op->order_row(op->ctx, &o);
-    return DB_OK;
-}
-
-static enum db_status done_order_list(struct pg_conn *c, struct pg_op *op)
-{
-    const PGresult *r = unit_result(c, op, 0, op->stmt);
-    if (!r)
-        return DB_ERROR;
-    int n = PQntuples(r);
-    if (n == 0)
-        return DB_NOT_FOUND;
-    for (int i = 0; i < n; i++) {
-        struct db_order o;
-        if (PQgetisnull(r, i, 0))
-            continue; /* the user exists and has no (more) orders */
-        if (read_order(c, r, i, 0, stmt_defs[op->stmt].name, &o) != DB_OK)
-            return DB_ERROR;
-        if (op->order_row)
-            op->order_row(op->ctx, &o);
-    }
-    return DB_OK;
-}
-
-/* Returns -1 when the operation was queued again (a concurrent idempotent insert). */
-static int done_order_create(struct pg_conn *c, struct pg_op *op, enum db_status *out)
+/* Answers false when the operation was queued again (a concurrent idempotent insert). */
+static bool dec_order_create(struct pg_conn *c, struct pg_op *op, enum db_status *out)
 {
     struct db_pg *pg = c->pg;
     const char *what = stmt_defs[op->stmt].name;
@@ -1678,32 +1711,32 @@ static int done_order_create(struct pg_conn *c, struct pg_op *op, enum db_status
 
     *out = DB_ERROR;
     if (!r)
-        return 0;
+        return true;
     if (PQntuples(r) == 0) {
         if (op->retries++ < ORDER_CREATE_RETRIES) {
             op_clear_results(op);
             q_push_front(&pg->q_head, &pg->q_tail, &pg->nq, op);
-            return -1;
+            return false;
         }
         db__log(LOG_ERROR, "postgres", pg->label, NULL,
                 "%s: idempotency key still contended after %d tries", what,
                 ORDER_CREATE_RETRIES + 1);
-        return 0;
+        return true;
     }
     struct str kind = value_str(r, 0, 0);
     if (str_eq(kind, STR_LIT("n"))) {
         *out = DB_NOT_FOUND;
-        return 0;
+        return true;
     }
     if (read_order(c, r, 0, 1, what, &o) != DB_OK)
-        return 0;
+        return true;
     if (str_eq(kind, STR_LIT("e"))) {
         /* parameter 8 (index 7) is the request hash, stored as sent */
         struct str stored = value_str(r, 0, ORDER_NCOLS + 1);
         struct str hash = {op->pv[7], op->pv[7] ? (size_t)op->pl[7] : 0};
         if (!stored.ptr || !hash.ptr || !str_eq(stored, hash)) {
             *out = DB_KEY_REUSED;
-            return 0;
+            return true;
         }
         *out = DB_REPLAYED;
     } else {
@@ -1711,7 +1744,7 @@ static int done_order_create(struct pg_conn *c, struct pg_op *op, enum db_status
     }
     if (op->order_row)
         op->order_row(op->ctx, &o);
-    return 0;
+    return true;
 }
 
 /* ---- orders_process: a transaction on a reserved connection ---- */
@@ -1908,43 +1941,8 @@ static void unit_done(struct pg_conn *c, struct pg_op *op)
         op_finish(pg, op, unit_error(c, op, stmt_defs[op->stmt].name));
         return;
     }
-    switch (op->kind) {
-    case OP_CREATE_BATCH:
-        done_create_batch(c, op);
-        return;
-    case OP_PING:
-        st = DB_OK;
-        break;
-    case OP_USER:
-        st = done_user(c, op);
-        break;
-    case OP_USER_DELETE: {
-        const char *t = op->res[0] ? PQcmdTuples(op->res[0]) : "";
-        st = strcmp(t, "0") == 0 ? DB_NOT_FOUND : t[0] ? DB_OK : DB_ERROR;
-        break;
-    }
-    case OP_USER_LIST:
-        st = done_user_list(c, op);
-        break;
-    case OP_ORDER_CREATE:
-        if (done_order_create(c, op, &st) < 0)
-            return; /* queued again */
-        break;
-    case OP_ORDER_GET:
-        st = done_order_get(c, op);
-        break;
-    case OP_ORDER_LIST:
-        st = done_order_list(c, op);
-        break;
-    case OP_PENDING: {
-        const PGresult *r = unit_result(c, op, 0, op->stmt);
-        st = r && PQntuples(r) == 1 && value_i64(r, 0, 0, &op->count) ? DB_OK : DB_ERROR;
-        break;
-    }
-    default:
-        break;
-    }
-    op_finish(pg, op, st);
+    if (stmt_defs[op->stmt].decode(c, op, &st))
+        op_finish(pg, op, st);
 }
 
 /*
@@ -2140,7 +2138,7 @@ static void on_ping_alarm(struct loop *l, struct loop_alarm *a)
 static void pg_ping(struct db *db, int timeout_ms, db_done_fn done, void *ctx)
 {
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_PING, ST_PING, done, ctx);
+    struct pg_op *op = simple_op(pg, OP_QUERY, ST_PING, done, ctx);
     params_reserve(op, 0);
     if (timeout_ms > 0 && (uint64_t)timeout_ms < pg->timeout_ms) {
         /* listed before submit, which may finish (and recycle) op at once */
@@ -2216,7 +2214,7 @@ static void pg_user_create(struct db *db, struct str name, struct str email, db_
                            db_done_fn done, void *ctx)
 {
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_USER, ST_USER_INSERT, done, ctx);
+    struct pg_op *op = simple_op(pg, OP_QUERY, ST_USER_INSERT, done, ctx);
     op->user_row = row;
     params_reserve(op, name.len + email.len);
     param_str(op, name);
@@ -2238,13 +2236,18 @@ static void pg_user_create(struct db *db, struct str name, struct str email, db_
     leave(pg);
 }
 
-static void pg_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
+/* Every read of queries.def: its int64 parameters in binary, its decoder dec_read. */
+static void pg_read(struct db *db, const struct db_read *r)
 {
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_USER, ST_USER_GET, done, ctx);
-    op->user_row = row;
-    params_reserve(op, 8);
-    param_i64(op, id);
+    const struct db_query_def *q = &db__queries[r->q];
+    struct pg_op *op = simple_op(pg, OP_QUERY, (enum stmt_id)r->q, r->done, r->ctx);
+    op->user_row = r->user_row;
+    op->order_row = r->order_row;
+    op->count_done = r->count_done;
+    params_reserve(op, (size_t)q->nargs * 8);
+    for (int i = 0; i < q->nargs; i++)
+        param_i64(op, r->args[i]);
     submit(pg, op);
 }
 
@@ -2253,11 +2256,13 @@ static void pg_user_update(struct db *db, int64_t id, struct str name, struct st
 {
     if (!name.ptr && !email.ptr) {
         /* nothing to change: answer with the current row, as SQLite does */
-        pg_user_get(db, id, row, done, ctx);
+        pg_read(db,
+                &(const struct db_read){
+                    .q = DB_Q_user_get, .args = {id}, .user_row = row, .done = done, .ctx = ctx});
         return;
     }
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_USER, ST_USER_UPDATE, done, ctx);
+    struct pg_op *op = simple_op(pg, OP_QUERY, ST_USER_UPDATE, done, ctx);
     op->user_row = row;
     params_reserve(op, 8 + (name.ptr ? name.len : 0) + (email.ptr ? email.len : 0));
     param_i64(op, id);
@@ -2269,21 +2274,9 @@ static void pg_user_update(struct db *db, int64_t id, struct str name, struct st
 static void pg_user_delete(struct db *db, int64_t id, db_done_fn done, void *ctx)
 {
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_USER_DELETE, ST_USER_DELETE, done, ctx);
+    struct pg_op *op = simple_op(pg, OP_QUERY, ST_USER_DELETE, done, ctx);
     params_reserve(op, 8);
     param_i64(op, id);
-    submit(pg, op);
-}
-
-static void pg_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
-                         void *ctx)
-{
-    struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_USER_LIST, ST_USER_LIST, done, ctx);
-    op->user_row = row;
-    params_reserve(op, 16);
-    param_i64(op, after);
-    param_i64(op, limit > 0 ? limit : 0); /* a negative LIMIT is an error in PostgreSQL */
     submit(pg, op);
 }
 
@@ -2291,7 +2284,7 @@ static void pg_order_create(struct db *db, const struct db_order_new *o, db_orde
                             db_done_fn done, void *ctx)
 {
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_ORDER_CREATE, ST_ORDER_CREATE, done, ctx);
+    struct pg_op *op = simple_op(pg, OP_QUERY, ST_ORDER_CREATE, done, ctx);
     bool keyed = o->idempotency_key.ptr != NULL;
     op->order_row = row;
     params_reserve(op, (size_t)5 * 8 + o->items.len +
@@ -2304,29 +2297,6 @@ static void pg_order_create(struct db *db, const struct db_order_new *o, db_orde
     param_i64(op, o->total_cents);
     param_str(op, keyed ? o->idempotency_key : STR_NULL);
     param_str(op, keyed ? o->request_hash : STR_NULL);
-    submit(pg, op);
-}
-
-static void pg_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
-{
-    struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_ORDER_GET, ST_ORDER_GET, done, ctx);
-    op->order_row = row;
-    params_reserve(op, 8);
-    param_i64(op, id);
-    submit(pg, op);
-}
-
-static void pg_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
-                          db_done_fn done, void *ctx)
-{
-    struct db_pg *pg = to_pg(db);
-    struct pg_op *op = simple_op(pg, OP_ORDER_LIST, ST_ORDER_LIST, done, ctx);
-    op->order_row = row;
-    params_reserve(op, 24);
-    param_i64(op, user_id);
-    param_i64(op, after);
-    param_i64(op, limit > 0 ? limit : 0);
     submit(pg, op);
 }
 
@@ -2346,20 +2316,10 @@ static void pg_orders_process(struct db *db, int max, db_sign_fn sign, db_count_
     submit(pg, op);
 }
 
-static void pg_orders_pending(struct db *db, db_count_fn done, void *ctx)
-{
-    struct db_pg *pg = to_pg(db);
-    struct pg_op *op = op_new(pg, OP_PENDING, ctx);
-    op->stmt = ST_PENDING_COUNT;
-    op->count_done = done;
-    params_reserve(op, 0);
-    submit(pg, op);
-}
-
 void db__pg_replica_lag(struct db *db, db_count_fn done, void *ctx)
 {
     struct db_pg *pg = to_pg(db);
-    struct pg_op *op = op_new(pg, OP_PENDING, ctx); /* one count row, like orders_pending */
+    struct pg_op *op = op_new(pg, OP_QUERY, ctx);
     op->stmt = ST_REPLICA_LAG;
     op->count_done = done;
     params_reserve(op, 0);
@@ -2462,22 +2422,26 @@ static void pg_close(struct db *db)
     free(pg);
 }
 
-static const struct db_ops pg_ops = {
+/* PostgreSQL's text of each read, for db__ops_check. */
+static const char *const pg_query_sql[DB_Q_COUNT] = {
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql) [DB_Q_##name] = (pg_sql),
+#include "db/queries.def"
+#undef DB_QUERY
+};
+
+const struct db_ops db__pg_ops = {
     .name = "postgres",
+    .query_sql = pg_query_sql,
+    .read = pg_read,
     .close = pg_close,
     .ping = pg_ping,
     .user_create = pg_user_create,
-    .user_get = pg_user_get,
     .user_update = pg_user_update,
     .user_delete = pg_user_delete,
-    .user_list = pg_user_list,
     .stats = pg_stats,
     .tick = pg_tick,
     .order_create = pg_order_create,
-    .order_get = pg_order_get,
-    .order_list = pg_order_list,
     .orders_process = pg_orders_process,
-    .orders_pending = pg_orders_pending,
 };
 
 struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct loop *loop)
@@ -2495,7 +2459,7 @@ struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct
     struct db_pg *pg = calloc(1, sizeof *pg);
     if (!pg)
         log_fatal("out of memory");
-    pg->base.ops = &pg_ops;
+    pg->base.ops = &db__pg_ops;
     pg->loop = loop;
     memcpy(pg->label, label, sizeof label);
     pg->conninfo = strdup(conninfo);

@@ -20,6 +20,7 @@
  * behind by up to max_lag_ms.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/compiler.h"
 #include "base/log.h"
@@ -38,20 +39,11 @@ struct replica {
     uint64_t measured_at; /* tick count of the last answer */
 };
 
-enum read_kind { RD_USER_GET, RD_USER_LIST, RD_ORDER_GET, RD_ORDER_LIST };
-
-/* One read in flight on a replica: what is needed to ask the primary instead. */
+/* One read in flight on a replica: the caller's request, to ask the primary instead. */
 struct read_op {
     struct read_op *next; /* free list */
     struct db_split *split;
-    enum read_kind kind;
-    int64_t id; /* user or order id; RD_ORDER_LIST: the user */
-    int64_t after;
-    int limit;
-    db_user_fn user_row;
-    db_order_fn order_row;
-    db_done_fn done;
-    void *ctx;
+    struct db_read r; /* as the caller made it */
 };
 
 struct db_split {
@@ -90,7 +82,7 @@ static struct replica *pick(struct db_split *s)
     return NULL;
 }
 
-static struct read_op *read_new(struct db_split *s, enum read_kind kind, db_done_fn done, void *ctx)
+static struct read_op *read_new(struct db_split *s, const struct db_read *r)
 {
     struct read_op *op = s->free_reads;
     if (op) {
@@ -99,7 +91,7 @@ static struct read_op *read_new(struct db_split *s, enum read_kind kind, db_done
     } else if (!(op = malloc(sizeof *op))) {
         log_fatal("out of memory");
     }
-    *op = (struct read_op){.split = s, .kind = kind, .done = done, .ctx = ctx};
+    *op = (struct read_op){.split = s, .r = *r};
     return op;
 }
 
@@ -118,117 +110,60 @@ static void read_free(struct db_split *s, struct read_op *op)
 static void replica_user_row(void *arg, const struct db_user *u)
 {
     const struct read_op *op = arg;
-    op->user_row(op->ctx, u);
+    op->r.user_row(op->r.ctx, u);
 }
 
 static void replica_order_row(void *arg, const struct db_order *o)
 {
     const struct read_op *op = arg;
-    op->order_row(op->ctx, o);
-}
-
-static void replica_done(void *arg, enum db_status st);
-
-/*
- * Send op to db. To a replica (via_replica) the callbacks are ours, with op
- * as their ctx; to the primary they are the caller's own (op may be a copy
- * on the stack: nothing of it is kept).
- */
-static void send_read(struct db *db, struct read_op *op, bool via_replica)
-{
-    db_user_fn urow = via_replica ? replica_user_row : op->user_row;
-    db_order_fn orow = via_replica ? replica_order_row : op->order_row;
-    db_done_fn done = via_replica ? replica_done : op->done;
-    void *ctx = via_replica ? op : op->ctx;
-    switch (op->kind) {
-    case RD_USER_GET:
-        db->ops->user_get(db, op->id, urow, done, ctx);
-        break;
-    case RD_USER_LIST:
-        db->ops->user_list(db, op->after, op->limit, urow, done, ctx);
-        break;
-    case RD_ORDER_GET:
-        db->ops->order_get(db, op->id, orow, done, ctx);
-        break;
-    case RD_ORDER_LIST:
-        db->ops->order_list(db, op->id, op->after, op->limit, orow, done, ctx);
-        break;
-    }
+    op->r.order_row(op->r.ctx, o);
 }
 
 /* The replica answered: pass it on, or ask the primary when it may know better. */
-static void replica_done(void *arg, enum db_status st)
+static void replica_count_done(void *arg, enum db_status st, int64_t n)
 {
     struct read_op *op = arg;
     struct db_split *s = op->split;
-    db_done_fn done = op->done;
-    void *ctx = op->ctx;
-    bool retry =
-        st == DB_UNAVAILABLE || st == DB_ERROR || (st == DB_NOT_FOUND && op->kind != RD_USER_LIST);
-    if (retry && !s->closing) {
-        /* the primary's answer goes straight to the caller */
-        struct read_op copy = *op;
-        read_free(s, op);
-        send_read(s->primary, &copy, false);
-        return;
-    }
+    struct db_read r = op->r;
+    bool retry = st == DB_UNAVAILABLE || st == DB_ERROR ||
+                 (st == DB_NOT_FOUND && db__queries[r.q].rule != DB_RULE_ANY);
     read_free(s, op);
-    done(ctx, st);
+    if (retry && !s->closing)
+        s->primary->ops->read(s->primary, &r); /* its answer goes straight to the caller */
+    else
+        db__read_done(&r, st, n);
 }
 
-static void route_read(struct db_split *s, struct read_op *op)
+static void replica_done(void *arg, enum db_status st)
 {
-    struct replica *r = pick(s);
-    if (!r) {
-        struct read_op copy = *op;
-        read_free(s, op);
-        send_read(s->primary, &copy, false);
-        return;
-    }
-    send_read(r->db, op, true);
+    replica_count_done(arg, st, 0);
 }
 
 /* ---- db_ops: reads ---- */
 
-static void sp_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
+/*
+ * A read of queries.def: to a usable replica when the read allows one, with
+ * our callbacks (ctx: a read_op remembering the caller's), else straight to
+ * the primary with the caller's own.
+ */
+static void sp_read(struct db *db, const struct db_read *r)
 {
     struct db_split *s = to_split(db);
-    struct read_op *op = read_new(s, RD_USER_GET, done, ctx);
-    op->id = id;
-    op->user_row = row;
-    route_read(s, op);
-}
-
-static void sp_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
-                         void *ctx)
-{
-    struct db_split *s = to_split(db);
-    struct read_op *op = read_new(s, RD_USER_LIST, done, ctx);
-    op->after = after;
-    op->limit = limit;
-    op->user_row = row;
-    route_read(s, op);
-}
-
-static void sp_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
-{
-    struct db_split *s = to_split(db);
-    struct read_op *op = read_new(s, RD_ORDER_GET, done, ctx);
-    op->id = id;
-    op->order_row = row;
-    route_read(s, op);
-}
-
-static void sp_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
-                          db_done_fn done, void *ctx)
-{
-    struct db_split *s = to_split(db);
-    struct read_op *op = read_new(s, RD_ORDER_LIST, done, ctx);
-    op->id = user_id;
-    op->after = after;
-    op->limit = limit;
-    op->order_row = row;
-    route_read(s, op);
+    struct replica *rep = db__queries[r->q].where == DB_WHERE_REPLICA ? pick(s) : NULL;
+    if (!rep) {
+        s->primary->ops->read(s->primary, r);
+        return;
+    }
+    struct read_op *op = read_new(s, r);
+    struct db_read via = {.q = r->q, .ctx = op};
+    memcpy(via.args, r->args, sizeof via.args);
+    via.user_row = r->user_row ? replica_user_row : NULL;
+    via.order_row = r->order_row ? replica_order_row : NULL;
+    if (r->count_done)
+        via.count_done = replica_count_done;
+    else
+        via.done = replica_done;
+    rep->db->ops->read(rep->db, &via);
 }
 
 /* ---- db_ops: everything else is the primary's ---- */
@@ -270,12 +205,6 @@ static void sp_orders_process(struct db *db, int max, db_sign_fn sign, db_count_
 {
     struct db *p = to_split(db)->primary;
     p->ops->orders_process(p, max, sign, done, ctx);
-}
-
-static void sp_orders_pending(struct db *db, db_count_fn done, void *ctx)
-{
-    struct db *p = to_split(db)->primary;
-    p->ops->orders_pending(p, done, ctx);
 }
 
 /* ---- housekeeping ---- */
@@ -377,21 +306,17 @@ static void sp_close(struct db *db)
 
 static const struct db_ops split_ops = {
     .name = "postgres",
+    .read = sp_read,
     .close = sp_close,
     .ping = sp_ping,
     .user_create = sp_user_create,
-    .user_get = sp_user_get,
     .user_update = sp_user_update,
     .user_delete = sp_user_delete,
-    .user_list = sp_user_list,
     .stats = sp_stats,
     .tick = sp_tick,
     .flush = sp_flush,
     .order_create = sp_order_create,
-    .order_get = sp_order_get,
-    .order_list = sp_order_list,
     .orders_process = sp_orders_process,
-    .orders_pending = sp_orders_pending,
 };
 
 struct db *db__replica_open(struct db *primary, struct db **replicas, int n, int max_lag_ms)

@@ -68,13 +68,15 @@
 
 _Static_assert(ARRAY_LEN(sqlite_migrations) > 0, "at least one migration");
 
+/* The reads of queries.def first, in its order (so a read's statement id is its db_query). */
 enum stmt_id {
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql) ST_##name,
+#include "db/queries.def"
+#undef DB_QUERY
     ST_PING,
     ST_USER_INSERT,
-    ST_USER_GET,
     ST_USER_UPDATE,
     ST_USER_DELETE,
-    ST_USER_LIST,
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
@@ -84,19 +86,15 @@ enum stmt_id {
     ST_USER_EXISTS,
     ST_ORDER_BY_KEY,
     ST_ORDER_INSERT,
-    ST_ORDER_GET,
-    ST_ORDER_LIST,
     ST_PENDING_IDS,
     ST_ORDER_MARK,
-    ST_PENDING_COUNT,
     ST_COUNT
 };
+_Static_assert((int)ST_orders_pending == (int)DB_Q_orders_pending, "reads first, in order");
 
-#define USER_COLS "id, name, email, created_at"
-#define ORDER_COLS                                                                                 \
-    "id, user_id, status, items, subtotal_cents, discount_cents, tax_cents, total_cents, "         \
-    "receipt, created_at, processed_at"
-#define ORDER_NCOLS 11
+#define USER_COLS SQ_USER_COLS
+#define ORDER_COLS SQ_ORDER_COLS
+#define ORDER_NCOLS DB_NCOLS_ORDER
 #define PROCESS_MAX 10000 /* orders claimed by one orders_process call at most */
 
 /*
@@ -109,20 +107,21 @@ static const struct stmt_def {
     int nparams;
     int ncols;
 } stmt_defs[ST_COUNT] = {
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql)                               \
+    [ST_##name] = {#name, sqlite_sql, DB_NARGS_##params, DB_NCOLS_##row},
+#include "db/queries.def"
+#undef DB_QUERY
     /* Reads a table, so the probe takes a read snapshot of the real file. */
     [ST_PING] = {"ping", "SELECT max(version) FROM schema_migrations", 0, 1},
     [ST_USER_INSERT] = {"user_create",
                         "INSERT INTO users (name, email) VALUES (?1, ?2) RETURNING " USER_COLS, 2,
                         4},
-    [ST_USER_GET] = {"user_get", "SELECT " USER_COLS " FROM users WHERE id = ?1", 1, 4},
     /* A NULL parameter keeps the column: the caller passes only what changes. */
     [ST_USER_UPDATE] = {"user_update",
                         "UPDATE users SET name = coalesce(?2, name), email = coalesce(?3, email) "
                         "WHERE id = ?1 RETURNING " USER_COLS,
                         3, 4},
     [ST_USER_DELETE] = {"user_delete", "DELETE FROM users WHERE id = ?1", 1, 0},
-    [ST_USER_LIST] = {"user_list",
-                      "SELECT " USER_COLS " FROM users WHERE id > ?1 ORDER BY id LIMIT ?2", 2, 4},
     /* IMMEDIATE: take the write lock first, so check-then-write needs no retry. */
     [ST_BEGIN] = {"begin", "BEGIN IMMEDIATE", 0, 0},
     [ST_COMMIT] = {"commit", "COMMIT", 0, 0},
@@ -141,12 +140,6 @@ static const struct stmt_def {
                          "tax_cents, total_cents, idempotency_key, request_hash) "
                          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING " ORDER_COLS,
                          8, ORDER_NCOLS},
-    [ST_ORDER_GET] = {"order_get", "SELECT " ORDER_COLS " FROM orders WHERE id = ?1", 1,
-                      ORDER_NCOLS},
-    [ST_ORDER_LIST] = {"order_list",
-                       "SELECT " ORDER_COLS " FROM orders WHERE user_id = ?1 AND id > ?2 "
-                       "ORDER BY id LIMIT ?3",
-                       3, ORDER_NCOLS},
     /* Served by the partial index orders_pending_idx. */
     [ST_PENDING_IDS] = {"orders_process",
                         "SELECT id FROM orders WHERE status = 'pending' ORDER BY id LIMIT ?1", 1,
@@ -155,8 +148,6 @@ static const struct stmt_def {
                        "UPDATE orders SET status = 'processed', receipt = ?2, "
                        "processed_at = " MIG_NOW_UTC " WHERE id = ?1 AND status = 'pending'",
                        2, 0},
-    [ST_PENDING_COUNT] = {"orders_pending", "SELECT count(*) FROM orders WHERE status = 'pending'",
-                          0, 1},
 };
 
 /* One connection with its prepared statements: the loop's reader or the writer's. */
@@ -692,99 +683,6 @@ out_done:
     done(ctx, status);
 }
 
-/* create, get and update: one statement, one row. The caller has bound nothing yet. */
-static void run_user_stmt(struct sq_conn *s, enum stmt_id id, int64_t user_id, struct str name,
-                          struct str email, db_user_fn row, db_done_fn done, void *ctx)
-{
-    const struct stmt_def *def = &stmt_defs[id];
-    sqlite3_stmt *st = s->stmt[id];
-    struct db_user u = {0};
-    enum db_status status = DB_ERROR;
-    int rc = SQLITE_OK;
-
-    if (!op_enter(s, def->name))
-        goto out_done;
-    switch (id) {
-    case ST_USER_INSERT:
-        rc = bind_str(st, 1, name);
-        if (rc == SQLITE_OK)
-            rc = bind_str(st, 2, email);
-        break;
-    case ST_USER_UPDATE:
-        rc = sqlite3_bind_int64(st, 1, user_id);
-        if (rc == SQLITE_OK)
-            rc = bind_str(st, 2, name);
-        if (rc == SQLITE_OK)
-            rc = bind_str(st, 3, email);
-        break;
-    default:
-        rc = sqlite3_bind_int64(st, 1, user_id);
-        break;
-    }
-    if (rc != SQLITE_OK) {
-        status = fail_status(s, rc, def->name);
-        goto out_release;
-    }
-    status = step_one_user(s, st, def->name, id != ST_USER_GET, &u);
-    if (status == DB_NOT_FOUND && id == ST_USER_INSERT) {
-        db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: INSERT RETURNING gave no row", def->name);
-        status = DB_ERROR;
-    }
-
-out_release:
-    stmt_release(st);
-    if (status == DB_OK && row)
-        row(ctx, &u); /* u's text lives in s->scratch */
-    op_leave(s, status);
-out_done:
-    done(ctx, status);
-}
-
-static void sq_user_get(struct db *db, int64_t id, db_user_fn row, db_done_fn done, void *ctx)
-{
-    run_user_stmt(&to_sqlite(db)->rd, ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
-}
-
-static void sq_user_list(struct db *db, int64_t after, int limit, db_user_fn row, db_done_fn done,
-                         void *ctx)
-{
-    struct sq_conn *s = &to_sqlite(db)->rd;
-    const struct stmt_def *def = &stmt_defs[ST_USER_LIST];
-    sqlite3_stmt *st = s->stmt[ST_USER_LIST];
-    enum db_status status = DB_ERROR;
-    struct db_user u;
-    int rc;
-
-    if (!op_enter(s, def->name))
-        goto out_done;
-    if (limit <= 0) {
-        /* SQLite reads a negative LIMIT as "no limit"; the contract says "up to limit". */
-        status = DB_OK;
-        goto out_release;
-    }
-    rc = sqlite3_bind_int64(st, 1, after);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int(st, 2, limit);
-    if (rc != SQLITE_OK) {
-        status = fail_status(s, rc, def->name);
-        goto out_release;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        status = read_user(s, st, def->name, &u);
-        if (status != DB_OK)
-            goto out_release;
-        if (row)
-            row(ctx, &u); /* u's text lives until the next step */
-    }
-    status = rc == SQLITE_DONE ? DB_OK : fail_status(s, rc, def->name);
-
-out_release:
-    stmt_release(st);
-    op_leave(s, status);
-out_done:
-    done(ctx, status);
-}
-
 /* ---- orders ---- */
 
 /*
@@ -921,6 +819,89 @@ static enum db_status step_one_order(struct sq_conn *s, sqlite3_stmt *st, const 
     return DB_ERROR;
 }
 
+/* ---- the reads of queries.def ---- */
+
+/* The current row of a read, as its row type says. Text points into the statement. */
+static enum db_status read_row(struct sq_conn *s, sqlite3_stmt *st, const struct db_query_def *q,
+                               struct db_row *out)
+{
+    switch (q->row) {
+    case DB_ROW_USER:
+        return read_user(s, st, q->name, &out->user);
+    case DB_ROW_ORDER:
+        return read_order(s, st, q->name, &out->order);
+    case DB_ROW_COUNT:
+        out->count = sqlite3_column_int64(st, 0);
+        return DB_OK;
+    }
+    return DB_ERROR;
+}
+
+/* Copy a row's text into s->scratch: a ONE read steps once more before answering. */
+static enum db_status keep_row(struct sq_conn *s, const struct db_query_def *q, struct db_row *row)
+{
+    if (q->row == DB_ROW_USER)
+        return keep_user(s, q->name, &row->user);
+    if (q->row == DB_ROW_ORDER)
+        return keep_order(s, q->name, &row->order);
+    return DB_OK;
+}
+
+/*
+ * Every read of queries.def, on the loop's reader connection, inline. A list
+ * hands each row over as it is stepped (valid until the next step); a ONE
+ * read is stepped to its end first, so a second row is an error, not a
+ * surprise for the caller.
+ */
+static void sq_read(struct db *db, const struct db_read *r)
+{
+    struct sq_conn *s = &to_sqlite(db)->rd;
+    const struct db_query_def *q = &db__queries[r->q];
+    sqlite3_stmt *st = s->stmt[r->q];
+    enum db_status status = DB_ERROR;
+    struct db_row row;
+    int64_t nrows = 0;
+    int rc = SQLITE_OK;
+
+    memset(&row, 0, sizeof row);
+    if (!op_enter(s, q->name))
+        goto out_done;
+    for (int i = 0; i < q->nargs && rc == SQLITE_OK; i++)
+        rc = sqlite3_bind_int64(st, i + 1, r->args[i]);
+    if (rc != SQLITE_OK) {
+        status = fail_status(s, rc, q->name);
+        goto out_release;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (nrows++ && q->rule == DB_RULE_ONE) {
+            db__log(LOG_ERROR, "sqlite", s->path, NULL, "%s: more than one row", q->name);
+            status = DB_ERROR;
+            goto out_release;
+        }
+        if (q->rule == DB_RULE_PARENT && sqlite3_column_type(st, 0) == SQLITE_NULL)
+            continue; /* the parent exists, without (more) children */
+        status = read_row(s, st, q, &row);
+        if (status == DB_OK && q->rule == DB_RULE_ONE)
+            status = keep_row(s, q, &row);
+        else if (status == DB_OK)
+            db__read_row(r, &row);
+        if (status != DB_OK)
+            goto out_release;
+    }
+    if (rc != SQLITE_DONE)
+        status = fail_status(s, rc, q->name);
+    else
+        status = nrows == 0 && q->rule != DB_RULE_ANY ? DB_NOT_FOUND : DB_OK;
+
+out_release:
+    stmt_release(st);
+    if (status == DB_OK && q->rule == DB_RULE_ONE)
+        db__read_row(r, &row); /* its text lives in s->scratch */
+    op_leave(s, status);
+out_done:
+    db__read_done(r, status, row.count);
+}
+
 /* Does user id exist? DB_OK, DB_NOT_FOUND or an error (inside the caller's transaction, if any). */
 static enum db_status user_exists(struct sq_conn *s, int64_t id, const char *op)
 {
@@ -1017,78 +998,6 @@ out_release:
     return status;
 }
 
-static void sq_order_get(struct db *db, int64_t id, db_order_fn row, db_done_fn done, void *ctx)
-{
-    struct sq_conn *s = &to_sqlite(db)->rd;
-    const struct stmt_def *def = &stmt_defs[ST_ORDER_GET];
-    sqlite3_stmt *st = s->stmt[ST_ORDER_GET];
-    struct db_order out;
-    enum db_status status = DB_ERROR;
-    int rc;
-
-    if (!op_enter(s, def->name))
-        goto out_done;
-    rc = sqlite3_bind_int64(st, 1, id);
-    if (rc == SQLITE_OK) {
-        status = step_one_order(s, st, def->name, &out, &rc);
-        if (status == DB_ERROR && rc != SQLITE_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
-            status = fail_status(s, rc, def->name);
-    } else {
-        status = fail_status(s, rc, def->name);
-    }
-    stmt_release(st);
-    if (status == DB_OK && row)
-        row(ctx, &out);
-    op_leave(s, status);
-out_done:
-    done(ctx, status);
-}
-
-/*
- * Two reads without a transaction around them: a user with orders cannot be
- * deleted, so "exists, then list" can only lose a user that had no orders,
- * and the empty list answered then was true at the moment of the check.
- */
-static void sq_order_list(struct db *db, int64_t user_id, int64_t after, int limit, db_order_fn row,
-                          db_done_fn done, void *ctx)
-{
-    struct sq_conn *s = &to_sqlite(db)->rd;
-    const struct stmt_def *def = &stmt_defs[ST_ORDER_LIST];
-    sqlite3_stmt *st = s->stmt[ST_ORDER_LIST];
-    enum db_status status = DB_ERROR;
-    struct db_order o;
-    int rc;
-
-    if (!op_enter(s, def->name))
-        goto out_done;
-    status = user_exists(s, user_id, def->name);
-    if (status != DB_OK || limit <= 0)
-        goto out_release; /* a negative LIMIT would mean "no limit" to SQLite */
-    rc = sqlite3_bind_int64(st, 1, user_id);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, after);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int(st, 3, limit);
-    if (rc != SQLITE_OK) {
-        status = fail_status(s, rc, def->name);
-        goto out_release;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        status = read_order(s, st, def->name, &o);
-        if (status != DB_OK)
-            goto out_release;
-        if (row)
-            row(ctx, &o); /* o's text lives until the next step */
-    }
-    status = rc == SQLITE_DONE ? DB_OK : fail_status(s, rc, def->name);
-
-out_release:
-    stmt_release(st);
-    op_leave(s, status);
-out_done:
-    done(ctx, status);
-}
-
 /* Claim up to max pending ids (ascending) into ids; the caller holds the write lock. */
 static enum db_status pending_ids(struct sq_conn *s, int max, int64_t *ids, int *out_n)
 {
@@ -1119,7 +1028,7 @@ static enum db_status process_one(struct sq_conn *s, int64_t id, db_sign_fn sign
                                   bool *marked)
 {
     const char *op = stmt_defs[ST_PENDING_IDS].name;
-    sqlite3_stmt *get = s->stmt[ST_ORDER_GET];
+    sqlite3_stmt *get = s->stmt[ST_order_get];
     sqlite3_stmt *mark = s->stmt[ST_ORDER_MARK];
     char receipt[65];
     struct db_order o;
@@ -1167,30 +1076,6 @@ static enum db_status process_one(struct sq_conn *s, int64_t id, db_sign_fn sign
     return status;
 }
 
-static void sq_orders_pending(struct db *db, db_count_fn done, void *ctx)
-{
-    struct sq_conn *s = &to_sqlite(db)->rd;
-    const struct stmt_def *def = &stmt_defs[ST_PENDING_COUNT];
-    sqlite3_stmt *st = s->stmt[ST_PENDING_COUNT];
-    enum db_status status = DB_ERROR;
-    int64_t n = 0;
-    int rc;
-
-    if (!op_enter(s, def->name))
-        goto out_done;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        n = sqlite3_column_int64(st, 0);
-        status = DB_OK;
-    } else {
-        status = fail_status(s, rc, def->name);
-    }
-    stmt_release(st);
-    op_leave(s, status);
-out_done:
-    done(ctx, status, n);
-}
-
 /* ---- writes: the writer thread and its group transactions ---- */
 
 static struct str wop_str(const struct sq_wop *op, size_t off, size_t len)
@@ -1201,7 +1086,8 @@ static struct str wop_str(const struct sq_wop *op, size_t off, size_t len)
 /* Append v to op's text; false when it does not fit (the bound is far above any valid row). */
 static bool wop_keep(struct sq_wop *op, struct str v, size_t *off)
 {
-    if (buf_reserve(&op->text, v.len + 1))
+    /* (data: buf_reserve's success, spelled out for the static analyzer) */
+    if (buf_reserve(&op->text, v.len + 1) || !op->text.data)
         return false;
     *off = op->text.len;
     buf_append(&op->text, v.ptr, v.len);
@@ -1707,7 +1593,9 @@ static void sq_user_update(struct db *db, int64_t id, struct str name, struct st
 
     /* Nothing to change: answer with the current row, a read. */
     if (!name.ptr && !email.ptr)
-        run_user_stmt(&s->rd, ST_USER_GET, id, STR_NULL, STR_NULL, row, done, ctx);
+        sq_read(db,
+                &(const struct db_read){
+                    .q = DB_Q_user_get, .args = {id}, .user_row = row, .done = done, .ctx = ctx});
     else
         user_write(s, W_USER_UPDATE, id, name, email, row, done, ctx);
 }
@@ -1848,22 +1736,26 @@ static void sq_close(struct db *db)
     free(s);
 }
 
-static const struct db_ops sqlite_ops = {
+/* SQLite's text of each read, for db__ops_check. */
+static const char *const sq_query_sql[DB_Q_COUNT] = {
+#define DB_QUERY(name, row, rule, where, params, sqlite_sql, pg_sql) [DB_Q_##name] = (sqlite_sql),
+#include "db/queries.def"
+#undef DB_QUERY
+};
+
+const struct db_ops db__sqlite_ops = {
     .name = "sqlite",
+    .query_sql = sq_query_sql,
+    .read = sq_read,
     .close = sq_close,
     .ping = sq_ping,
     .user_create = sq_user_create,
     .flush = sq_flush,
-    .user_get = sq_user_get,
     .user_update = sq_user_update,
     .user_delete = sq_user_delete,
-    .user_list = sq_user_list,
     .stats = sq_stats,
     .order_create = sq_order_create,
-    .order_get = sq_order_get,
-    .order_list = sq_order_list,
     .orders_process = sq_orders_process,
-    .orders_pending = sq_orders_pending,
 };
 
 /* ---- db_open ---- */
@@ -2017,7 +1909,7 @@ struct db *db__sqlite_open(const char *path, const struct db_config *cfg, struct
 
     if (!s)
         log_fatal("out of memory");
-    s->base.ops = &sqlite_ops;
+    s->base.ops = &db__sqlite_ops;
     s->path = dup_cstr(path);
     s->done_io.fd = -1;
     if (conn_open(&s->rd, s->path, cfg, true) || conn_open(&s->wr, s->path, cfg, false))

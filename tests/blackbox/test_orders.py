@@ -346,6 +346,17 @@ def idempotency_concurrent(ctx):
 # ---------------------------------------------------------------- get, list, delete
 
 @test()
+def user_order_count(ctx):
+    uid = new_user(ctx)
+    eq(ctx.req("GET", "/users/%d/orders/count" % uid).json(), {"count": 0}, "no orders yet")
+    for _ in range(3):
+        eq(ctx.req("POST", "/orders", {"user_id": uid, "items": [line()]}).status, 201, "create")
+    eq(ctx.req("GET", "/users/%d/orders/count" % uid).json(), {"count": 3}, "three orders")
+    expect_error(ctx.req("GET", "/users/987654321/orders/count"), 404, "user not found")
+    expect_error(ctx.req("GET", "/users/01/orders/count"), 400, "invalid id")
+
+
+@test()
 def get_order_errors(ctx):
     expect_error(ctx.req("GET", "/orders/987654321"), 404, "order not found")
     expect_error(ctx.req("GET", "/orders/9223372036854775807"), 404, "order not found")
