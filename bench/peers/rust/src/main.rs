@@ -6,6 +6,11 @@
 //!
 //! Configuration: BRISK_ADDR (default 127.0.0.1:8084), BRISK_DATABASE_URL
 //! (postgres://...), BRISK_RECEIPT_KEY (default dev-receipt-key).
+//!
+//! For the TLS and HTTP/2 rows of the benchmark: BRISK_TLS_ADDR with BRISK_TLS_CERT
+//! and BRISK_TLS_KEY (PEM) adds a TLS listener (tokio-rustls with rustls' safe
+//! defaults, ALPN h2 and http/1.1, hyper's h2 for h2); BRISK_H2C_ADDR adds a cleartext
+//! listener speaking HTTP/2 with prior knowledge. BRISK_ADDR stays HTTP/1.1 only.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -22,6 +27,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio_postgres::{error::SqlState, Client, NoTls, Row, Statement};
+use tokio_rustls::rustls;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -433,6 +439,32 @@ async fn main() {
     let mac = HmacSha256::new_from_slice(key.as_bytes()).expect("hmac accepts any key length");
     let st = Arc::new(State { pool, mac });
 
+    let tls_addr = std::env::var("BRISK_TLS_ADDR").ok().filter(|a| !a.is_empty());
+    if let Some(a) = tls_addr {
+        let acceptor = tls_acceptor().unwrap_or_else(|e| {
+            eprintln!("tls: {e}");
+            std::process::exit(2)
+        });
+        let listener = tokio::net::TcpListener::bind(parse_addr(&a, "BRISK_TLS_ADDR")).await.unwrap_or_else(|e| {
+            eprintln!("tls listen: {e}");
+            std::process::exit(1)
+        });
+        tokio::spawn(serve_tls(listener, acceptor, Arc::clone(&st)));
+    }
+    if let Some(a) = std::env::var("BRISK_H2C_ADDR").ok().filter(|a| !a.is_empty()) {
+        let st2 = Arc::clone(&st);
+        let make_svc = make_service_fn(move |_conn| {
+            let st = Arc::clone(&st2);
+            async move { Ok::<_, Infallible>(service_fn(move |req| route(req, Arc::clone(&st)))) }
+        });
+        let h2c = Server::bind(&parse_addr(&a, "BRISK_H2C_ADDR")).http2_only(true).tcp_nodelay(true).serve(make_svc);
+        tokio::spawn(async move {
+            if let Err(e) = h2c.await {
+                eprintln!("h2c server: {e}");
+            }
+        });
+    }
+
     let make_svc = make_service_fn(move |_conn| {
         let st = Arc::clone(&st);
         async move { Ok::<_, Infallible>(service_fn(move |req| route(req, Arc::clone(&st)))) }
@@ -441,5 +473,77 @@ async fn main() {
     if let Err(e) = server.await {
         eprintln!("server: {e}");
         std::process::exit(1);
+    }
+}
+
+fn parse_addr(a: &str, name: &str) -> SocketAddr {
+    a.parse().unwrap_or_else(|_| {
+        eprintln!("{name} must be host:port");
+        std::process::exit(2)
+    })
+}
+
+// ---------- TLS ----------
+
+/// rustls with its safe defaults (TLS 1.2 and 1.3, its cipher suites), the
+/// certificate chain and key from BRISK_TLS_CERT / BRISK_TLS_KEY, ALPN h2 first.
+fn tls_acceptor() -> Result<tokio_rustls::TlsAcceptor, String> {
+    let cert_path = std::env::var("BRISK_TLS_CERT").map_err(|_| "BRISK_TLS_CERT is not set")?;
+    let key_path = std::env::var("BRISK_TLS_KEY").map_err(|_| "BRISK_TLS_KEY is not set")?;
+    let open = |p: &str| {
+        std::fs::File::open(p).map(std::io::BufReader::new).map_err(|e| format!("{p}: {e}"))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&cert_path)?)
+        .map_err(|e| format!("{cert_path}: {e}"))?
+        .into_iter()
+        .map(rustls::Certificate)
+        .collect::<Vec<_>>();
+    let key = rustls_pemfile::read_all(&mut open(&key_path)?)
+        .map_err(|e| format!("{key_path}: {e}"))?
+        .into_iter()
+        .find_map(|item| match item {
+            rustls_pemfile::Item::PKCS8Key(k)
+            | rustls_pemfile::Item::ECKey(k)
+            | rustls_pemfile::Item::RSAKey(k) => Some(rustls::PrivateKey(k)),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{key_path}: no private key"))?;
+    let mut cfg = rustls::ServerConfig::builder()
+        .with_safe_defaults()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Accept loop of the TLS listener: one task per connection (handshake, then
+/// hyper's HTTP/1.1 or HTTP/2 by the protocol ALPN chose).
+async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, st: Arc<State>) {
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("tls accept: {e}");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, st) = (acceptor.clone(), Arc::clone(&st));
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(_) => return, // a failed handshake: the client's problem
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let svc = service_fn(move |req| route(req, Arc::clone(&st)));
+            let mut http = hyper::server::conn::Http::new();
+            if h2 {
+                http.http2_only(true);
+            } else {
+                http.http1_only(true);
+            }
+            let _ = http.serve_connection(tls, svc).await;
+        });
     }
 }

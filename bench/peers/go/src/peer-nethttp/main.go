@@ -1,6 +1,12 @@
 // peer-nethttp: the benchmark subset of brisk's contract in Go with only the
 // standard library's net/http and encoding/json (Go 1.19: no method/pattern
 // routing in ServeMux yet, so the handlers check the method themselves).
+//
+// For the TLS and HTTP/2 rows of the benchmark: BRISK_TLS_ADDR with BRISK_TLS_CERT
+// and BRISK_TLS_KEY adds a listener with ListenAndServeTLS (crypto/tls defaults; it
+// negotiates h2 by ALPN, net/http's bundled HTTP/2 server); BRISK_H2C_ADDR adds a
+// cleartext listener for HTTP/2 with prior knowledge (golang.org/x/net/http2/h2c).
+// BRISK_ADDR stays as it was.
 package main
 
 import (
@@ -13,6 +19,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 
 	"briskpeer"
 )
@@ -124,14 +133,26 @@ func main() {
 		writeJSON(w, http.StatusOK, svc.Process(&req))
 	})
 
-	srv := &http.Server{
-		Addr: cfg.Addr,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Server", "peer-nethttp")
-			mux.ServeHTTP(w, r)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       60 * time.Second,
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "peer-nethttp")
+		mux.ServeHTTP(w, r)
+	})
+	newServer := func(addr string, h http.Handler) *http.Server {
+		return &http.Server{
+			Addr:              addr,
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+		}
 	}
-	log.Fatal(srv.ListenAndServe())
+	if addr := os.Getenv("BRISK_TLS_ADDR"); addr != "" {
+		tlsSrv := newServer(addr, handler)
+		cert, key := os.Getenv("BRISK_TLS_CERT"), os.Getenv("BRISK_TLS_KEY")
+		go func() { log.Fatal(tlsSrv.ListenAndServeTLS(cert, key)) }()
+	}
+	if addr := os.Getenv("BRISK_H2C_ADDR"); addr != "" {
+		h2cSrv := newServer(addr, h2c.NewHandler(handler, &http2.Server{}))
+		go func() { log.Fatal(h2cSrv.ListenAndServe()) }()
+	}
+	log.Fatal(newServer(cfg.Addr, handler).ListenAndServe())
 }
