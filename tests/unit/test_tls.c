@@ -149,7 +149,8 @@ static void test_io(void)
     const unsigned char *alpn = NULL;
     unsigned alen = 0;
     SSL_get0_alpn_selected(p.c, &alpn, &alen);
-    ok(alen == 8 && memcmp(alpn, "http/1.1", 8) == 0, "ALPN http/1.1 over h2");
+    ok(alen == 2 && memcmp(alpn, "h2", 2) == 0, "ALPN h2 preferred over http/1.1");
+    ok(tls_transport_is_h2(&p.t), "the transport says h2");
     ok(SSL_version(p.c) == TLS1_3_VERSION, "TLS 1.3");
     ok(p.t.read_want == TRANSPORT_WANT_READ, "waiting to read");
     /* two records in the socket: one read returns both (edge-triggered epoll needs it) */
