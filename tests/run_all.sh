@@ -105,11 +105,13 @@ for v in "${variants[@]}"; do
     if [ -f tests/blackbox/run.py ]; then
         run_suite "$v black-box" python3 tests/blackbox/run.py --binary "$bdir/brisk"
         # the same cases over TLS and over h2c (run.py --transport); under ASan the users
-        # and wire areas only (the time budget)
+        # and wire areas only (the time budget). TLS runs those two areas on both builds
+        # for now: the whole suite over TLS grew the test runner past 9 GB of memory
+        # (2026-12-07 CI, not found yet); run it by hand with --transport tls.
         areas=()
         [ "$v" = asan ] && areas=(-k users -k wire)
         run_suite "$v black-box tls" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
-            --transport tls "${areas[@]}"
+            --transport tls -k users -k wire
         if grep -q nghttp2_session "$bdir/brisk"; then
             run_suite "$v black-box h2c" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
                 --transport h2c "${areas[@]}"
