@@ -104,14 +104,12 @@ for v in "${variants[@]}"; do
     fi
     if [ -f tests/blackbox/run.py ]; then
         run_suite "$v black-box" python3 tests/blackbox/run.py --binary "$bdir/brisk"
-        # the same cases over TLS and over h2c (run.py --transport); under ASan the users
-        # and wire areas only (the time budget). TLS runs those two areas on both builds
-        # for now: the whole suite over TLS grew the test runner past 9 GB of memory
-        # (2026-12-07 CI, not found yet); run it by hand with --transport tls.
+        # the same cases over h2c (run.py --transport); under ASan the users and wire
+        # areas only (the time budget). Not over TLS yet: there the test runner itself
+        # grew past 9 GB (users+wire: 3.5 GB and minutes) in 2026-12-07's CI, cause not
+        # found; run it by hand with --transport tls. test_tls.py covers TLS meanwhile.
         areas=()
         [ "$v" = asan ] && areas=(-k users -k wire)
-        run_suite "$v black-box tls" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
-            --transport tls -k users -k wire
         if grep -q nghttp2_session "$bdir/brisk"; then
             run_suite "$v black-box h2c" python3 tests/blackbox/run.py --binary "$bdir/brisk" \
                 --transport h2c "${areas[@]}"
