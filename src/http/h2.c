@@ -180,13 +180,10 @@ static struct h2_stream *stream_new(struct h2_session *s, int32_t id)
     return st;
 }
 
-/* The stream is over for us (answered and closed, or its handler answered after the
- * connection or the stream went): give its window back, keep or free the struct. */
-static void stream_release(struct h2_stream *st)
+/* Take st off its session's list. */
+static void stream_unlink(struct h2_stream *st)
 {
     struct h2_session *s = st->s;
-    if (st->unconsumed && !s->closed)
-        (void)nghttp2_session_consume_connection(s->ng, st->unconsumed);
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -194,6 +191,16 @@ static void stream_release(struct h2_stream *st)
     if (st->next)
         st->next->prev = st->prev;
     s->nstreams--;
+}
+
+/* The stream is over for us (answered and closed, or its handler answered after the
+ * connection or the stream went): give its window back, keep or free the struct. */
+static void stream_release(struct h2_stream *st)
+{
+    struct h2_session *s = st->s;
+    if (st->unconsumed && !s->closed)
+        (void)nghttp2_session_consume_connection(s->ng, st->unconsumed);
+    stream_unlink(st);
     if (s->nfree >= H2_FREE_STREAMS || s->closed) {
         stream_destroy(st);
     } else {
@@ -853,39 +860,18 @@ void h2_session_free(struct h2_session *s)
     s->closed = true;
     nghttp2_session_del(s->ng);
     s->ng = NULL;
-    size_t owned = 0;
-    for (struct h2_stream *st = s->streams, *next; st; st = next) {
-        next = st->next;
-        if (st->state == SS_HANDLING) {
-            if (!st->rq.dead) {
-                st->rq.dead = true; /* released when its handler answers */
-                s->hl->nowned++;
-            }
-            owned++;
-        }
-    }
-    if (owned == 0) {
-        while (s->streams) {
-            struct h2_stream *st = s->streams;
-            s->streams = st->next;
-            stream_destroy(st);
-        }
-        s->nstreams = 0;
-        session_destroy(s);
-        return;
-    }
-    /* the others go now; the last handler to answer frees the session */
+    /* streams whose handler still runs stay (marked dead) until it answers; the last
+     * of them frees the session (stream_release) */
     for (struct h2_stream *st = s->streams, *next; st; st = next) {
         next = st->next;
         if (st->state != SS_HANDLING) {
-            if (st->prev)
-                st->prev->next = st->next;
-            else
-                s->streams = st->next;
-            if (st->next)
-                st->next->prev = st->prev;
-            s->nstreams--;
+            stream_unlink(st);
             stream_destroy(st);
+        } else if (!st->rq.dead) {
+            st->rq.dead = true;
+            s->hl->nowned++;
         }
     }
+    if (s->nstreams == 0)
+        session_destroy(s);
 }
