@@ -268,6 +268,15 @@ def versions_ciphers_and_alpn(ctx):
         check(info["cipher"].startswith("ECDHE-") and ("GCM" in info["cipher"] or
                                                         "CHACHA20" in info["cipher"]),
               "TLS 1.2 cipher %s is not a forward-secret AEAD" % info["cipher"])
+        # the server's order wins (AES-128-GCM before AES-256-GCM), except for a client
+        # that puts ChaCha20 first
+        for offer, want in (("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+                             "ECDHE-ECDSA-AES128-GCM-SHA256"),
+                            ("ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256",
+                             "ECDHE-ECDSA-CHACHA20-POLY1305")):
+            st, _, _, info = tls_request(srv.tls_port, "GET", "/health",
+                                         cctx=client_ctx(maxv=ssl.TLSVersion.TLSv1_2, ciphers=offer))
+            eq((st, info["cipher"]), (200, want), "TLS 1.2 cipher chosen from %s" % offer)
         # TLS 1.2 with only CBC/SHA-1 suites offered: none is on the intermediate list
         try:
             tls_request(srv.tls_port, "GET", "/health",
