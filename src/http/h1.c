@@ -27,6 +27,7 @@
 #define READ_CHUNK 16384          /* free space ensured before each read */
 #define OUT_HIGH_WATER (1u << 20) /* stop parsing pipelined requests above this backlog */
 #define FREE_CONNS_MAX 256        /* connection structs kept per loop for reuse */
+#define KITS_MAX 64               /* parked working memories kept per loop for reuse */
 #define REQS_PER_TURN 32 /* pipelined requests answered before other connections get a turn */
 
 /* ST_H2: the connection speaks HTTP/2; its session (h2.c) holds the request states */
@@ -68,6 +69,19 @@ struct h1_conn {
     struct h2_link link;
     bool h2_failed; /* the session cannot go on: flush, then close */
     bool tls;
+};
+
+/*
+ * The working memory of an HTTP/1.1 connection: its buffers, header array and
+ * arena. An idle keep-alive connection (nothing buffered either way) parks it
+ * in its loop's pool and holds only its struct (under 1 kB); the next bytes
+ * take a kit back, so 10,000 idle clients cost 10,000 structs, not 10,000
+ * sets of buffers, and a busy loop still allocates nothing per request.
+ */
+struct h1_kit {
+    struct buf in, out, body, extra;
+    struct http_header *hdrs;
+    struct arena arena;
 };
 
 static void conn_process(struct h1_conn *k);
@@ -532,10 +546,77 @@ static void update_timer(struct h1_conn *k)
         loop_timer_arm(l, &k->timer, want);
 }
 
+static void kit_free(struct h1_kit *t)
+{
+    buf_free(&t->in);
+    buf_free(&t->out);
+    buf_free(&t->body);
+    buf_free(&t->extra);
+    free(t->hdrs);
+    arena_free(&t->arena);
+}
+
+/* Give k a kit (a parked one, else a fresh header array and empty buffers) when it
+ * has none. Returns 0 or -1 (out of memory). */
+static int kit_take(struct h1_conn *k)
+{
+    struct http_loop *hl = k->hl;
+    if (k->rq.hdrs)
+        return 0;
+    if (hl->nkits > 0) {
+        /* buffers a kit-less connection grew (a 408 to a client that sent nothing) */
+        struct h1_kit own = {k->in, k->out, k->rq.body, k->rq.extra_hdrs, NULL, k->rq.arena};
+        kit_free(&own);
+        struct h1_kit *t = &hl->kits[--hl->nkits];
+        k->in = t->in;
+        k->out = t->out;
+        k->rq.body = t->body;
+        k->rq.extra_hdrs = t->extra;
+        k->rq.hdrs = t->hdrs;
+        k->rq.arena = t->arena;
+    } else {
+        k->rq.hdrs = calloc(hl->parse_limits.max_headers, sizeof *k->rq.hdrs);
+        if (!k->rq.hdrs)
+            return -1;
+    }
+    k->rq.req.headers = k->rq.hdrs;
+    return 0;
+}
+
+/* Park k's kit in the loop's pool (or free it when the pool is full, and free
+ * whatever buffers a kit-less k grew); k must hold no bytes in either direction and
+ * no request. */
+static void kit_park(struct h1_conn *k)
+{
+    struct http_loop *hl = k->hl;
+    k->in.len = k->in_start = 0;
+    k->out.len = k->out_off = 0;
+    buf_shrink(&k->in, HTTP_KEEP_BUF);
+    buf_shrink(&k->out, HTTP_KEEP_BUF);
+    struct h1_kit t = {k->in, k->out, k->rq.body, k->rq.extra_hdrs, k->rq.hdrs, k->rq.arena};
+    if (!hl->kits)
+        hl->kits = calloc(KITS_MAX, sizeof *hl->kits);
+    if (t.hdrs && hl->kits && hl->nkits < KITS_MAX)
+        hl->kits[hl->nkits++] = t;
+    else
+        kit_free(&t);
+    buf_init(&k->in, t.in.max);
+    buf_init(&k->out, t.out.max);
+    buf_init(&k->rq.body, t.body.max);
+    buf_init(&k->rq.extra_hdrs, t.extra.max);
+    k->rq.hdrs = NULL;
+    k->rq.req.headers = NULL;
+    arena_init(&k->rq.arena, t.arena.cap);
+}
+
 static void conn_process(struct h1_conn *k)
 {
     if (k->state == ST_H2) {
         h2_process(k);
+        return;
+    }
+    if (kit_take(k) != 0) {
+        conn_close(k);
         return;
     }
     k->in_process = true;
@@ -594,6 +675,8 @@ static void conn_process(struct h1_conn *k)
         conn_close(k); /* draining: nothing in flight on this connection any more */
         return;
     }
+    if (k->state == ST_HEAD && k->in.len == k->in_start && !out_pending(k))
+        kit_park(k); /* idle: wait holding only the struct */
     update_timer(k);
 }
 
@@ -694,11 +777,7 @@ static struct h1_conn *conn_new(struct http_loop *hl, int fd, bool tls)
             close(fd);
             return NULL;
         }
-        if (http_ctx_init(&k->rq, lim) != 0) {
-            free(k);
-            close(fd);
-            return NULL;
-        }
+        http_ctx_init_empty(&k->rq, lim); /* the header array comes with a kit */
         k->rq.proto = &k_h1_proto;
         k->rq.hl = hl;
         buf_init(&k->in, lim->max_header_bytes + lim->max_body + READ_CHUNK);
@@ -755,10 +834,7 @@ static void release(struct h1_conn *k)
         return;
     }
     http_ctx_reset(&k->rq);
-    k->in.len = 0;
-    buf_shrink(&k->in, HTTP_KEEP_BUF);
-    k->out.len = 0;
-    buf_shrink(&k->out, HTTP_KEEP_BUF);
+    kit_park(k); /* a struct on the free list holds no buffers */
     k->next = hl->free_list;
     hl->free_list = k;
     hl->nfree++;
@@ -946,4 +1022,8 @@ void h1_free_pool(struct http_loop *hl)
         hl->free_list = k->next;
         conn_destroy(k);
     }
+    while (hl->nkits > 0)
+        kit_free(&hl->kits[--hl->nkits]);
+    free(hl->kits);
+    hl->kits = NULL;
 }

@@ -59,6 +59,8 @@ struct http_listener {
 };
 
 /* One event-loop thread of the server. */
+struct h1_kit;
+
 struct http_loop {
     struct loop *loop;
     int index;
@@ -76,6 +78,8 @@ struct http_loop {
     size_t nconns;
     struct h1_conn *free_list;
     size_t nfree;
+    struct h1_kit *kits; /* working memory parked by idle connections (h1.c), for reuse */
+    size_t nkits;
     size_t nowned;         /* closed connections whose handler still runs (pool, database) */
     struct h1_conn *ready; /* connections to continue after the current events */
     uint64_t reqid_seq;
@@ -129,6 +133,10 @@ void http_request_setup(const struct server_config *cfg);
 
 /* Prepare c's buffers for requests within lim (once per request object). Returns 0 or -1. */
 int http_ctx_init(struct http_ctx *c, const struct http_limits *lim);
+
+/* As http_ctx_init, but with no header array (c->hdrs NULL: the caller provides one
+ * before a request is parsed into c); allocates nothing. */
+void http_ctx_init_empty(struct http_ctx *c, const struct http_limits *lim);
 
 /* Free what http_ctx_init allocated. */
 void http_ctx_free(struct http_ctx *c);

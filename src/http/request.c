@@ -108,17 +108,24 @@ uint64_t http_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int http_ctx_init(struct http_ctx *c, const struct http_limits *lim)
+void http_ctx_init_empty(struct http_ctx *c, const struct http_limits *lim)
 {
-    c->hdrs = calloc(lim->max_headers, sizeof *c->hdrs);
-    if (!c->hdrs)
-        return -1;
+    c->hdrs = NULL;
     buf_init(&c->body, 0);
     buf_init(&c->extra_hdrs, 8192);
     arena_init(&c->arena, (size_t)lim->max_body * 8 + 65536);
     memset(&c->req, 0, sizeof c->req);
     c->req.headers = c->hdrs;
     c->m.route = c->m.path_route = -1;
+}
+
+int http_ctx_init(struct http_ctx *c, const struct http_limits *lim)
+{
+    http_ctx_init_empty(c, lim);
+    c->hdrs = calloc(lim->max_headers, sizeof *c->hdrs);
+    if (!c->hdrs)
+        return -1;
+    c->req.headers = c->hdrs;
     return 0;
 }
 
