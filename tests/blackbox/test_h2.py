@@ -492,15 +492,15 @@ def window_update_flood_ends_in_goaway(ctx):
 
 @test()
 def requests_refill_the_budget(ctx):
-    # a busy but honest client: 400 requests, each with a PING and a WINDOW_UPDATE
-    # (1000+ control frames in all, over the burst), is never cut off
+    # a busy but honest client: 500 requests, each with 3 PINGs and 3 WINDOW_UPDATEs
+    # (3000 control frames, far over the 1000 burst plus what the DATA frames refill),
+    # is never cut off: each response refills the budget
+    ctl = (hf.PingFrame(0, opaque_data=b"12345678").serialize()
+           + hf.WindowUpdateFrame(0, window_increment=1).serialize()) * 3
     with open_raw(ctx.port) as c:
-        for i in range(400):
+        for i in range(500):
             sid = 1 + 2 * i
-            c.send(c.headers(sid, request_fields("GET", "/health", ctx.port, c.tls))
-                   + hf.PingFrame(0, opaque_data=b"12345678").serialize()
-                   + hf.WindowUpdateFrame(0, window_increment=1).serialize()
-                   + hf.PingFrame(0, opaque_data=b"87654321").serialize())
+            c.send(c.headers(sid, request_fields("GET", "/health", ctx.port, c.tls)) + ctl)
             st = c.response(sid)
             check(st.ended and st.status == 200, "request %d: status %s reset %s %s"
                   % (i, st.status, st.reset, goaway_name(c.goaway)))
