@@ -278,9 +278,9 @@ class Raw:
     def drain(self):
         """Read whatever has arrived, without waiting."""
         while not self.eof:
-            if self.tls and self.sock.pending():
-                pass
-            elif not select.select([self.sock], [], [], 0)[0]:
+            whole = len(self.buf) >= 9 and len(self.buf) >= 9 + int.from_bytes(self.buf[:3], "big")
+            if not whole and not (self.tls and self.sock.pending()) \
+                    and not select.select([self.sock], [], [], 0)[0]:
                 return
             try:
                 self.read_frame(0.5)
@@ -688,6 +688,7 @@ def reset_streams_whose_handler_runs_still_count(ctx):
     srv = ctx.new_server(env={"BRISK_THREADS": "1", "BRISK_H2_MAX_STREAMS": "4",
                               "BRISK_DB_BUSY_TIMEOUT_MS": "4000"}, name="h2held").start()
     lock = sqlite3.connect(srv.db_path, timeout=5, isolation_level=None)
+    locked = False
     try:
         lock.execute("BEGIN IMMEDIATE")
         locked = True
