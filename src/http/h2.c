@@ -325,8 +325,9 @@ static size_t build_fields(struct h2_stream *st, nghttp2_nv *nv, size_t cap, con
         NV("vary", "accept-encoding", 15);
     NV("x-request-id", c->reqid, c->reqid_len);
 #undef NV
-    /* "Name: value\r\n" lines (request.c keeps CR and LF out of values) */
-    char *p = c->extra_hdrs.data, *end = p + c->extra_hdrs.len;
+    /* "Name: value\r\n" lines (request.c keeps CR and LF out of values); no lines: the
+     * buffer may be unallocated, and NULL + 0 is undefined */
+    char *p = c->extra_hdrs.data, *end = p ? p + c->extra_hdrs.len : p;
     while (p < end && n < cap) {
         char *eol = memchr(p, '\n', (size_t)(end - p));
         char *colon = memchr(p, ':', (size_t)(end - p));
