@@ -7,10 +7,15 @@
 #
 # Options: --quick, --no-install (do not apt-get), --servers a,b,c (subset of
 # brisk-sqlite,brisk-pg,go-gin,go-nethttp,rust-hyper), --scenarios a,b (subset of
-# health,get_user,post_user,orders_process), --keep-work (leave bench/.work).
+# health,get_user,post_user,orders_process and of the TLS / HTTP/2 rows tls_health,
+# tls_get_user,tls_handshake,h2c_health,h2c_get_user,h2_health,h2_get_user),
+# --keep-work (leave bench/.work).
 # Environment: BENCH_PORT_BASE (default 18180), BENCH_WORK (default bench/.work),
 # BENCH_BRISK_ENV (extra brisk settings), BENCH_SCALEOUT=0|1 (the scale-out row: on
-# in the full run, off in the quick one), BENCH_BRISK_BASELINE=/path/to/brisk: adds
+# in the full run, off in the quick one), BENCH_TLS=0 (leave out the TLS and HTTP/2
+# rows: brisk-sqlite, go-nethttp and rust-hyper over TLS with wrk, TLS handshakes
+# per second, HTTP/2 with h2load; nginx and h2o as their limit servers),
+# BENCH_BRISK_BASELINE=/path/to/brisk: adds
 # the server brisk-sqlite-base, brisk-sqlite's configuration with that binary (its
 # own port and SQLite file), to compare two builds side by side in one run, e.g.
 #   BENCH_BRISK_BASELINE=/tmp/brisk-before bash bench/run.sh --quick \
@@ -28,7 +33,9 @@
 #  5. per scenario, servers alternating: max throughput + latency with wrk, then
 #     latency at one fixed rate for all with bench/loadgen (open loop); in the full
 #     run also GET /users/{id} from 3 brisk processes behind HAProxy, with and
-#     without a read replica (bench/scaleout.sh)
+#     without a read replica (bench/scaleout.sh); then the TLS and HTTP/2 rows
+#     (HTTPS with wrk against https://localhost:PORT, handshakes with wrk and
+#     Connection: close, HTTP/2 with bench/h2load.py, h2c and h2 over TLS)
 #  6. peak RSS (VmHWM), the JSON microbenchmark (C, Go, Rust)
 #  7. bench/report.py: bench/results/<date>-<host>.{json,md}, PNG plots, summary
 #
@@ -132,7 +139,9 @@ APT_PKGS=(gcc make libc6-dev libsqlite3-dev libssl-dev libseccomp-dev libpq-dev
     cargo rustc librust-tokio-dev librust-hyper-dev librust-tokio-postgres-dev
     librust-serde-dev librust-serde-derive-dev librust-serde-json-dev librust-hmac-dev
     librust-sha2-dev librust-hex-dev librust-rayon-dev librust-num-cpus-dev
-    librust-futures-dev)
+    librust-futures-dev
+    golang-golang-x-net-dev librust-tokio-rustls-dev librust-rustls-pemfile-dev
+    nginx-light h2o nghttp2-client openssl)
 
 install_deps() {
     local missing=() p
