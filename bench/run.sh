@@ -304,6 +304,38 @@ PORT[go-nethttp]=$((PORT_BASE + 3))
 PORT[rust-hyper]=$((PORT_BASE + 4))
 PORT[brisk-sqlite-base]=$((PORT_BASE + 5))
 PORT[limit]=$((PORT_BASE + 10))
+PORT[nginx]=$((PORT_BASE + 36))   # cleartext (start-up probe); TLS on TLS_PORT
+PORT[h2o]=$((PORT_BASE + 38))     # cleartext: h2c with prior knowledge; TLS on TLS_PORT
+# TLS and h2c listeners of the TLS / HTTP/2 rows (BENCH_TLS=0 leaves them out)
+declare -A TLS_PORT H2C_PORT
+TLS_PORT[brisk-sqlite]=$((PORT_BASE + 30))
+TLS_PORT[go-nethttp]=$((PORT_BASE + 33))
+TLS_PORT[rust-hyper]=$((PORT_BASE + 34))
+TLS_PORT[nginx]=$((PORT_BASE + 37))
+TLS_PORT[h2o]=$((PORT_BASE + 39))
+H2C_PORT[brisk-sqlite]=$PORT_BASE # brisk: h2c by prior knowledge on its cleartext port
+H2C_PORT[go-nethttp]=$((PORT_BASE + 43))
+H2C_PORT[rust-hyper]=$((PORT_BASE + 44))
+H2C_PORT[h2o]=${PORT[h2o]}
+BENCH_TLS="${BENCH_TLS:-1}"
+TLS_DIR="$W/tls"
+TLS_ENV=()
+if [ "$BENCH_TLS" = 1 ]; then
+    # one certificate for every server: ECDSA P-256, CN/SAN localhost (make tls-dev-cert's)
+    mkdir -p "$TLS_DIR"
+    [ -f "$TLS_DIR/cert.pem" ] || (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+        -nodes -days 30 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null)
+    TLS_ENV=(BRISK_TLS_CERT="$TLS_DIR/cert.pem" BRISK_TLS_KEY="$TLS_DIR/key.pem")
+fi
+tls_env() { # NAME: the TLS / h2c settings of a server (none without BENCH_TLS)
+    [ "$BENCH_TLS" = 1 ] || return 0
+    case "$1" in
+    brisk-sqlite) printf '%s\n' "${TLS_ENV[@]}" BRISK_TLS_ADDR="127.0.0.1:${TLS_PORT[$1]}" ;;
+    go-nethttp | rust-hyper) printf '%s\n' "${TLS_ENV[@]}" BRISK_TLS_ADDR="127.0.0.1:${TLS_PORT[$1]}" \
+        BRISK_H2C_ADDR="127.0.0.1:${H2C_PORT[$1]}" ;;
+    esac
+}
 SQLITE_DIR="$W/sqlite"
 SQLITE_BASE_DIR="$W/sqlite-base"
 
@@ -317,15 +349,17 @@ BRISK_ENV=(BRISK_THREADS="$SRV_N" BRISK_LOG_LEVEL=warn BRISK_BG_WORKERS=0 ${BENC
 server_cmd() { # NAME: print the env + command line, one word per line
     local n="$1"
     case "$n" in
-    brisk-sqlite) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
+    brisk-sqlite) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" $(tls_env "$n") \
         BRISK_DATABASE_URL="sqlite:$SQLITE_DIR/brisk.db" "${PIN_SRV[@]}" "$W/bin/brisk" serve ;;
     brisk-sqlite-base) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
         BRISK_DATABASE_URL="sqlite:$SQLITE_BASE_DIR/brisk.db" "${PIN_SRV[@]}" "$W/bin/brisk-base" serve ;;
     brisk-pg) printf '%s\n' env "${BRISK_ENV[@]}" BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
         BRISK_DATABASE_URL="$PG_URL" "${PIN_SRV[@]}" "$W/bin/brisk" serve ;;
-    go-gin | go-nethttp | rust-hyper) printf '%s\n' env BRISK_ADDR="127.0.0.1:${PORT[$n]}" \
+    go-gin | go-nethttp | rust-hyper) printf '%s\n' env BRISK_ADDR="127.0.0.1:${PORT[$n]}" $(tls_env "$n") \
         BRISK_DATABASE_URL="$PG_URL" "${PIN_SRV[@]}" "$W/bin/$n" ;;
     limit) printf '%s\n' "${PIN_SRV[@]}" "$W/bin/limit" --addr "127.0.0.1:${PORT[$n]}" ;;
+    nginx) printf '%s\n' "${PIN_SRV[@]}" nginx -e stderr -p "$W/nginx" -c "$W/nginx/nginx.conf" ;;
+    h2o) printf '%s\n' "${PIN_SRV[@]}" h2o -c "$W/h2o/h2o.conf" ;;
     esac
 }
 
@@ -364,6 +398,17 @@ if [ "$BRISK_PG_OK" = 0 ]; then
 fi
 SCENARIOS=(health health_pipelined get_user post_user orders_process)
 [ -n "$SCENARIOS_ARG" ] && read -r -a SCENARIOS <<<"${SCENARIOS_ARG//,/ }"
+# the TLS / HTTP/2 rows run after the others, on their own loop
+XSCENARIOS=(tls_health tls_get_user tls_handshake h2c_health h2c_get_user h2_health h2_get_user)
+if [ -n "$SCENARIOS_ARG" ]; then
+    keep=() xkeep=()
+    for sc in "${SCENARIOS[@]}"; do
+        case "$sc" in tls_* | h2_* | h2c_*) xkeep+=("$sc") ;; *) keep+=("$sc") ;; esac
+    done
+    SCENARIOS=("${keep[@]}")
+    XSCENARIOS=("${xkeep[@]}")
+fi
+[ "$BENCH_TLS" = 1 ] || XSCENARIOS=()
 
 step "startup: exec -> first 200 on /health, $STARTUP_RUNS run(s) per server"
 for n in limit "${SERVERS[@]}"; do
@@ -563,6 +608,134 @@ EOF
         done
     done
 done
+
+# ---------------------------------------------------------------- TLS and HTTP/2
+# HTTPS (wrk against https://localhost:PORT: the SNI is a host name, rustls rejects an
+# IP), TLS handshakes per second (wrk with Connection: close: a new connection and a
+# full handshake per request), HTTP/2 with h2load (-c 64 -m 10; h2c by prior knowledge
+# and h2 over TLS by ALPN). nginx (return 200 on /health over TLS) is the TLS limit
+# server, h2o (/health as a static file) the HTTP/2 one. CPU per request as above.
+xs_targets() { # SCENARIO: the servers of a TLS / HTTP/2 row that run in this bench
+    local c n
+    case "$1" in
+    tls_health | tls_handshake) c="brisk-sqlite go-nethttp rust-hyper nginx" ;;
+    h2c_health | h2_health) c="brisk-sqlite go-nethttp rust-hyper h2o" ;;
+    *) c="brisk-sqlite go-nethttp rust-hyper" ;;
+    esac
+    for n in $c; do [ -n "${PID[$n]:-}" ] && echo "$n"; done
+    return 0
+}
+# cpu_tree PID: CPU seconds of PID and its children (nginx's workers)
+cpu_tree() {
+    local p t=0
+    for p in "$1" $(pgrep -P "$1" || true); do t=$(awk -v a="$t" -v b="$(cpu_of "$p")" 'BEGIN {printf "%.3f", a + b}'); done
+    echo "$t"
+}
+run_x() { # SCENARIO SERVER SECONDS TAG: the BENCHJSON object of one window
+    local sc="$1" n="$2" secs="$3" tag="$4" out c0 p0 c1 p1 path=/health lua=health.lua
+    case "$sc" in *get_user) path='/users/{id}' lua=get_user.lua ;; esac
+    c0=$(cpu_tree "${PID[$n]}")
+    p0=$(pg_snap)
+    case "$sc" in
+    tls_*)
+        local hdr=()
+        [ "$sc" = tls_handshake ] && hdr=(-H 'Connection: close')
+        out=$(env BENCH_LUA_DIR="$B/wrk" BENCH_IDS="$(ids_of "$n")" BENCH_TAG="$tag" \
+            "${PIN_LOAD[@]}" wrk -t"$LOAD_N" -c64 -d"${secs}s" --timeout 10s --latency "${hdr[@]}" \
+            -s "$B/wrk/$lua" "https://localhost:${TLS_PORT[$n]}${path/\{id\}/1}" 2>&1) ||
+            { echo "$out" >&2; die "wrk failed against $n ($sc)"; }
+        echo "$out" >>"$LOGS/wrk-$sc-$n.log"
+        out=$(grep '^BENCHJSON ' <<<"$out" | tail -n 1 | cut -d' ' -f2-) ;;
+    h2c_*)
+        out=$(python3 "$B/h2load.py" --url "http://127.0.0.1:${H2C_PORT[$n]}$path" --ids "$(ids_of "$n")" \
+            --conns 64 --streams 10 --threads "$LOAD_N" --seconds "$secs" --pin "$LOAD_CPUS" \
+            --log "$LOGS/h2load-$sc-$n.log") || die "h2load failed against $n ($sc)" ;;
+    h2_*)
+        out=$(python3 "$B/h2load.py" --url "https://localhost:${TLS_PORT[$n]}$path" --ids "$(ids_of "$n")" \
+            --connect-to "127.0.0.1:${TLS_PORT[$n]}" --conns 64 --streams 10 --threads "$LOAD_N" \
+            --seconds "$secs" --pin "$LOAD_CPUS" --log "$LOGS/h2load-$sc-$n.log") ||
+            die "h2load failed against $n ($sc)" ;;
+    esac
+    c1=$(cpu_tree "${PID[$n]}")
+    p1=$(pg_snap)
+    sed "s/^{/{\"server_cpu_s\":$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f", b - a}'),\"pg_cpu_s\":$(pg_delta "$p0" "$p1"),/" <<<"$out"
+}
+if [ ${#XSCENARIOS[@]} -gt 0 ]; then
+    # nginx: `return 200 ok` on /health over TLS (and cleartext, for the start-up probe)
+    mkdir -p "$W/nginx/logs" "$W/nginx/tmp" "$W/h2o/root"
+    cat >"$W/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes $SRV_N;
+pid $W/nginx/nginx.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $W/nginx/tmp;
+    proxy_temp_path $W/nginx/tmp;
+    fastcgi_temp_path $W/nginx/tmp;
+    uwsgi_temp_path $W/nginx/tmp;
+    scgi_temp_path $W/nginx/tmp;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:${PORT[nginx]};
+        listen 127.0.0.1:${TLS_PORT[nginx]} ssl;
+        ssl_certificate $TLS_DIR/cert.pem;
+        ssl_certificate_key $TLS_DIR/key.pem;
+        location = /health { default_type text/plain; return 200 ok; }
+    }
+}
+NGINX
+    # h2o: /health as a static file, h2c on the cleartext port, h2 by ALPN over TLS
+    printf ok >"$W/h2o/root/health"
+    cat >"$W/h2o/h2o.conf" <<H2O
+user: root
+num-threads: $SRV_N
+pid-file: $W/h2o/h2o.pid
+error-log: $W/h2o/error.log
+listen:
+  host: 127.0.0.1
+  port: ${PORT[h2o]}
+listen:
+  host: 127.0.0.1
+  port: ${TLS_PORT[h2o]}
+  ssl:
+    certificate-file: $TLS_DIR/cert.pem
+    key-file: $TLS_DIR/key.pem
+hosts:
+  default:
+    paths:
+      /:
+        file.dir: $W/h2o/root
+H2O
+    for n in nginx h2o; do
+        if ! command -v "$n" >/dev/null; then
+            record note "$(printf '"text":%s' "$(jstr "$n not installed: left out of the TLS / HTTP/2 rows")")"
+            continue
+        fi
+        out=$(start_server "$n" --keep) || { step "$n did not start (log: $LOGS/server-$n.log)"; continue; }
+        PID[$n]=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["pid"])' "$out")
+        SERVER_PIDS+=("${PID[$n]}")
+    done
+    record note "$(printf '"text":%s' "$(jstr "TLS / HTTP/2 rows: $(nginx -v 2>&1 | head -n 1), $(h2o --version 2>/dev/null | head -n 1), $(h2load --version | head -n 1), $(openssl version); one ECDSA P-256 certificate (CN localhost) for every server")")"
+    for sc in "${XSCENARIOS[@]}"; do
+        mapfile -t targets < <(xs_targets "$sc")
+        [ ${#targets[@]} -gt 0 ] || continue
+        if [ "$WRK_WARMUP" != 0 ]; then
+            step "scenario $sc: warm-up ${WRK_WARMUP}s per server"
+            for n in "${targets[@]}"; do run_x "$sc" "$n" "$WRK_WARMUP" "w$RUN_ID-$n" >/dev/null; done
+        fi
+        for ((r = 1; r <= ROUNDS; r++)); do
+            mapfile -t order < <(rotated $((r - 1)) "${targets[@]}")
+            for n in "${order[@]}"; do
+                step "scenario $sc: round $r/$ROUNDS, $n (${WRK_SECONDS}s, 64 connections)"
+                out=$(run_x "$sc" "$n" "$WRK_SECONDS" "r$RUN_ID-$r-$n")
+                record wrk "$(printf '"scenario":"%s","server":"%s","round":%d,"connections":64,"data":%s' \
+                    "$sc" "$n" "$r" "$out")"
+            done
+        done
+    done
+fi
 
 # Response compression: GET /users?limit=1000 and the 1000-order batch, plain and gzip
 # (bench/compress/wire.py: CPU per request, bytes on the wire; appended to the report).
