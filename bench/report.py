@@ -215,6 +215,105 @@ def scaleout_section(a, meta):
     return L
 
 
+XSCENARIOS = ["tls_health", "tls_get_user", "tls_handshake", "h2c_health", "h2c_get_user", "h2_health", "h2_get_user"]
+XSCENARIO_TITLE = {
+    "tls_health": "HTTPS GET /health (wrk, keep-alive)",
+    "tls_get_user": "HTTPS GET /users/{id} (wrk, keep-alive)",
+    "tls_handshake": "TLS handshakes: GET /health, a new connection per request (wrk, Connection: close)",
+    "h2c_health": "HTTP/2 cleartext (h2c) GET /health (h2load -c 64 -m 10)",
+    "h2c_get_user": "HTTP/2 cleartext (h2c) GET /users/{id} (h2load -c 64 -m 10)",
+    "h2_health": "HTTP/2 over TLS (h2) GET /health (h2load -c 64 -m 10)",
+    "h2_get_user": "HTTP/2 over TLS (h2) GET /users/{id} (h2load -c 64 -m 10)",
+}
+XSERVERS = ["brisk-sqlite", "go-nethttp", "rust-hyper", "nginx", "h2o"]
+
+
+def xcpu(x, s):
+    """server CPU per request, PostgreSQL's added for the servers using it"""
+    c = x.get("cpu_us_per_req")
+    if c is None:
+        return None
+    return c + ((x.get("pg_cpu_us_per_req") or 0) if s not in SQLITE_SERVERS + ("nginx", "h2o") else 0)
+
+
+def xgoals(a):
+    res = []
+    w = a["wrk"]
+    b = "brisk-sqlite"
+    for sc in ("tls_health", "tls_get_user"):
+        d = w.get(sc, {})
+        if b not in d:
+            continue
+        if "nginx" in d:
+            res.append(("TLS CPU per request ≤ nginx's, %s" % XSCENARIO_TITLE[sc],
+                        "%.1f vs %.1f µs" % (xcpu(d[b], b), xcpu(d["nginx"], "nginx")),
+                        xcpu(d[b], b) <= xcpu(d["nginx"], "nginx")))
+        if "rust-hyper" in d:
+            res.append(("TLS CPU per request ≤ 0.7× rust-hyper's, %s" % XSCENARIO_TITLE[sc],
+                        "%.1f vs %.1f µs (%.2f×; server + PostgreSQL)" % (xcpu(d[b], b), xcpu(d["rust-hyper"], "rust-hyper"),
+                                                       xcpu(d[b], b) / xcpu(d["rust-hyper"], "rust-hyper")),
+                        xcpu(d[b], b) <= 0.7 * xcpu(d["rust-hyper"], "rust-hyper")))
+    d = w.get("tls_handshake", {})
+    if b in d and "nginx" in d:
+        res.append(("TLS handshakes/s ≥ nginx's", "%s vs %s (%.2f×)" % (f_rps(d[b]["rps"]), f_rps(d["nginx"]["rps"]),
+                                                                     d[b]["rps"] / d["nginx"]["rps"]),
+                    d[b]["rps"] >= d["nginx"]["rps"]))
+    for sc in ("h2c_health", "h2_health"):
+        d = w.get(sc, {})
+        if b in d and "h2o" in d:
+            res.append(("h2 throughput ≥ h2o's, %s" % XSCENARIO_TITLE[sc],
+                        "%s vs %s (%.2f×)" % (f_rps(d[b]["rps"]), f_rps(d["h2o"]["rps"]), d[b]["rps"] / d["h2o"]["rps"]),
+                        d[b]["rps"] >= d["h2o"]["rps"]))
+    for sc in ("h2c_get_user", "h2_get_user"):
+        d = w.get(sc, {})
+        if b in d and "rust-hyper" in d:
+            res.append(("h2 throughput ≥ 2× rust-hyper's, %s" % XSCENARIO_TITLE[sc],
+                        "%s vs %s (%.2f×)" % (f_rps(d[b]["rps"]), f_rps(d["rust-hyper"]["rps"]),
+                                              d[b]["rps"] / d["rust-hyper"]["rps"]),
+                        d[b]["rps"] >= 2 * d["rust-hyper"]["rps"]))
+    return res
+
+
+def xsection(a):
+    """Markdown lines of "TLS and HTTP/2", [] without its records"""
+    if not any(sc in a["wrk"] for sc in XSCENARIOS):
+        return []
+    L = ["## TLS and HTTP/2", ""]
+    L.append("brisk-sqlite (its TLS port, BRISK_TLS_ADDR; h2c by prior knowledge on its cleartext port), "
+             "go-nethttp (ListenAndServeTLS; h2c through golang.org/x/net/http2/h2c), rust-hyper (tokio-rustls; "
+             "hyper's h2c), nginx (`return 200 ok` on /health over TLS: the TLS limit server) and h2o "
+             "(/health as a static file: the HTTP/2 limit server), one ECDSA P-256 certificate for all. "
+             "HTTPS rows: wrk against https://localhost:PORT (64 connections); handshakes: the same with "
+             "`Connection: close` (a full handshake per request, req/s = handshakes/s); HTTP/2: bench/h2load.py "
+             "(`h2load -c 64 -m 10`, h2 over TLS by ALPN). h2load reports no percentiles: its mean and max "
+             "latency are shown. CPU µs per request: the server's user + system time over the window "
+             "(nginx: master and workers), plus PostgreSQL's for the Go and Rust peers' /users/{id} (in brackets).")
+    L.append("")
+    for sc in XSCENARIOS:
+        d = a["wrk"].get(sc)
+        if not d:
+            continue
+        L.append("### %s" % XSCENARIO_TITLE[sc])
+        L.append("")
+        rows = []
+        h2 = sc.startswith("h2")
+        for s in present(XSERVERS, d):
+            x = d[s]
+            lat = ([f_ms(x.get("mean_ms")), f_ms(x.get("max_ms"))] if h2 else
+                   [f_ms(x["p50_ms"]), f_ms(x["p99_ms"])])
+            pg = x.get("pg_cpu_us_per_req")
+            cpu = x.get("cpu_us_per_req")
+            rows.append([s, f_rps(x["rps"]), " / ".join(f_rps(v) for v in x["rps_each"])] + lat +
+                        ["%d / %d" % (x["errors"], x["non2xx"]),
+                         "—" if cpu is None else ("%.1f" % xcpu(x, s)) +
+                         (" (%.1f + %.1f)" % (cpu, pg) if sc.endswith("get_user") and s not in SQLITE_SERVERS and pg else "")])
+        L.append(table(["server", "req/s (best)", "each round"] +
+                       (["mean ms", "max ms"] if h2 else ["p50 ms", "p99 ms"]) +
+                       ["errors / non-2xx", "CPU µs/req"], rows))
+        L.append("")
+    return L
+
+
 # ---------------------------------------------------------------- formatting
 def f_rps(v):
     return "—" if v is None else "{:,.0f}".format(v)
@@ -323,6 +422,7 @@ def goals(a):
             add("brisk clean build ≤ 5 s", "%s wall%s, make -j%s" % (
                 f_s(bb["clean_build_s"]), "" if cpu is None else ", %s CPU (user+sys)" % f_s(cpu), meta_cores[0]),
                 bb["clean_build_s"] <= 5)
+    res.extend(xgoals(a))
     return res
 
 
@@ -446,6 +546,7 @@ def markdown(a, meta, elapsed):
         L.append("")
 
     L.extend(scaleout_section(a, meta))
+    L.extend(xsection(a))
 
     L.append("## Latency at a fixed rate (bench/loadgen, open loop, from the intended send time)")
     L.append("")
