@@ -278,14 +278,22 @@ class TLSSock:
 
     def recv(self, n):
         """Up to n bytes: all the records already read give (one read gives one record,
-        16 KiB at most; big bodies would come in many small pieces)."""
+        16 KiB at most; big bodies would come in many small pieces).
+
+        Once the peer's close_notify is in, SSLObject.read() returns b"" (it raises
+        SSLZeroReturnError only in some versions): that is EOF, after what came before.
+        Reading on past it looped here for ever, appending b"" to `out` - the runner's
+        memory growth over TLS (a response and close_notify in one read, e.g. HTTP/1.0)."""
         self.do_handshake()
         while True:
             with self._lock:
                 out, got = [], 0
                 try:
                     while got < n:
-                        d = self._obj.read(n - got)
+                        # a record is 16 KiB at most; read(len) allocates len bytes first
+                        d = self._obj.read(min(n - got, 16384))
+                        if not d:  # close_notify
+                            return b"".join(out)
                         out.append(d)
                         got += len(d)
                 except ssl.SSLWantReadError:
