@@ -264,6 +264,10 @@ static void h1_respond(struct http_ctx *c, int status, const char *content_type)
     if (c->dead) {
         /* the client went away while the handler waited: nothing to send */
         k->hl->nowned--;
+        if (k->queued) {
+            k->state = ST_CLOSED; /* still on the ready list: h1_run_ready releases it */
+            return;
+        }
         release(k);
         return;
     }
@@ -611,6 +615,8 @@ static void kit_park(struct h1_conn *k)
 
 static void conn_process(struct h1_conn *k)
 {
+    if (k->t.fd < 0)
+        return; /* closed while its handler ran (queued before): nothing to read or write */
     if (k->state == ST_H2) {
         h2_process(k);
         return;
