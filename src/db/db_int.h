@@ -146,9 +146,9 @@ int db__sqlite_migrate(const char *path, const struct db_config *cfg);
 struct db *db__sqlite_open(const char *path, const struct db_config *cfg, struct loop *loop);
 
 /*
- * PostgreSQL backend (pg.c). `conninfo` is the URL or libpq string as given.
- * Migrations run blocking at start-up under an advisory lock; handles are
- * non-blocking and driven by `loop`.
+ * PostgreSQL backend (pg.c, pg_ops.c, pg_migrate.c; db/pg_int.h). `conninfo`
+ * is the URL or libpq string as given. Migrations run blocking at start-up
+ * under an advisory lock; handles are non-blocking and driven by `loop`.
  */
 int db__pg_migrate(const char *conninfo, const struct db_config *cfg);
 struct db *db__pg_open(const char *conninfo, const struct db_config *cfg, struct loop *loop);

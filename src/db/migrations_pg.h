@@ -1,7 +1,7 @@
 /*
  * migrations_pg.h - the PostgreSQL schema, as numbered migrations.
  *
- * Included by pg.c only. db_migrate takes a session advisory lock
+ * Included by pg_migrate.c only. db_migrate takes a session advisory lock
  * (PG_MIGRATION_LOCK), so several brisk processes starting at once apply
  * the migrations one after another, then applies, in order, every migration
  * whose version is not yet recorded in schema_migrations, each in its own

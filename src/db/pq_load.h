@@ -25,7 +25,7 @@
 #define PQ_LIBRARY "libpq.so.5"
 #define PQ_PACKAGE "libpq5"
 
-/* Every libpq function brisk calls (pg.c, db.c). */
+/* Every libpq function brisk calls (pg*.c, db.c). */
 #define PQ_FUNCTIONS(X)                                                                            \
     X(PQclear)                                                                                     \
     X(PQcmdStatus)                                                                                 \
